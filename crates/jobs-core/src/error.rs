@@ -1,0 +1,52 @@
+//! The one error type of the domain; HTTP and the worker map it, never invent their own.
+
+use serde::Serialize;
+
+use crate::{JobId, State};
+
+/// One invalid field of an input, named the way the caller spelled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("job {0} not found")]
+    NotFound(JobId),
+
+    #[error("illegal transition: job is {from}, cannot move to {to}")]
+    IllegalTransition { from: State, to: State },
+
+    #[error("invalid input: {}", summarize(.0))]
+    Invalid(Vec<FieldError>),
+
+    #[error("duplicate: job {existing} already has this unique key")]
+    Duplicate { existing: JobId },
+
+    /// The caller no longer owns the attempt: the lease expired and the job was rescued,
+    /// cancelled, or claimed again. The row was left untouched.
+    #[error("lease lost on job {0}")]
+    LeaseLost(JobId),
+
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+fn summarize(errors: &[FieldError]) -> String {
+    errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,23 @@
+//! Domain of the job system: what a job is, the states it moves through, how new jobs
+//! are validated, how retries back off, and the `JobStore` trait every backend implements.
+//!
+//! This crate knows no database, no HTTP and no async runtime; it only names the contracts.
+
+mod error;
+mod id;
+mod job;
+mod new_job;
+mod retry;
+mod state;
+mod store;
+
+pub use error::{FieldError, JobError};
+pub use id::JobId;
+pub use job::{AttemptError, Job};
+pub use new_job::{NewJob, limits};
+pub use retry::RetryPolicy;
+pub use state::State;
+pub use store::{
+    ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome,
+    Page, PageRequest, RescueReport, Retry,
+};

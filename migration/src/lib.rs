@@ -1,1 +1,16 @@
+//! Every schema change of the job system, in order. Each migration has a working `down`,
+//! so `up`, `down`, `up` leaves the same schema on PostgreSQL and SQLite.
 
+pub use sea_orm_migration::{MigrationStatus, prelude::*};
+
+mod m20261125_000001_create_jobs;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_create_jobs::Migration)]
+    }
+}

@@ -39,6 +39,10 @@ pub enum JobError {
     #[error("lease lost on job {0}")]
     LeaseLost(JobId),
 
+    /// The database cannot be reached right now; the request may be retried.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+
     #[error("storage error: {0}")]
     Storage(String),
 }

@@ -1,1 +1,17 @@
+//! `SeaOrmStore`: the `JobStore` of the job system on PostgreSQL and SQLite.
+//!
+//! Every operation is one statement for many jobs (claims, heartbeats, completions);
+//! the SQL is written once in `sql`-dialect fragments and runs on both backends.
 
+mod connect;
+pub mod entity;
+mod migrate;
+mod sql;
+mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use connect::{DEFAULT_DATABASE_URL, connect_options};
+pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status};
+pub use sea_orm::{ConnectOptions, DatabaseConnection};
+pub use store::SeaOrmStore;

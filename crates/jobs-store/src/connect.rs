@@ -1,0 +1,34 @@
+//! Connection settings that make both backends behave: SQLite in WAL mode with a busy
+//! timeout so an api and a worker process can share one file; bounded waits everywhere
+//! so a database outage surfaces as an error instead of a hang.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions,
+    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
+};
+
+/// An SQLite file in the working directory, created on first use.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://jobs.db?mode=rwc";
+
+pub fn connect_options(url: &str) -> ConnectOptions {
+    let mut options = ConnectOptions::new(url.to_owned());
+    options
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(5))
+        .sqlx_logging(false);
+    if url.starts_with("sqlite:") {
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        // Each in-memory connection is its own database.
+        options.max_connections(if in_memory { 1 } else { 4 });
+        options.map_sqlx_sqlite_opts(|o| {
+            o.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+        });
+    } else {
+        options.max_connections(10);
+    }
+    options
+}

@@ -1,0 +1,174 @@
+//! The few places where PostgreSQL and SQLite SQL differ, and a builder that numbers
+//! parameters, so each query is written once for both backends.
+//!
+//! SQLite keeps timestamps as fixed-width UTC text (`YYYY-MM-DDTHH:MM:SS.mmmZ`) written
+//! by the store itself, so comparing and ordering them as text is comparing instants.
+
+use sea_orm::{DbBackend, Statement, Value};
+use time::{OffsetDateTime, UtcOffset, format_description::BorrowedFormatItem, macros::format_description};
+
+const SQLITE_TIME: &[BorrowedFormatItem<'static>] = format_description!(
+    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+);
+const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub(crate) fn of(backend: DbBackend) -> Self {
+        match backend {
+            DbBackend::Sqlite => Dialect::Sqlite,
+            _ => Dialect::Postgres,
+        }
+    }
+
+    pub(crate) fn backend(self) -> DbBackend {
+        match self {
+            Dialect::Postgres => DbBackend::Postgres,
+            Dialect::Sqlite => DbBackend::Sqlite,
+        }
+    }
+
+    /// The database clock; it alone decides what is due and what has expired.
+    pub(crate) fn now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "now()",
+            Dialect::Sqlite => SQLITE_NOW,
+        }
+    }
+
+    /// The database clock plus an SQL expression counting milliseconds.
+    pub(crate) fn now_plus_ms(self, ms: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("(now() + ({ms}) * interval '1 millisecond')"),
+            Dialect::Sqlite => {
+                format!("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', (({ms}) / 1000.0) || ' seconds')")
+            }
+        }
+    }
+
+    /// A JSON object built from alternating key and value expressions.
+    pub(crate) fn json_object(self, pairs: &[(&str, &str)]) -> String {
+        let function = match self {
+            Dialect::Postgres => "jsonb_build_object",
+            Dialect::Sqlite => "json_object",
+        };
+        let args: Vec<String> = pairs.iter().map(|(k, v)| format!("'{k}', {v}")).collect();
+        format!("{function}({})", args.join(", "))
+    }
+
+    /// `array` with `element` appended.
+    pub(crate) fn json_append(self, array: &str, element: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("({array} || jsonb_build_array({element}))"),
+            Dialect::Sqlite => format!("json_insert({array}, '$[#]', {element})"),
+        }
+    }
+
+    /// Row locking for claim-style subqueries; SQLite has one writer and needs none.
+    pub(crate) fn skip_locked(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Sqlite => "",
+        }
+    }
+
+    /// Every column of `jobs` from an `UPDATE ... FROM`: PostgreSQL would add the other
+    /// table's columns to a bare `*`; SQLite only accepts the bare `*`.
+    pub(crate) fn returning_jobs(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "RETURNING jobs.*",
+            Dialect::Sqlite => "RETURNING *",
+        }
+    }
+
+    /// PostgreSQL cannot infer parameter types inside a bare VALUES list.
+    pub(crate) fn typed(self, placeholder: String, pg_type: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("{placeholder}::{pg_type}"),
+            Dialect::Sqlite => placeholder,
+        }
+    }
+
+    pub(crate) fn time(self, at: Option<OffsetDateTime>) -> Value {
+        match self {
+            Dialect::Postgres => Value::from(at),
+            Dialect::Sqlite => Value::from(at.map(|t| sqlite_time(t))),
+        }
+    }
+}
+
+fn sqlite_time(at: OffsetDateTime) -> String {
+    at.to_offset(UtcOffset::UTC)
+        .format(SQLITE_TIME)
+        .expect("a UTC instant within years 0..=9999 formats")
+}
+
+/// A statement under construction: `bind` returns the placeholder of each new value.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    dialect: Dialect,
+    pub(crate) text: String,
+    values: Vec<Value>,
+}
+
+impl Sql {
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    pub(crate) fn bind(&mut self, value: impl Into<Value>) -> String {
+        self.values.push(value.into());
+        format!("${}", self.values.len())
+    }
+
+    pub(crate) fn bind_time(&mut self, at: Option<OffsetDateTime>) -> String {
+        let value = self.dialect.time(at);
+        self.bind(value)
+    }
+
+    /// `$1, $2, ...` for a list of values, as used in `IN (...)`.
+    pub(crate) fn bind_list<V: Into<Value>>(&mut self, values: impl IntoIterator<Item = V>) -> String {
+        let placeholders: Vec<String> = values.into_iter().map(|v| self.bind(v)).collect();
+        placeholders.join(", ")
+    }
+
+    pub(crate) fn push(&mut self, text: &str) -> &mut Self {
+        self.text.push_str(text);
+        self
+    }
+
+    pub(crate) fn build(self) -> Statement {
+        Statement::from_sql_and_values(self.dialect.backend(), self.text, self.values)
+    }
+}
+
+/// `'a', 'b'` for a list of states, so SQL conditions follow the state machine.
+pub(crate) fn state_list(states: &[jobs_core::State]) -> String {
+    let quoted: Vec<String> = states.iter().map(|s| format!("'{s}'")).collect();
+    quoted.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use time::macros::datetime;
+
+    use super::*;
+
+    #[test]
+    fn sqlite_times_are_fixed_width_utc() {
+        let t = datetime!(2026-11-25 18:47:45.5 +01:00);
+        assert_eq!(sqlite_time(t), "2026-11-25T17:47:45.500Z");
+        let whole = datetime!(2026-11-25 17:47:45 UTC);
+        assert_eq!(sqlite_time(whole), "2026-11-25T17:47:45.000Z");
+        assert!(sqlite_time(whole) < sqlite_time(t), "text order is time order");
+    }
+}

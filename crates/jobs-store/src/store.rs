@@ -1,0 +1,716 @@
+//! The queries. Each public operation is one statement (or one statement per bounded
+//! chunk); conditions on `state`, `worker_id` and `attempt` make every write safe against
+//! racing workers, rescuers and cancels.
+
+use std::{collections::HashMap, time::Duration};
+
+use async_trait::async_trait;
+use jobs_core::{
+    AttemptError, ClaimRequest, Cursor, Enqueued, FieldError, Finish, Heartbeat, Job, JobError,
+    JobId, JobStore, Lease, ListFilter, NewJob, Outcome, Page, PageRequest, RescueReport, Retry,
+    RetryPolicy, State,
+};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::{
+    connect::connect_options,
+    entity,
+    sql::{Dialect, Sql, state_list},
+};
+
+/// Rows per multi-row INSERT: keeps parameters under SQLite's 32,766 limit.
+const INSERT_CHUNK: usize = 1_000;
+/// Rows the rescuer moves per statement.
+const RESCUE_BATCH: u32 = 1_000;
+
+#[derive(Debug, Clone)]
+pub struct SeaOrmStore {
+    db: DatabaseConnection,
+    dialect: Dialect,
+    retry_policy: RetryPolicy,
+}
+
+impl SeaOrmStore {
+    pub fn new(db: DatabaseConnection) -> Self {
+        let dialect = Dialect::of(db.get_database_backend());
+        Self {
+            db,
+            dialect,
+            retry_policy: RetryPolicy::default(),
+        }
+    }
+
+    /// Connects with the defaults of `connect_options`.
+    pub async fn connect(url: &str) -> Result<Self, JobError> {
+        Self::connect_with(connect_options(url)).await
+    }
+
+    pub async fn connect_with(options: sea_orm::ConnectOptions) -> Result<Self, JobError> {
+        let db = sea_orm::Database::connect(options).await.map_err(db_error)?;
+        Ok(Self::new(db))
+    }
+
+    /// The backoff used by `Retry::Backoff`.
+    pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retry_policy = policy;
+        self
+    }
+
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.dialect == Dialect::Postgres
+    }
+
+    fn sql(&self) -> Sql {
+        Sql::new(self.dialect)
+    }
+
+    async fn fetch_jobs(&self, db: &impl ConnectionTrait, sql: Sql) -> Result<Vec<Job>, JobError> {
+        let models = entity::Model::find_by_statement(sql.build())
+            .all(db)
+            .await
+            .map_err(db_error)?;
+        models.into_iter().map(to_job).collect()
+    }
+
+    /// One chunk of an enqueue: inserted rows come back; rows whose unique key exists do not.
+    async fn insert_chunk(
+        &self,
+        db: &impl ConnectionTrait,
+        jobs: &[NewJob],
+    ) -> Result<Vec<Job>, JobError> {
+        let d = self.dialect;
+        let mut sql = self.sql();
+        sql.push(
+            "INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
+             max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
+             trace_id, metadata, created_at, updated_at) VALUES ",
+        );
+        for (i, job) in jobs.iter().enumerate() {
+            let run_at = match (job.run_at, job.delay) {
+                (Some(at), _) => sql.bind_time(Some(at)),
+                (None, Some(delay)) => d.now_plus_ms(&sql.bind(millis(delay))),
+                (None, None) => d.now().to_owned(),
+            };
+            let row = format!(
+                "{sep}({id}, {tenant}, {queue}, {kind}, {args}, 'pending', {priority}, {run_at}, 0, \
+                 {max_attempts}, {timeout}, {deadline}, {retention}, 0, '[]', {unique_key}, \
+                 {trace_id}, {metadata}, {now}, {now})",
+                sep = if i == 0 { "" } else { ", " },
+                id = sql.bind(job.id.as_uuid()),
+                tenant = sql.bind(job.tenant.clone()),
+                queue = sql.bind(job.queue.clone()),
+                kind = sql.bind(job.kind.clone()),
+                args = sql.bind(job.args.clone()),
+                priority = sql.bind(job.priority),
+                max_attempts = sql.bind(job.max_attempts),
+                timeout = sql.bind(job.timeout.map(millis)),
+                deadline = sql.bind_time(job.deadline),
+                retention = sql.bind(millis(job.retention)),
+                unique_key = sql.bind(job.unique_key.clone()),
+                trace_id = sql.bind(job.trace_id.clone()),
+                metadata = sql.bind(job.metadata.clone()),
+                now = d.now(),
+            );
+            sql.push(&row);
+        }
+        sql.push(
+            " ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING *",
+        );
+        self.fetch_jobs(db, sql).await
+    }
+
+    /// The jobs already holding the unique keys of `jobs`, by (tenant, key).
+    async fn existing_by_key(
+        &self,
+        db: &impl ConnectionTrait,
+        jobs: &[&NewJob],
+    ) -> Result<HashMap<(String, String), Job>, JobError> {
+        let mut found = HashMap::new();
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            let mut sql = self.sql();
+            let conditions: Vec<String> = chunk
+                .iter()
+                .map(|job| {
+                    format!(
+                        "(tenant = {} AND unique_key = {})",
+                        sql.bind(job.tenant.clone()),
+                        sql.bind(job.unique_key.clone())
+                    )
+                })
+                .collect();
+            sql.push("SELECT * FROM jobs WHERE ").push(&conditions.join(" OR "));
+            for job in self.fetch_jobs(db, sql).await? {
+                if let Some(key) = job.unique_key.clone() {
+                    found.insert((job.tenant.clone(), key), job);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Runs an update that targets one job of a tenant; if no row matched, tells
+    /// "unknown job" apart from "job in a state this move cannot start from".
+    async fn move_one(
+        &self,
+        sql: Sql,
+        tenant: Option<&str>,
+        id: JobId,
+        to: State,
+    ) -> Result<Job, JobError> {
+        if let Some(job) = self.fetch_jobs(&self.db, sql).await?.pop() {
+            return Ok(job);
+        }
+        let current = self.get(tenant, id).await?;
+        current.state.move_to(to)?;
+        // Legal now but not when the update ran: the job moved in between.
+        Err(JobError::IllegalTransition {
+            from: current.state,
+            to,
+        })
+    }
+
+    fn retry_delay(&self, attempt: i32, retry: Retry) -> Option<Duration> {
+        match retry {
+            Retry::Backoff => Some(self.retry_policy.backoff(attempt)),
+            Retry::After(delay) => Some(delay),
+            Retry::Never => None,
+        }
+    }
+
+    /// `WHERE id = $ [AND tenant = $]`
+    fn where_job(sql: &mut Sql, tenant: Option<&str>, id: JobId) -> String {
+        let mut clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
+        if let Some(tenant) = tenant {
+            clause.push_str(&format!(" AND tenant = {}", sql.bind(tenant.to_owned())));
+        }
+        clause
+    }
+
+    async fn rescue_expired_leases(&self) -> Result<RescueReport, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let limit = sql.bind(RESCUE_BATCH as i64);
+        let error = d.json_object(&[
+            ("attempt", "jobs.attempt"),
+            ("kind", "'lease_expired'"),
+            ("message", "'the lease expired: the worker stopped heartbeating'"),
+            ("at", now),
+        ]);
+        sql.push(&format!(
+            "WITH t AS MATERIALIZED (SELECT id, CASE \
+               WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' \
+               WHEN attempt < max_attempts AND (deadline IS NULL OR deadline > {now}) THEN 'pending' \
+               ELSE 'failed' END AS next_state \
+             FROM jobs WHERE state = 'running' AND lease_expires_at < {now} \
+             ORDER BY lease_expires_at LIMIT {limit}{lock}) \
+             UPDATE jobs SET state = t.next_state, \
+               errors = {errors}, \
+               run_at = CASE WHEN t.next_state = 'pending' THEN {now} ELSE jobs.run_at END, \
+               lease_expires_at = NULL, \
+               finished_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {now} END, \
+               expires_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {expiry} END, \
+               updated_at = {now} \
+             FROM t WHERE jobs.id = t.id AND jobs.state = 'running' \
+             RETURNING jobs.state",
+            lock = d.skip_locked(),
+            errors = d.json_append("jobs.errors", &error),
+            expiry = d.now_plus_ms("jobs.retention_ms"),
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        let mut report = RescueReport::default();
+        for row in rows {
+            match row.try_get::<String>("", "state").map_err(db_error)?.as_str() {
+                "pending" => report.retried += 1,
+                "cancelled" => report.cancelled += 1,
+                _ => report.failed += 1,
+            }
+        }
+        Ok(report)
+    }
+
+    async fn fail_past_deadline(&self) -> Result<u64, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let limit = sql.bind(RESCUE_BATCH as i64);
+        let error = d.json_object(&[
+            ("attempt", "attempt"),
+            ("kind", "'deadline'"),
+            ("message", "'the deadline passed before the job could run'"),
+            ("at", now),
+        ]);
+        sql.push(&format!(
+            "WITH picked AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'pending' \
+               AND deadline IS NOT NULL AND deadline <= {now} LIMIT {limit}{lock}) \
+             UPDATE jobs SET state = 'failed', errors = {errors}, finished_at = {now}, \
+               expires_at = {expiry}, updated_at = {now} \
+             FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending'",
+            errors = d.json_append("errors", &error),
+            expiry = d.now_plus_ms("retention_ms"),
+            lock = d.skip_locked(),
+        ));
+        let done = self.db.execute_raw(sql.build()).await.map_err(db_error)?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[async_trait]
+impl JobStore for SeaOrmStore {
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, JobError> {
+        validate_all(&jobs)?;
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let txn = self.db.begin().await.map_err(db_error)?;
+        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            for job in self.insert_chunk(&txn, chunk).await? {
+                inserted.insert(job.id, job);
+            }
+        }
+        let conflicted: Vec<&NewJob> = jobs.iter().filter(|j| !inserted.contains_key(&j.id)).collect();
+        let existing = if conflicted.is_empty() {
+            HashMap::new()
+        } else {
+            self.existing_by_key(&txn, &conflicted).await?
+        };
+        txn.commit().await.map_err(db_error)?;
+
+        jobs.iter()
+            .map(|new| {
+                if let Some(job) = inserted.remove(&new.id) {
+                    return Ok(Enqueued { job, duplicate: false });
+                }
+                let key = (new.tenant.clone(), new.unique_key.clone().unwrap_or_default());
+                match existing.get(&key) {
+                    Some(job) => Ok(Enqueued {
+                        job: job.clone(),
+                        duplicate: true,
+                    }),
+                    // Only possible if retention deleted the holder between the two statements.
+                    None => Err(JobError::Storage(format!(
+                        "job {} conflicted on its unique key but the holder vanished; enqueue again",
+                        new.id
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
+        let mut sql = self.sql();
+        let clause = Self::where_job(&mut sql, tenant, id);
+        sql.push("SELECT * FROM jobs").push(&clause);
+        self.fetch_jobs(&self.db, sql)
+            .await?
+            .pop()
+            .ok_or(JobError::NotFound(id))
+    }
+
+    async fn list(&self, filter: &ListFilter, page: &PageRequest) -> Result<Page, JobError> {
+        page.validate()?;
+        let mut sql = self.sql();
+        let mut conditions = vec!["1 = 1".to_owned()];
+        let mut equals = |column: &str, value: Option<String>, sql: &mut Sql| {
+            if let Some(value) = value {
+                conditions.push(format!("{column} = {}", sql.bind(value)));
+            }
+        };
+        equals("tenant", filter.tenant.clone(), &mut sql);
+        equals("state", filter.state.map(|s| s.as_str().to_owned()), &mut sql);
+        equals("kind", filter.kind.clone(), &mut sql);
+        equals("queue", filter.queue.clone(), &mut sql);
+        if let Some(from) = filter.created_from {
+            conditions.push(format!("created_at >= {}", sql.bind_time(Some(from))));
+        }
+        if let Some(to) = filter.created_to {
+            conditions.push(format!("created_at < {}", sql.bind_time(Some(to))));
+        }
+        if let Some(cursor) = page.cursor {
+            let at = sql.bind_time(Some(cursor.created_at));
+            let at_again = sql.bind_time(Some(cursor.created_at));
+            let id = sql.bind(cursor.id.as_uuid());
+            conditions.push(format!(
+                "(created_at < {at} OR (created_at = {at_again} AND id < {id}))"
+            ));
+        }
+        let limit = sql.bind(page.limit as i64 + 1);
+        let offset = sql.bind(page.offset.min(i64::MAX as u64) as i64);
+        sql.push(&format!(
+            "SELECT * FROM jobs WHERE {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+            conditions.join(" AND ")
+        ));
+        let mut items = self.fetch_jobs(&self.db, sql).await?;
+        let more = items.len() > page.limit as usize;
+        items.truncate(page.limit as usize);
+        let next_cursor = match items.last() {
+            Some(last) if more => Some(Cursor {
+                created_at: last.created_at,
+                id: last.id,
+            }),
+            _ => None,
+        };
+        Ok(Page { items, next_cursor })
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Job>, JobError> {
+        if request.limit == 0 || request.queues.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let worker = sql.bind(request.worker_id.clone());
+        let lease = sql.bind(millis(request.lease));
+        let queues = sql.bind_list(request.queues.iter().cloned());
+        let kinds = match &request.kinds {
+            Some(kinds) if kinds.is_empty() => return Ok(Vec::new()),
+            Some(kinds) => format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned())),
+            None => String::new(),
+        };
+        let limit = sql.bind(request.limit as i64);
+        // The picked rows are materialized once: PostgreSQL may otherwise re-run a
+        // `LIMIT ... SKIP LOCKED` subquery per row and claim more than `limit`.
+        sql.push(&format!(
+            "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
+               WHERE state = 'pending' AND queue IN ({queues}){kinds} AND run_at <= {now} \
+                 AND (deadline IS NULL OR deadline > {now}) \
+               ORDER BY priority DESC, run_at, id LIMIT {limit}{lock}) \
+             UPDATE jobs SET state = 'running', worker_id = {worker}, attempt = attempt + 1, \
+               lease_expires_at = {lease_end}, started_at = {now}, updated_at = {now}, \
+               progress = 0, stage = NULL \
+             FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending' \
+             {returning}",
+            returning = d.returning_jobs(),
+            lease_end = d.now_plus_ms(&lease),
+            lock = d.skip_locked(),
+        ));
+        let mut jobs = self.fetch_jobs(&self.db, sql).await?;
+        // RETURNING does not keep the subquery's order.
+        jobs.sort_by(|a, b| {
+            (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id))
+        });
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        worker_id: &str,
+        ids: &[JobId],
+        lease: Duration,
+    ) -> Result<Heartbeat, JobError> {
+        if ids.is_empty() {
+            return Ok(Heartbeat::default());
+        }
+        let d = self.dialect;
+        let mut sql = self.sql();
+        let worker = sql.bind(worker_id.to_owned());
+        let lease = sql.bind(millis(lease));
+        let list = sql.bind_list(ids.iter().map(|id| id.as_uuid()));
+        sql.push(&format!(
+            "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
+             WHERE state = 'running' AND worker_id = {worker} AND id IN ({list}) \
+             RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested",
+            lease_end = d.now_plus_ms(&lease),
+            now = d.now(),
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        let mut beat = Heartbeat::default();
+        for row in rows {
+            let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
+            beat.renewed.push(id);
+            if row.try_get::<bool>("", "cancel_requested").map_err(db_error)? {
+                beat.cancel_requested.push(id);
+            }
+        }
+        beat.lost = ids.iter().filter(|id| !beat.renewed.contains(id)).copied().collect();
+        Ok(beat)
+    }
+
+    async fn progress(
+        &self,
+        lease: &Lease,
+        fraction: f64,
+        stage: Option<&str>,
+    ) -> Result<(), JobError> {
+        if !(0.0..=1.0).contains(&fraction) {
+            return Err(JobError::Invalid(vec![FieldError::new(
+                "progress",
+                "must be between 0.0 and 1.0",
+            )]));
+        }
+        let mut sql = self.sql();
+        let text = format!(
+            "UPDATE jobs SET progress = {}, stage = {}, updated_at = {} \
+             WHERE id = {} AND worker_id = {} AND attempt = {} AND state = 'running'",
+            sql.bind(fraction),
+            sql.bind(stage.map(str::to_owned)),
+            self.dialect.now(),
+            sql.bind(lease.job_id.as_uuid()),
+            sql.bind(lease.worker_id.clone()),
+            sql.bind(lease.attempt),
+        );
+        sql.push(&text);
+        let done = self.db.execute_raw(sql.build()).await.map_err(db_error)?;
+        if done.rows_affected() == 0 {
+            return Err(JobError::LeaseLost(lease.job_id));
+        }
+        Ok(())
+    }
+
+    async fn finish_many(
+        &self,
+        items: Vec<Finish>,
+    ) -> Result<Vec<Result<State, JobError>>, JobError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let rows: Vec<String> = items
+            .iter()
+            .map(|item| finish_row(&mut sql, d, item, self.retry_delay(item.lease.attempt, retry_of(&item.outcome))))
+            .collect();
+        let error = d.json_object(&[
+            ("attempt", "jobs.attempt"),
+            ("kind", "t.err_kind"),
+            ("message", "t.err_message"),
+            ("at", now),
+        ]);
+        sql.push(&format!(
+            "WITH v(id, attempt, worker_id, outcome, result, item_errors, err_kind, err_message, delay_ms) \
+               AS (VALUES {rows}), \
+             t AS (SELECT v.*, CASE \
+                 WHEN v.outcome IN ('retry', 'released') AND j.cancel_requested_at IS NOT NULL THEN 'cancelled' \
+                 WHEN v.outcome = 'released' THEN 'pending' \
+                 WHEN v.outcome <> 'retry' THEN v.outcome \
+                 WHEN j.attempt < j.max_attempts \
+                   AND (j.deadline IS NULL OR j.deadline > {retry_at_j}) THEN 'pending' \
+                 ELSE 'failed' END AS next_state \
+               FROM v JOIN jobs j ON j.id = v.id) \
+             UPDATE jobs SET state = t.next_state, \
+               attempt = CASE WHEN t.outcome = 'released' THEN jobs.attempt - 1 ELSE jobs.attempt END, \
+               run_at = CASE WHEN t.next_state <> 'pending' THEN jobs.run_at \
+                 WHEN t.outcome = 'retry' THEN {retry_at_t} ELSE {now} END, \
+               result = CASE WHEN t.outcome IN ('completed', 'partial') THEN t.result ELSE jobs.result END, \
+               item_errors = CASE WHEN t.outcome = 'partial' THEN t.item_errors ELSE jobs.item_errors END, \
+               errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
+               progress = CASE WHEN t.next_state IN ('completed', 'partial') THEN 1.0 ELSE jobs.progress END, \
+               lease_expires_at = NULL, \
+               finished_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {now} END, \
+               expires_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {expiry} END, \
+               updated_at = {now} \
+             FROM t \
+             WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.worker_id = t.worker_id \
+               AND jobs.attempt = t.attempt \
+             RETURNING jobs.id, jobs.state",
+            rows = rows.join(", "),
+            retry_at_j = d.now_plus_ms("v.delay_ms"),
+            retry_at_t = d.now_plus_ms("t.delay_ms"),
+            errors = d.json_append("jobs.errors", &error),
+            expiry = d.now_plus_ms("jobs.retention_ms"),
+        ));
+        let returned = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        let mut moved = HashMap::with_capacity(returned.len());
+        for row in returned {
+            let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
+            let state: State = row.try_get::<String>("", "state").map_err(db_error)?.parse()?;
+            moved.insert(id, state);
+        }
+        Ok(items
+            .iter()
+            .map(|item| {
+                moved
+                    .get(&item.lease.job_id)
+                    .copied()
+                    .ok_or(JobError::LeaseLost(item.lease.job_id))
+            })
+            .collect())
+    }
+
+    async fn cancel(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let clause = Self::where_job(&mut sql, tenant, id);
+        sql.push(&format!(
+            "UPDATE jobs SET \
+               state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END, \
+               cancel_requested_at = CASE WHEN state = 'running' \
+                 THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
+               finished_at = CASE WHEN state = 'pending' THEN {now} ELSE finished_at END, \
+               expires_at = CASE WHEN state = 'pending' THEN {expiry} ELSE expires_at END, \
+               updated_at = {now}{clause} AND state IN ({from}) RETURNING *",
+            expiry = d.now_plus_ms("retention_ms"),
+            from = state_list(&State::sources_of(State::Cancelled)),
+        ));
+        self.move_one(sql, tenant, id, State::Cancelled).await
+    }
+
+    async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let clause = Self::where_job(&mut sql, tenant, id);
+        sql.push(&format!(
+            "UPDATE jobs SET state = 'pending', attempt = 0, run_at = {now}, progress = 0, \
+               stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
+               cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
+               expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING *",
+            from = state_list(&State::ENDED),
+        ));
+        self.move_one(sql, tenant, id, State::Pending).await
+    }
+
+    async fn rescue(&self) -> Result<RescueReport, JobError> {
+        let mut report = RescueReport::default();
+        loop {
+            let round = self.rescue_expired_leases().await?;
+            report.retried += round.retried;
+            report.failed += round.failed;
+            report.cancelled += round.cancelled;
+            if round.retried + round.failed + round.cancelled < RESCUE_BATCH as u64 {
+                break;
+            }
+        }
+        loop {
+            let failed = self.fail_past_deadline().await?;
+            report.failed += failed;
+            if failed < RESCUE_BATCH as u64 {
+                break;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn purge_expired(&self, batch: u32) -> Result<u64, JobError> {
+        let batch = batch.max(1);
+        let mut total = 0;
+        loop {
+            let mut sql = self.sql();
+            let limit = sql.bind(batch as i64);
+            sql.push(&format!(
+                "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
+                 WHERE expires_at <= {now} AND state IN ({ended}) LIMIT {limit}{lock}) \
+                 DELETE FROM jobs WHERE id IN (SELECT id FROM picked)",
+                now = self.dialect.now(),
+                ended = state_list(&State::ENDED),
+                lock = self.dialect.skip_locked(),
+            ));
+            let deleted = self.db.execute_raw(sql.build()).await.map_err(db_error)?.rows_affected();
+            total += deleted;
+            if deleted < batch as u64 {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// One `VALUES` row of `finish_many`, with the outcome spelled as the SQL expects it.
+fn finish_row(sql: &mut Sql, d: Dialect, item: &Finish, delay: Option<Duration>) -> String {
+    let (outcome, result, item_errors, error) = match &item.outcome {
+        Outcome::Completed { result } => ("completed", Some(result.clone()), None, None),
+        Outcome::Partial { result, item_errors } => {
+            ("partial", Some(result.clone()), Some(item_errors.clone()), None)
+        }
+        Outcome::Failed { kind, message, .. } => {
+            let outcome = if delay.is_some() { "retry" } else { "failed" };
+            (outcome, None, None, Some((kind.clone(), message.clone())))
+        }
+        Outcome::Cancelled => ("cancelled", None, None, None),
+        Outcome::Released => ("released", None, None, None),
+    };
+    let (err_kind, err_message) = error.unzip();
+    let columns = [
+        d.typed(sql.bind(item.lease.job_id.as_uuid()), "uuid"),
+        d.typed(sql.bind(item.lease.attempt), "integer"),
+        d.typed(sql.bind(item.lease.worker_id.clone()), "text"),
+        d.typed(sql.bind(outcome.to_owned()), "text"),
+        d.typed(sql.bind(result), "jsonb"),
+        d.typed(sql.bind(item_errors), "jsonb"),
+        d.typed(sql.bind(err_kind), "text"),
+        d.typed(sql.bind(err_message), "text"),
+        d.typed(sql.bind(delay.map(millis).unwrap_or(0)), "bigint"),
+    ];
+    format!("({})", columns.join(", "))
+}
+
+fn retry_of(outcome: &Outcome) -> Retry {
+    match outcome {
+        Outcome::Failed { retry, .. } => *retry,
+        _ => Retry::Never,
+    }
+}
+
+fn validate_all(jobs: &[NewJob]) -> Result<(), JobError> {
+    let mut errors = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(JobError::Invalid(fields)) = job.validate() {
+            errors.extend(fields.into_iter().map(|f| FieldError {
+                field: format!("jobs[{i}].{}", f.field),
+                message: f.message,
+            }));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(JobError::Invalid(errors))
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis().min(i64::MAX as u128) as i64
+}
+
+fn to_job(m: entity::Model) -> Result<Job, JobError> {
+    let errors: Vec<AttemptError> = serde_json::from_value(m.errors)
+        .map_err(|e| JobError::Storage(format!("job {} has a malformed error history: {e}", m.id)))?;
+    Ok(Job {
+        id: m.id.into(),
+        tenant: m.tenant,
+        queue: m.queue,
+        kind: m.kind,
+        args: m.args,
+        state: m.state.parse()?,
+        priority: m.priority,
+        run_at: m.run_at,
+        attempt: m.attempt,
+        max_attempts: m.max_attempts,
+        timeout_ms: m.timeout_ms,
+        deadline: m.deadline,
+        retention_ms: m.retention_ms,
+        progress: m.progress,
+        stage: m.stage,
+        result: m.result,
+        item_errors: m.item_errors,
+        errors,
+        worker_id: m.worker_id,
+        lease_expires_at: m.lease_expires_at,
+        cancel_requested_at: m.cancel_requested_at,
+        unique_key: m.unique_key,
+        trace_id: m.trace_id,
+        metadata: m.metadata,
+        created_at: m.created_at,
+        updated_at: m.updated_at,
+        started_at: m.started_at,
+        finished_at: m.finished_at,
+        expires_at: m.expires_at,
+    })
+}
+
+pub(crate) fn db_error(error: DbErr) -> JobError {
+    match error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => JobError::Unavailable(error.to_string()),
+        other => JobError::Storage(other.to_string()),
+    }
+}

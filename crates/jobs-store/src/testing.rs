@@ -1,0 +1,94 @@
+//! Test databases: each test gets its own migrated SQLite file or PostgreSQL schema, so
+//! tests run in parallel without seeing each other's jobs.
+
+use sea_orm::{ConnectionTrait, Database};
+
+use crate::{SeaOrmStore, connect_options, migrate_up};
+
+/// Where the PostgreSQL half of the tests connects; unset means that half is not run.
+pub const POSTGRES_URL_VAR: &str = "JOBS_TEST_POSTGRES_URL";
+
+#[derive(Debug)]
+pub struct TestDb {
+    pub store: SeaOrmStore,
+    url: String,
+    schema: Option<String>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    /// A fresh SQLite file in a temporary directory, migrated.
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+        let store = SeaOrmStore::connect(&url).await.expect("open SQLite");
+        migrate_up(store.connection()).await.expect("migrate SQLite");
+        Self {
+            store,
+            url,
+            schema: None,
+            _dir: Some(dir),
+        }
+    }
+
+    /// A fresh schema in the database of `JOBS_TEST_POSTGRES_URL`, migrated.
+    pub async fn postgres() -> Self {
+        let url = std::env::var(POSTGRES_URL_VAR)
+            .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} must be set for PostgreSQL tests"));
+        let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
+        let admin = Database::connect(url.as_str()).await.expect("connect to PostgreSQL");
+        admin
+            .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .expect("create test schema");
+        admin.close().await.ok();
+        let db = Self {
+            store: Self::open(&url, Some(&schema)).await,
+            url,
+            schema: Some(schema),
+            _dir: None,
+        };
+        migrate_up(db.store.connection()).await.expect("migrate PostgreSQL");
+        db
+    }
+
+    /// Another store with its own connection pool on the same database, as a second
+    /// process would have.
+    pub async fn connect_again(&self) -> SeaOrmStore {
+        Self::open(&self.url, self.schema.as_deref()).await
+    }
+
+    async fn open(url: &str, schema: Option<&str>) -> SeaOrmStore {
+        let mut options = connect_options(url);
+        if let Some(schema) = schema {
+            options.set_schema_search_path(schema.to_owned());
+        }
+        SeaOrmStore::connect_with(options).await.expect("connect")
+    }
+}
+
+/// Instantiates each async test body `fn(TestDb)` once per backend: `sqlite::name` and
+/// `postgres::name`. The PostgreSQL half is compiled as ignored, with the reason shown in
+/// the test report, when `JOBS_TEST_POSTGRES_URL` was not set at build time.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::testing::TestDb::sqlite().await).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(jobs_postgres_tests), ignore = "PostgreSQL half NOT RUN: JOBS_TEST_POSTGRES_URL is not set")]
+                async fn $name() {
+                    super::$name($crate::testing::TestDb::postgres().await).await;
+                }
+            )*
+        }
+    };
+}

@@ -60,7 +60,14 @@ const INDEXES: &[&str] = &[
     "CREATE INDEX jobs_deadline_idx ON jobs (deadline) WHERE state = 'pending' AND deadline IS NOT NULL",
 ];
 
-const STATES: [&str; 6] = ["pending", "running", "completed", "partial", "failed", "cancelled"];
+const STATES: [&str; 6] = [
+    "pending",
+    "running",
+    "completed",
+    "partial",
+    "failed",
+    "cancelled",
+];
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {

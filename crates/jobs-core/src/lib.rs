@@ -18,6 +18,6 @@ pub use new_job::{NewJob, limits};
 pub use retry::RetryPolicy;
 pub use state::State;
 pub use store::{
-    ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome,
-    Page, PageRequest, RescueReport, Retry,
+    ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,
+    PageRequest, RescueReport, Retry,
 };

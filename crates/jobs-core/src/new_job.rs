@@ -142,7 +142,10 @@ impl NewJob {
             errors.push(FieldError::new("priority", "must be between 0 and 10"));
         }
         if !(1..=limits::MAX_ATTEMPTS_MAX).contains(&self.max_attempts) {
-            errors.push(FieldError::new("max_attempts", "must be between 1 and 1000"));
+            errors.push(FieldError::new(
+                "max_attempts",
+                "must be between 1 and 1000",
+            ));
         }
         if self.run_at.is_some() && self.delay.is_some() {
             errors.push(FieldError::new("delay", "give run_at or delay, not both"));
@@ -192,7 +195,12 @@ fn check_key(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) {
     }
 }
 
-fn check_duration(errors: &mut Vec<FieldError>, field: &str, value: Option<Duration>, positive: bool) {
+fn check_duration(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    value: Option<Duration>,
+    positive: bool,
+) {
     match value {
         Some(d) if positive && d.is_zero() => {
             errors.push(FieldError::new(field, "must be greater than zero"))
@@ -220,7 +228,11 @@ mod tests {
 
     #[test]
     fn defaults_are_valid() {
-        assert!(NewJob::new("send_email", json!({"to": "a@b"})).validate().is_ok());
+        assert!(
+            NewJob::new("send_email", json!({"to": "a@b"}))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]
@@ -240,8 +252,16 @@ mod tests {
         assert_eq!(
             fields(&job),
             [
-                "kind", "queue", "tenant", "priority", "max_attempts", "delay", "timeout",
-                "deadline", "unique_key", "metadata"
+                "kind",
+                "queue",
+                "tenant",
+                "priority",
+                "max_attempts",
+                "delay",
+                "timeout",
+                "deadline",
+                "unique_key",
+                "metadata"
             ]
         );
     }
@@ -251,6 +271,9 @@ mod tests {
         for p in [0, 10] {
             assert!(NewJob::new("k", json!({})).priority(p).validate().is_ok());
         }
-        assert_eq!(fields(&NewJob::new("k", json!({})).priority(-1)), ["priority"]);
+        assert_eq!(
+            fields(&NewJob::new("k", json!({})).priority(-1)),
+            ["priority"]
+        );
     }
 }

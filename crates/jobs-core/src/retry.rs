@@ -28,7 +28,11 @@ impl RetryPolicy {
     pub fn backoff(&self, attempt: i32) -> Duration {
         let exponent = attempt.clamp(1, 64) as u32 - 1;
         let factor = 2u32.checked_pow(exponent).unwrap_or(u32::MAX);
-        let full = self.base.checked_mul(factor).unwrap_or(self.cap).min(self.cap);
+        let full = self
+            .base
+            .checked_mul(factor)
+            .unwrap_or(self.cap)
+            .min(self.cap);
         let jitter = self.jitter.clamp(0.0, 1.0);
         full.mul_f64(1.0 - jitter * fastrand::f64())
     }
@@ -47,7 +51,11 @@ mod tests {
         };
         let delays: Vec<u64> = (1..=7).map(|a| policy.backoff(a).as_secs()).collect();
         assert_eq!(delays, [2, 4, 8, 16, 32, 60, 60]);
-        assert_eq!(policy.backoff(1_000).as_secs(), 60, "huge attempts do not overflow");
+        assert_eq!(
+            policy.backoff(1_000).as_secs(),
+            60,
+            "huge attempts do not overflow"
+        );
     }
 
     #[test]
@@ -58,7 +66,14 @@ mod tests {
             jitter: 0.5,
         };
         let delays: Vec<Duration> = (0..200).map(|_| policy.backoff(1)).collect();
-        assert!(delays.iter().all(|d| *d >= Duration::from_secs(5) && *d <= Duration::from_secs(10)));
-        assert!(delays.iter().any(|d| *d != delays[0]), "jitter varies the delay");
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_secs(5) && *d <= Duration::from_secs(10))
+        );
+        assert!(
+            delays.iter().any(|d| *d != delays[0]),
+            "jitter varies the delay"
+        );
     }
 }

@@ -43,12 +43,12 @@ impl State {
     /// Whether `self -> to` is a legal move.
     pub fn can_move_to(self, to: State) -> bool {
         use State::*;
-        match (self, to) {
-            (Pending, Running | Cancelled) => true,
-            (Running, Completed | Partial | Pending | Failed | Cancelled) => true,
-            (Completed | Partial | Failed | Cancelled, Pending) => true,
-            _ => false,
-        }
+        matches!(
+            (self, to),
+            (Pending, Running | Cancelled)
+                | (Running, Completed | Partial | Pending | Failed | Cancelled)
+                | (Completed | Partial | Failed | Cancelled, Pending)
+        )
     }
 
     /// `Ok(to)` when the move is legal, else the error that names the current state.
@@ -141,7 +141,13 @@ mod tests {
     #[test]
     fn ended_states_only_leave_by_retry() {
         for state in State::ENDED {
-            assert_eq!(State::ALL.iter().filter(|to| state.can_move_to(**to)).count(), 1);
+            assert_eq!(
+                State::ALL
+                    .iter()
+                    .filter(|to| state.can_move_to(**to))
+                    .count(),
+                1
+            );
         }
         assert_eq!(State::sources_of(Cancelled), vec![Pending, Running]);
     }

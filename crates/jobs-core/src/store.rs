@@ -103,7 +103,12 @@ impl std::str::FromStr for Cursor {
     type Err = JobError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let invalid = || JobError::Invalid(vec![crate::FieldError::new("cursor", "is not a cursor this API returned")]);
+        let invalid = || {
+            JobError::Invalid(vec![crate::FieldError::new(
+                "cursor",
+                "is not a cursor this API returned",
+            )])
+        };
         let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
         let micros: i128 = micros.parse().map_err(|_| invalid())?;
         let created_at =
@@ -239,8 +244,12 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Heartbeat, JobError>;
 
     /// Records progress (0.0..=1.0) and a stage text; only the lease holder may.
-    async fn progress(&self, lease: &Lease, fraction: f64, stage: Option<&str>)
-    -> Result<(), JobError>;
+    async fn progress(
+        &self,
+        lease: &Lease,
+        fraction: f64,
+        stage: Option<&str>,
+    ) -> Result<(), JobError>;
 
     /// Ends attempts. Each item gets the state it moved to, or `LeaseLost` with the row
     /// left untouched.
@@ -267,8 +276,14 @@ pub trait JobStore: Send + Sync + 'static {
         result: Value,
         item_errors: Value,
     ) -> Result<State, JobError> {
-        self.finish(lease, Outcome::Partial { result, item_errors })
-            .await
+        self.finish(
+            lease,
+            Outcome::Partial {
+                result,
+                item_errors,
+            },
+        )
+        .await
     }
 
     async fn fail(

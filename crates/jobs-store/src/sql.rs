@@ -5,11 +5,12 @@
 //! by the store itself, so comparing and ordering them as text is comparing instants.
 
 use sea_orm::{DbBackend, Statement, Value};
-use time::{OffsetDateTime, UtcOffset, format_description::BorrowedFormatItem, macros::format_description};
+use time::{
+    OffsetDateTime, UtcOffset, format_description::BorrowedFormatItem, macros::format_description,
+};
 
-const SQLITE_TIME: &[BorrowedFormatItem<'static>] = format_description!(
-    "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-);
+const SQLITE_TIME: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
 const SQLITE_NOW: &str = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,7 +98,7 @@ impl Dialect {
     pub(crate) fn time(self, at: Option<OffsetDateTime>) -> Value {
         match self {
             Dialect::Postgres => Value::from(at),
-            Dialect::Sqlite => Value::from(at.map(|t| sqlite_time(t))),
+            Dialect::Sqlite => Value::from(at.map(sqlite_time)),
         }
     }
 }
@@ -136,7 +137,10 @@ impl Sql {
     }
 
     /// `$1, $2, ...` for a list of values, as used in `IN (...)`.
-    pub(crate) fn bind_list<V: Into<Value>>(&mut self, values: impl IntoIterator<Item = V>) -> String {
+    pub(crate) fn bind_list<V: Into<Value>>(
+        &mut self,
+        values: impl IntoIterator<Item = V>,
+    ) -> String {
         let placeholders: Vec<String> = values.into_iter().map(|v| self.bind(v)).collect();
         placeholders.join(", ")
     }
@@ -169,6 +173,9 @@ mod tests {
         assert_eq!(sqlite_time(t), "2026-11-25T17:47:45.500Z");
         let whole = datetime!(2026-11-25 17:47:45 UTC);
         assert_eq!(sqlite_time(whole), "2026-11-25T17:47:45.000Z");
-        assert!(sqlite_time(whole) < sqlite_time(t), "text order is time order");
+        assert!(
+            sqlite_time(whole) < sqlite_time(t),
+            "text order is time order"
+        );
     }
 }

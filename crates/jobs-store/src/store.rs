@@ -10,9 +10,7 @@ use jobs_core::{
     JobId, JobStore, Lease, ListFilter, NewJob, Outcome, Page, PageRequest, RescueReport, Retry,
     RetryPolicy, State,
 };
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 use uuid::Uuid;
 
 use crate::{
@@ -49,7 +47,9 @@ impl SeaOrmStore {
     }
 
     pub async fn connect_with(options: sea_orm::ConnectOptions) -> Result<Self, JobError> {
-        let db = sea_orm::Database::connect(options).await.map_err(db_error)?;
+        let db = sea_orm::Database::connect(options)
+            .await
+            .map_err(db_error)?;
         Ok(Self::new(db))
     }
 
@@ -145,7 +145,8 @@ impl SeaOrmStore {
                     )
                 })
                 .collect();
-            sql.push("SELECT * FROM jobs WHERE ").push(&conditions.join(" OR "));
+            sql.push("SELECT * FROM jobs WHERE ")
+                .push(&conditions.join(" OR "));
             for job in self.fetch_jobs(db, sql).await? {
                 if let Some(key) = job.unique_key.clone() {
                     found.insert((job.tenant.clone(), key), job);
@@ -201,7 +202,10 @@ impl SeaOrmStore {
         let error = d.json_object(&[
             ("attempt", "jobs.attempt"),
             ("kind", "'lease_expired'"),
-            ("message", "'the lease expired: the worker stopped heartbeating'"),
+            (
+                "message",
+                "'the lease expired: the worker stopped heartbeating'",
+            ),
             ("at", now),
         ]);
         sql.push(&format!(
@@ -227,7 +231,11 @@ impl SeaOrmStore {
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
         let mut report = RescueReport::default();
         for row in rows {
-            match row.try_get::<String>("", "state").map_err(db_error)?.as_str() {
+            match row
+                .try_get::<String>("", "state")
+                .map_err(db_error)?
+                .as_str()
+            {
                 "pending" => report.retried += 1,
                 "cancelled" => report.cancelled += 1,
                 _ => report.failed += 1,
@@ -276,7 +284,10 @@ impl JobStore for SeaOrmStore {
                 inserted.insert(job.id, job);
             }
         }
-        let conflicted: Vec<&NewJob> = jobs.iter().filter(|j| !inserted.contains_key(&j.id)).collect();
+        let conflicted: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| !inserted.contains_key(&j.id))
+            .collect();
         let existing = if conflicted.is_empty() {
             HashMap::new()
         } else {
@@ -325,7 +336,11 @@ impl JobStore for SeaOrmStore {
             }
         };
         equals("tenant", filter.tenant.clone(), &mut sql);
-        equals("state", filter.state.map(|s| s.as_str().to_owned()), &mut sql);
+        equals(
+            "state",
+            filter.state.map(|s| s.as_str().to_owned()),
+            &mut sql,
+        );
         equals("kind", filter.kind.clone(), &mut sql);
         equals("queue", filter.queue.clone(), &mut sql);
         if let Some(from) = filter.created_from {
@@ -395,9 +410,7 @@ impl JobStore for SeaOrmStore {
         ));
         let mut jobs = self.fetch_jobs(&self.db, sql).await?;
         // RETURNING does not keep the subquery's order.
-        jobs.sort_by(|a, b| {
-            (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id))
-        });
+        jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
         Ok(jobs)
     }
 
@@ -427,11 +440,18 @@ impl JobStore for SeaOrmStore {
         for row in rows {
             let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
             beat.renewed.push(id);
-            if row.try_get::<bool>("", "cancel_requested").map_err(db_error)? {
+            if row
+                .try_get::<bool>("", "cancel_requested")
+                .map_err(db_error)?
+            {
                 beat.cancel_requested.push(id);
             }
         }
-        beat.lost = ids.iter().filter(|id| !beat.renewed.contains(id)).copied().collect();
+        beat.lost = ids
+            .iter()
+            .filter(|id| !beat.renewed.contains(id))
+            .copied()
+            .collect();
         Ok(beat)
     }
 
@@ -478,7 +498,14 @@ impl JobStore for SeaOrmStore {
         let mut sql = self.sql();
         let rows: Vec<String> = items
             .iter()
-            .map(|item| finish_row(&mut sql, d, item, self.retry_delay(item.lease.attempt, retry_of(&item.outcome))))
+            .map(|item| {
+                finish_row(
+                    &mut sql,
+                    d,
+                    item,
+                    self.retry_delay(item.lease.attempt, retry_of(&item.outcome)),
+                )
+            })
             .collect();
         let error = d.json_object(&[
             ("attempt", "jobs.attempt"),
@@ -523,7 +550,10 @@ impl JobStore for SeaOrmStore {
         let mut moved = HashMap::with_capacity(returned.len());
         for row in returned {
             let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
-            let state: State = row.try_get::<String>("", "state").map_err(db_error)?.parse()?;
+            let state: State = row
+                .try_get::<String>("", "state")
+                .map_err(db_error)?
+                .parse()?;
             moved.insert(id, state);
         }
         Ok(items
@@ -606,7 +636,12 @@ impl JobStore for SeaOrmStore {
                 ended = state_list(&State::ENDED),
                 lock = self.dialect.skip_locked(),
             ));
-            let deleted = self.db.execute_raw(sql.build()).await.map_err(db_error)?.rows_affected();
+            let deleted = self
+                .db
+                .execute_raw(sql.build())
+                .await
+                .map_err(db_error)?
+                .rows_affected();
             total += deleted;
             if deleted < batch as u64 {
                 return Ok(total);
@@ -619,9 +654,15 @@ impl JobStore for SeaOrmStore {
 fn finish_row(sql: &mut Sql, d: Dialect, item: &Finish, delay: Option<Duration>) -> String {
     let (outcome, result, item_errors, error) = match &item.outcome {
         Outcome::Completed { result } => ("completed", Some(result.clone()), None, None),
-        Outcome::Partial { result, item_errors } => {
-            ("partial", Some(result.clone()), Some(item_errors.clone()), None)
-        }
+        Outcome::Partial {
+            result,
+            item_errors,
+        } => (
+            "partial",
+            Some(result.clone()),
+            Some(item_errors.clone()),
+            None,
+        ),
         Outcome::Failed { kind, message, .. } => {
             let outcome = if delay.is_some() { "retry" } else { "failed" };
             (outcome, None, None, Some((kind.clone(), message.clone())))
@@ -673,8 +714,9 @@ fn millis(duration: Duration) -> i64 {
 }
 
 fn to_job(m: entity::Model) -> Result<Job, JobError> {
-    let errors: Vec<AttemptError> = serde_json::from_value(m.errors)
-        .map_err(|e| JobError::Storage(format!("job {} has a malformed error history: {e}", m.id)))?;
+    let errors: Vec<AttemptError> = serde_json::from_value(m.errors).map_err(|e| {
+        JobError::Storage(format!("job {} has a malformed error history: {e}", m.id))
+    })?;
     Ok(Job {
         id: m.id.into(),
         tenant: m.tenant,

@@ -19,10 +19,27 @@ pub struct TestDb {
 impl TestDb {
     /// A fresh SQLite file in a temporary directory, migrated.
     pub async fn sqlite() -> Self {
+        let db = Self::sqlite_empty().await;
+        migrate_up(db.store.connection())
+            .await
+            .expect("migrate SQLite");
+        db
+    }
+
+    /// A fresh schema in the database of `JOBS_TEST_POSTGRES_URL`, migrated.
+    pub async fn postgres() -> Self {
+        let db = Self::postgres_empty().await;
+        migrate_up(db.store.connection())
+            .await
+            .expect("migrate PostgreSQL");
+        db
+    }
+
+    /// A fresh SQLite file with no tables yet.
+    pub async fn sqlite_empty() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
         let store = SeaOrmStore::connect(&url).await.expect("open SQLite");
-        migrate_up(store.connection()).await.expect("migrate SQLite");
         Self {
             store,
             url,
@@ -31,25 +48,45 @@ impl TestDb {
         }
     }
 
-    /// A fresh schema in the database of `JOBS_TEST_POSTGRES_URL`, migrated.
-    pub async fn postgres() -> Self {
+    /// A fresh, empty schema in the database of `JOBS_TEST_POSTGRES_URL`.
+    pub async fn postgres_empty() -> Self {
         let url = std::env::var(POSTGRES_URL_VAR)
             .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} must be set for PostgreSQL tests"));
         let schema = format!("test_{}", uuid::Uuid::now_v7().simple());
-        let admin = Database::connect(url.as_str()).await.expect("connect to PostgreSQL");
+        let admin = Database::connect(url.as_str())
+            .await
+            .expect("connect to PostgreSQL");
         admin
             .execute_unprepared(&format!("CREATE SCHEMA {schema}"))
             .await
             .expect("create test schema");
         admin.close().await.ok();
-        let db = Self {
+        Self {
             store: Self::open(&url, Some(&schema)).await,
             url,
             schema: Some(schema),
             _dir: None,
-        };
-        migrate_up(db.store.connection()).await.expect("migrate PostgreSQL");
-        db
+        }
+    }
+
+    /// A new, empty database on the same backend as this one.
+    pub async fn empty_twin(&self) -> Self {
+        if self.schema.is_some() {
+            Self::postgres_empty().await
+        } else {
+            Self::sqlite_empty().await
+        }
+    }
+
+    /// A `DATABASE_URL` that points another process at this database (and schema).
+    pub fn url(&self) -> String {
+        match &self.schema {
+            None => self.url.clone(),
+            Some(schema) => {
+                let sep = if self.url.contains('?') { '&' } else { '?' };
+                format!("{}{sep}options=-c%20search_path%3D{schema}", self.url)
+            }
+        }
     }
 
     /// Another store with its own connection pool on the same database, as a second

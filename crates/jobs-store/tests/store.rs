@@ -85,7 +85,10 @@ async fn enqueue_and_get_round_trip(db: TestDb) {
     assert!(!created.duplicate);
     let got = s.get(Some("acme"), id).await.unwrap();
     assert_eq!(got, created.job);
-    assert_eq!((got.state, got.attempt, got.max_attempts, got.priority), (State::Pending, 0, 3, 9));
+    assert_eq!(
+        (got.state, got.attempt, got.max_attempts, got.priority),
+        (State::Pending, 0, 3, 9)
+    );
     assert_eq!((got.kind.as_str(), got.queue.as_str()), ("email", "mail"));
     assert_eq!(got.args, json!({"n": 1}));
     assert_eq!(got.metadata, json!({"owner": "billing"}));
@@ -94,8 +97,14 @@ async fn enqueue_and_get_round_trip(db: TestDb) {
     assert!((got.run_at - run_at).abs() < Duration::from_millis(1));
     assert!(got.errors.is_empty() && got.result.is_none());
 
-    assert!(matches!(s.get(Some("other"), id).await, Err(JobError::NotFound(_))), "tenants are isolated");
-    assert!(matches!(s.get(None, JobId::new()).await, Err(JobError::NotFound(_))));
+    assert!(
+        matches!(s.get(Some("other"), id).await, Err(JobError::NotFound(_))),
+        "tenants are isolated"
+    );
+    assert!(matches!(
+        s.get(None, JobId::new()).await,
+        Err(JobError::NotFound(_))
+    ));
     let invalid = s.enqueue(job("email").priority(11)).await.unwrap_err();
     match invalid {
         JobError::Invalid(fields) => assert_eq!(fields[0].field, "priority"),
@@ -104,13 +113,23 @@ async fn enqueue_and_get_round_trip(db: TestDb) {
 }
 
 async fn enqueue_many_ten_thousand_in_one_call(db: TestDb) {
-    let jobs: Vec<NewJob> = (0..10_000).map(|i| NewJob::new("bulk", json!({"i": i}))).collect();
+    let jobs: Vec<NewJob> = (0..10_000)
+        .map(|i| NewJob::new("bulk", json!({"i": i})))
+        .collect();
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
     let done = db.store.enqueue_many(jobs).await.unwrap();
     assert_eq!(done.len(), 10_000);
-    assert!(done.iter().zip(&ids).all(|(d, id)| d.job.id == *id && !d.duplicate), "results keep input order");
+    assert!(
+        done.iter()
+            .zip(&ids)
+            .all(|(d, id)| d.job.id == *id && !d.duplicate),
+        "results keep input order"
+    );
     assert_eq!(count(&db.store).await, 10_000);
-    assert_eq!(db.store.get(None, ids[9_999]).await.unwrap().args, json!({"i": 9_999}));
+    assert_eq!(
+        db.store.get(None, ids[9_999]).await.unwrap().args,
+        json!({"i": 9_999})
+    );
 }
 
 async fn enqueue_many_is_all_or_nothing(db: TestDb) {
@@ -137,10 +156,19 @@ async fn list_filters_newest_first_with_offset_and_cursor(db: TestDb) {
     for i in 0..25 {
         let kind = if i % 2 == 0 { "even" } else { "odd" };
         let queue = if i % 5 == 0 { "five" } else { "default" };
-        ids.push(s.enqueue(job(kind).tenant("t1").queue(queue)).await.unwrap().job.id);
+        ids.push(
+            s.enqueue(job(kind).tenant("t1").queue(queue))
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
     }
     s.enqueue(job("even").tenant("t2")).await.unwrap();
-    let t1 = ListFilter { tenant: Some("t1".into()), ..Default::default() };
+    let t1 = ListFilter {
+        tenant: Some("t1".into()),
+        ..Default::default()
+    };
 
     let all = s.list(&t1, &PageRequest::first(100)).await.unwrap();
     let listed: Vec<JobId> = all.items.iter().map(|j| j.id).collect();
@@ -148,37 +176,102 @@ async fn list_filters_newest_first_with_offset_and_cursor(db: TestDb) {
     assert_eq!(listed, newest_first);
     assert!(all.next_cursor.is_none());
 
-    let odd = ListFilter { kind: Some("odd".into()), ..t1.clone() };
-    assert_eq!(s.list(&odd, &PageRequest::first(100)).await.unwrap().items.len(), 12);
-    let five = ListFilter { queue: Some("five".into()), ..t1.clone() };
-    assert_eq!(s.list(&five, &PageRequest::first(100)).await.unwrap().items.len(), 5);
+    let odd = ListFilter {
+        kind: Some("odd".into()),
+        ..t1.clone()
+    };
+    assert_eq!(
+        s.list(&odd, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        12
+    );
+    let five = ListFilter {
+        queue: Some("five".into()),
+        ..t1.clone()
+    };
+    assert_eq!(
+        s.list(&five, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5
+    );
     s.cancel(None, ids[0]).await.unwrap();
-    let cancelled = ListFilter { state: Some(State::Cancelled), ..t1.clone() };
-    let found = s.list(&cancelled, &PageRequest::first(100)).await.unwrap().items;
+    let cancelled = ListFilter {
+        state: Some(State::Cancelled),
+        ..t1.clone()
+    };
+    let found = s
+        .list(&cancelled, &PageRequest::first(100))
+        .await
+        .unwrap()
+        .items;
     assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
     let tomorrow = OffsetDateTime::now_utc() + Duration::from_secs(86_400);
-    let future = ListFilter { created_from: Some(tomorrow), ..t1.clone() };
-    assert!(s.list(&future, &PageRequest::first(10)).await.unwrap().items.is_empty());
-    let past = ListFilter { created_to: Some(tomorrow), ..t1.clone() };
-    assert_eq!(s.list(&past, &PageRequest::first(100)).await.unwrap().items.len(), 25);
+    let future = ListFilter {
+        created_from: Some(tomorrow),
+        ..t1.clone()
+    };
+    assert!(
+        s.list(&future, &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    let past = ListFilter {
+        created_to: Some(tomorrow),
+        ..t1.clone()
+    };
+    assert_eq!(
+        s.list(&past, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        25
+    );
 
-    let offset = PageRequest { limit: 10, offset: 20, cursor: None };
-    let tail: Vec<JobId> = s.list(&t1, &offset).await.unwrap().items.iter().map(|j| j.id).collect();
+    let offset = PageRequest {
+        limit: 10,
+        offset: 20,
+        cursor: None,
+    };
+    let tail: Vec<JobId> = s
+        .list(&t1, &offset)
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(tail, newest_first[20..]);
 
     let mut paged = Vec::new();
     let mut page = s.list(&t1, &PageRequest::first(7)).await.unwrap();
     loop {
         paged.extend(page.items.iter().map(|j| j.id));
-        let Some(cursor) = page.next_cursor else { break };
+        let Some(cursor) = page.next_cursor else {
+            break;
+        };
         // A job arriving meanwhile does not shift the pages that follow.
         s.enqueue(job("late").tenant("t1")).await.unwrap();
         page = s.list(&t1, &PageRequest::after(7, cursor)).await.unwrap();
     }
-    assert_eq!(paged, newest_first, "cursor pages cover every job once, in order");
+    assert_eq!(
+        paged, newest_first,
+        "cursor pages cover every job once, in order"
+    );
 
     for limit in [0, 101] {
-        assert!(matches!(s.list(&t1, &PageRequest::first(limit)).await, Err(JobError::Invalid(_))));
+        assert!(matches!(
+            s.list(&t1, &PageRequest::first(limit)).await,
+            Err(JobError::Invalid(_))
+        ));
     }
 }
 
@@ -194,7 +287,10 @@ async fn claim_takes_highest_priority_then_oldest(db: TestDb) {
     let claimed = s.claim(&claim_req("w1", 4)).await.unwrap();
     let rest = s.claim(&claim_req("w1", 10)).await.unwrap();
     let order: Vec<JobId> = claimed.iter().chain(&rest).map(|j| j.id).collect();
-    assert_eq!(order, expected.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+    assert_eq!(
+        order,
+        expected.iter().map(|(_, id)| *id).collect::<Vec<_>>()
+    );
     assert_eq!(claimed.len(), 4);
 
     let first = &claimed[0];
@@ -202,30 +298,68 @@ async fn claim_takes_highest_priority_then_oldest(db: TestDb) {
     assert_eq!(first.attempt, 1);
     assert_eq!(first.worker_id.as_deref(), Some("w1"));
     let (started, lease) = (first.started_at.unwrap(), first.lease_expires_at.unwrap());
-    assert!(lease - started >= Duration::from_secs(29), "lease counts from the claim");
+    assert!(
+        lease - started >= Duration::from_secs(29),
+        "lease counts from the claim"
+    );
     assert!(s.claim(&claim_req("w1", 10)).await.unwrap().is_empty());
 }
 
 async fn claim_skips_future_jobs_and_other_queues_and_kinds(db: TestDb) {
     let s = &db.store;
-    s.enqueue(job("k").run_at(OffsetDateTime::now_utc() + Duration::from_secs(600))).await.unwrap();
-    s.enqueue(job("k").delay(Duration::from_secs(600))).await.unwrap();
+    s.enqueue(job("k").run_at(OffsetDateTime::now_utc() + Duration::from_secs(600)))
+        .await
+        .unwrap();
+    s.enqueue(job("k").delay(Duration::from_secs(600)))
+        .await
+        .unwrap();
     s.enqueue(job("k").queue("other")).await.unwrap();
-    let due_later = s.enqueue(job("k").delay(Duration::from_millis(300))).await.unwrap().job.id;
+    let due_later = s
+        .enqueue(job("k").delay(Duration::from_millis(300)))
+        .await
+        .unwrap()
+        .job
+        .id;
     let wanted = s.enqueue(job("wanted")).await.unwrap().job.id;
     s.enqueue(job("unwanted")).await.unwrap();
 
-    let only_wanted = ClaimRequest { kinds: Some(vec!["wanted".into()]), ..claim_req("w", 10) };
-    let got: Vec<JobId> = s.claim(&only_wanted).await.unwrap().iter().map(|j| j.id).collect();
+    let only_wanted = ClaimRequest {
+        kinds: Some(vec!["wanted".into()]),
+        ..claim_req("w", 10)
+    };
+    let got: Vec<JobId> = s
+        .claim(&only_wanted)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(got, [wanted]);
     let rest = s.claim(&claim_req("w", 10)).await.unwrap();
-    assert_eq!(rest.len(), 1, "only the due default-queue job remains claimable");
+    assert_eq!(
+        rest.len(),
+        1,
+        "only the due default-queue job remains claimable"
+    );
     assert_eq!(rest[0].kind, "unwanted");
 
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let later: Vec<JobId> = s.claim(&claim_req("w", 10)).await.unwrap().iter().map(|j| j.id).collect();
-    assert_eq!(later, [due_later], "a delayed job becomes claimable when due");
-    let other = ClaimRequest { queues: vec!["other".into()], ..claim_req("w", 10) };
+    let later: Vec<JobId> = s
+        .claim(&claim_req("w", 10))
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        later,
+        [due_later],
+        "a delayed job becomes claimable when due"
+    );
+    let other = ClaimRequest {
+        queues: vec!["other".into()],
+        ..claim_req("w", 10)
+    };
     assert_eq!(s.claim(&other).await.unwrap().len(), 1);
 }
 
@@ -266,21 +400,39 @@ async fn heartbeat_renews_reports_cancels_and_lost_jobs(db: TestDb) {
     }
     let mut claim = claim_req("w", 3);
     claim.lease = Duration::from_secs(1);
-    let ids: Vec<JobId> = s.claim(&claim).await.unwrap().iter().map(|j| j.id).collect();
+    let ids: Vec<JobId> = s
+        .claim(&claim)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     s.cancel(None, ids[1]).await.unwrap();
     let stranger = JobId::new();
     let mut asked = ids.clone();
     asked.push(stranger);
 
-    let beat = s.heartbeat("w", &asked, Duration::from_secs(120)).await.unwrap();
-    assert_eq!(beat.renewed.iter().collect::<HashSet<_>>(), ids.iter().collect());
+    let beat = s
+        .heartbeat("w", &asked, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert_eq!(
+        beat.renewed.iter().collect::<HashSet<_>>(),
+        ids.iter().collect()
+    );
     assert_eq!(beat.cancel_requested, [ids[1]]);
     assert_eq!(beat.lost, [stranger]);
     let lease = s.get(None, ids[0]).await.unwrap().lease_expires_at.unwrap();
     assert!(lease > OffsetDateTime::now_utc() + Duration::from_secs(100));
 
-    let other = s.heartbeat("someone-else", &ids, Duration::from_secs(120)).await.unwrap();
-    assert!(other.renewed.is_empty() && other.lost.len() == 3, "only the owner renews");
+    let other = s
+        .heartbeat("someone-else", &ids, Duration::from_secs(120))
+        .await
+        .unwrap();
+    assert!(
+        other.renewed.is_empty() && other.lost.len() == 3,
+        "only the owner renews"
+    );
 }
 
 async fn progress_only_by_the_lease_holder(db: TestDb) {
@@ -289,16 +441,38 @@ async fn progress_only_by_the_lease_holder(db: TestDb) {
     let lease = claim_one(s, "w").await;
     s.progress(&lease, 0.25, Some("resizing")).await.unwrap();
     let got = s.get(None, id).await.unwrap();
-    assert_eq!((got.progress, got.stage.as_deref()), (0.25, Some("resizing")));
+    assert_eq!(
+        (got.progress, got.stage.as_deref()),
+        (0.25, Some("resizing"))
+    );
 
-    let stranger = Lease { worker_id: "other".into(), ..lease.clone() };
-    assert!(matches!(s.progress(&stranger, 0.5, None).await, Err(JobError::LeaseLost(_))));
-    let stale = Lease { attempt: 7, ..lease.clone() };
-    assert!(matches!(s.progress(&stale, 0.5, None).await, Err(JobError::LeaseLost(_))));
+    let stranger = Lease {
+        worker_id: "other".into(),
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.progress(&stranger, 0.5, None).await,
+        Err(JobError::LeaseLost(_))
+    ));
+    let stale = Lease {
+        attempt: 7,
+        ..lease.clone()
+    };
+    assert!(matches!(
+        s.progress(&stale, 0.5, None).await,
+        Err(JobError::LeaseLost(_))
+    ));
     for bad in [-0.1, 1.5, f64::NAN] {
-        assert!(matches!(s.progress(&lease, bad, None).await, Err(JobError::Invalid(_))));
+        assert!(matches!(
+            s.progress(&lease, bad, None).await,
+            Err(JobError::Invalid(_))
+        ));
     }
-    assert_eq!(s.get(None, id).await.unwrap().progress, 0.25, "refused writes change nothing");
+    assert_eq!(
+        s.get(None, id).await.unwrap().progress,
+        0.25,
+        "refused writes change nothing"
+    );
 }
 
 async fn complete_partial_and_permanent_failure(db: TestDb) {
@@ -319,29 +493,56 @@ async fn complete_partial_and_permanent_failure(db: TestDb) {
         .collect();
     let lease_of = |id: JobId| leases.iter().find(|l| l.job_id == id).unwrap().clone();
     let outcomes = vec![
-        Finish { lease: lease_of(ids[0]), outcome: Outcome::Completed { result: json!({"ok": true}) } },
+        Finish {
+            lease: lease_of(ids[0]),
+            outcome: Outcome::Completed {
+                result: json!({"ok": true}),
+            },
+        },
         Finish {
             lease: lease_of(ids[1]),
-            outcome: Outcome::Partial { result: json!({"done": 9}), item_errors: json!([{"item": 3}]) },
+            outcome: Outcome::Partial {
+                result: json!({"done": 9}),
+                item_errors: json!([{"item": 3}]),
+            },
         },
         Finish {
             lease: lease_of(ids[2]),
-            outcome: Outcome::Failed { kind: "bad_input".into(), message: "no such user".into(), retry: Retry::Never },
+            outcome: Outcome::Failed {
+                kind: "bad_input".into(),
+                message: "no such user".into(),
+                retry: Retry::Never,
+            },
         },
     ];
-    let states: Vec<State> = s.finish_many(outcomes).await.unwrap().into_iter().map(Result::unwrap).collect();
+    let states: Vec<State> = s
+        .finish_many(outcomes)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
     assert_eq!(states, [State::Completed, State::Partial, State::Failed]);
 
     let done = s.get(None, ids[0]).await.unwrap();
-    assert_eq!((done.state, done.result.clone(), done.progress), (State::Completed, Some(json!({"ok": true})), 1.0));
+    assert_eq!(
+        (done.state, done.result.clone(), done.progress),
+        (State::Completed, Some(json!({"ok": true})), 1.0)
+    );
     let finished = done.finished_at.unwrap();
     assert!(done.duration_ms().unwrap() >= 0);
-    assert!(done.expires_at.unwrap() - finished >= Duration::from_secs(6 * 86_400), "kept for the default week");
+    assert!(
+        done.expires_at.unwrap() - finished >= Duration::from_secs(6 * 86_400),
+        "kept for the default week"
+    );
     let partial = s.get(None, ids[1]).await.unwrap();
     assert_eq!(partial.item_errors, Some(json!([{"item": 3}])));
     let failed = s.get(None, ids[2]).await.unwrap();
     assert_eq!(failed.errors.len(), 1);
-    assert_eq!((failed.errors[0].kind.as_str(), failed.errors[0].attempt), ("bad_input", 1));
+    assert_eq!(
+        (failed.errors[0].kind.as_str(), failed.errors[0].attempt),
+        ("bad_input", 1)
+    );
     assert_eq!(failed.errors[0].message, "no such user");
 
     // Finishing again is refused: the attempt is over.
@@ -350,36 +551,66 @@ async fn complete_partial_and_permanent_failure(db: TestDb) {
 }
 
 async fn retry_backs_off_then_exhausts_to_failed(db: TestDb) {
-    let policy = RetryPolicy { base: Duration::from_secs(10), cap: Duration::from_secs(60), jitter: 0.0 };
+    let policy = RetryPolicy {
+        base: Duration::from_secs(10),
+        cap: Duration::from_secs(60),
+        jitter: 0.0,
+    };
     let s = &db.store.clone().with_retry_policy(policy);
     let id = s.enqueue(job("k").max_attempts(2)).await.unwrap().job.id;
 
     let first = claim_one(s, "w").await;
-    let state = s.fail(&first, "http_503", "upstream down", Retry::Backoff).await.unwrap();
+    let state = s
+        .fail(&first, "http_503", "upstream down", Retry::Backoff)
+        .await
+        .unwrap();
     assert_eq!(state, State::Pending);
     let waiting = s.get(None, id).await.unwrap();
     let wait = waiting.run_at - waiting.updated_at;
-    assert!(wait >= Duration::from_millis(9_900) && wait <= Duration::from_millis(10_100), "backoff {wait}");
+    assert!(
+        wait >= Duration::from_millis(9_900) && wait <= Duration::from_millis(10_100),
+        "backoff {wait}"
+    );
     assert_eq!(waiting.errors[0].kind, "http_503");
     assert!(waiting.finished_at.is_none() && waiting.lease_expires_at.is_none());
-    assert!(s.claim(&claim_req("w", 1)).await.unwrap().is_empty(), "not before the backoff");
+    assert!(
+        s.claim(&claim_req("w", 1)).await.unwrap().is_empty(),
+        "not before the backoff"
+    );
 
     // Make it due now, as if the backoff had passed.
     let db_conn = s.connection();
-    db_conn.execute_unprepared("UPDATE jobs SET run_at = created_at").await.unwrap();
+    db_conn
+        .execute_unprepared("UPDATE jobs SET run_at = created_at")
+        .await
+        .unwrap();
     let second = claim_one(s, "w").await;
     assert_eq!(second.attempt, 2);
-    let state = s.fail(&second, "http_503", "still down", Retry::After(Duration::ZERO)).await.unwrap();
+    let state = s
+        .fail(
+            &second,
+            "http_503",
+            "still down",
+            Retry::After(Duration::ZERO),
+        )
+        .await
+        .unwrap();
     assert_eq!(state, State::Failed, "no attempts left");
     let failed = s.get(None, id).await.unwrap();
-    assert_eq!(failed.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        failed.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
     assert!(failed.finished_at.is_some() && failed.expires_at.is_some());
 
     // A deadline that a retry would pass fails the job at once.
     let soon = OffsetDateTime::now_utc() + Duration::from_secs(5);
     s.enqueue(job("k").deadline(soon)).await.unwrap();
     let lease = claim_one(s, "w").await;
-    assert_eq!(s.fail(&lease, "x", "y", Retry::Backoff).await.unwrap(), State::Failed);
+    assert_eq!(
+        s.fail(&lease, "x", "y", Retry::Backoff).await.unwrap(),
+        State::Failed
+    );
 }
 
 async fn lease_lost_after_rescue_leaves_second_result_standing(db: TestDb) {
@@ -397,13 +628,32 @@ async fn lease_lost_after_rescue_leaves_second_result_standing(db: TestDb) {
 
     let second = claim_one(s, "second").await;
     assert_eq!(second.attempt, 2);
-    assert!(matches!(s.complete(&first, json!("stale")).await, Err(JobError::LeaseLost(_))));
-    assert!(matches!(s.fail(&first, "x", "y", Retry::Never).await, Err(JobError::LeaseLost(_))));
-    assert!(matches!(s.progress(&first, 0.9, None).await, Err(JobError::LeaseLost(_))));
-    assert_eq!(s.get(None, id).await.unwrap().state, State::Running, "the first worker changed nothing");
-    assert_eq!(s.complete(&second, json!("fresh")).await.unwrap(), State::Completed);
+    assert!(matches!(
+        s.complete(&first, json!("stale")).await,
+        Err(JobError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.fail(&first, "x", "y", Retry::Never).await,
+        Err(JobError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.progress(&first, 0.9, None).await,
+        Err(JobError::LeaseLost(_))
+    ));
+    assert_eq!(
+        s.get(None, id).await.unwrap().state,
+        State::Running,
+        "the first worker changed nothing"
+    );
+    assert_eq!(
+        s.complete(&second, json!("fresh")).await.unwrap(),
+        State::Completed
+    );
     let done = s.get(None, id).await.unwrap();
-    assert_eq!((done.result, done.worker_id.as_deref()), (Some(json!("fresh")), Some("second")));
+    assert_eq!(
+        (done.result, done.worker_id.as_deref()),
+        (Some(json!("fresh")), Some("second"))
+    );
 }
 
 async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) {
@@ -413,7 +663,12 @@ async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) 
     let healthy = s.enqueue(job("c")).await.unwrap().job.id;
     let mut short = claim_req("w", 2);
     short.lease = Duration::from_millis(1);
-    s.claim(&ClaimRequest { kinds: Some(vec!["a".into(), "b".into()]), ..short }).await.unwrap();
+    s.claim(&ClaimRequest {
+        kinds: Some(vec!["a".into(), "b".into()]),
+        ..short
+    })
+    .await
+    .unwrap();
     s.claim(&claim_req("w", 1)).await.unwrap();
     s.cancel(None, cancelled).await.unwrap();
     let doomed = s
@@ -427,21 +682,55 @@ async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) 
     let report = s.rescue().await.unwrap();
     assert_eq!((report.retried, report.failed, report.cancelled), (0, 2, 1));
     assert_eq!(s.get(None, exhausted).await.unwrap().state, State::Failed);
-    assert_eq!(s.get(None, cancelled).await.unwrap().state, State::Cancelled);
-    assert_eq!(s.get(None, healthy).await.unwrap().state, State::Running, "live leases are left alone");
+    assert_eq!(
+        s.get(None, cancelled).await.unwrap().state,
+        State::Cancelled
+    );
+    assert_eq!(
+        s.get(None, healthy).await.unwrap().state,
+        State::Running,
+        "live leases are left alone"
+    );
     let late = s.get(None, doomed).await.unwrap();
-    assert_eq!((late.state, late.errors[0].kind.as_str()), (State::Failed, "deadline"));
-    assert_eq!(s.rescue().await.unwrap(), Default::default(), "a second sweep finds nothing");
+    assert_eq!(
+        (late.state, late.errors[0].kind.as_str()),
+        (State::Failed, "deadline")
+    );
+    assert_eq!(
+        s.rescue().await.unwrap(),
+        Default::default(),
+        "a second sweep finds nothing"
+    );
 }
 
 async fn retention_deletes_only_expired_ended_jobs_in_batches(db: TestDb) {
     let s = &db.store;
     let mut short_lived = Vec::new();
     for _ in 0..5 {
-        short_lived.push(s.enqueue(job("k").retention(Duration::ZERO)).await.unwrap().job.id);
+        short_lived.push(
+            s.enqueue(job("k").retention(Duration::ZERO))
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
     }
-    let kept = s.enqueue(job("k").retention(Duration::from_secs(3600))).await.unwrap().job.id;
-    let pending = s.enqueue(job("k").retention(Duration::ZERO).delay(Duration::from_secs(60))).await.unwrap().job.id;
+    let kept = s
+        .enqueue(job("k").retention(Duration::from_secs(3600)))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let pending = s
+        .enqueue(
+            job("k")
+                .retention(Duration::ZERO)
+                .delay(Duration::from_secs(60)),
+        )
+        .await
+        .unwrap()
+        .job
+        .id;
     for id in short_lived.iter().chain([&kept]) {
         s.cancel(None, *id).await.unwrap();
     }
@@ -449,13 +738,21 @@ async fn retention_deletes_only_expired_ended_jobs_in_batches(db: TestDb) {
     assert_eq!(s.purge_expired(2).await.unwrap(), 5);
     assert_eq!(count(s).await, 2);
     assert!(s.get(None, kept).await.is_ok());
-    assert!(s.get(None, pending).await.is_ok(), "waiting jobs are never purged");
+    assert!(
+        s.get(None, pending).await.is_ok(),
+        "waiting jobs are never purged"
+    );
     assert_eq!(s.purge_expired(2).await.unwrap(), 0);
 }
 
 async fn cancel_in_each_state(db: TestDb) {
     let s = &db.store;
-    let waiting = s.enqueue(job("k").tenant("t").delay(Duration::from_secs(60))).await.unwrap().job.id;
+    let waiting = s
+        .enqueue(job("k").tenant("t").delay(Duration::from_secs(60)))
+        .await
+        .unwrap()
+        .job
+        .id;
     let cancelled = s.cancel(Some("t"), waiting).await.unwrap();
     assert_eq!(cancelled.state, State::Cancelled);
     assert!(cancelled.finished_at.is_some());
@@ -463,11 +760,22 @@ async fn cancel_in_each_state(db: TestDb) {
     let running = s.enqueue(job("k").tenant("t")).await.unwrap().job.id;
     let lease = claim_one(s, "w").await;
     let requested = s.cancel(Some("t"), running).await.unwrap();
-    assert_eq!(requested.state, State::Running, "the worker finishes the move");
+    assert_eq!(
+        requested.state,
+        State::Running,
+        "the worker finishes the move"
+    );
     let asked_at = requested.cancel_requested_at.unwrap();
     let again = s.cancel(Some("t"), running).await.unwrap();
-    assert_eq!(again.cancel_requested_at, Some(asked_at), "a repeated cancel keeps the first request");
-    assert_eq!(s.finish(&lease, Outcome::Cancelled).await.unwrap(), State::Cancelled);
+    assert_eq!(
+        again.cancel_requested_at,
+        Some(asked_at),
+        "a repeated cancel keeps the first request"
+    );
+    assert_eq!(
+        s.finish(&lease, Outcome::Cancelled).await.unwrap(),
+        State::Cancelled
+    );
 
     for ended in [waiting, running] {
         match s.cancel(Some("t"), ended).await {
@@ -482,18 +790,38 @@ async fn cancel_in_each_state(db: TestDb) {
     s.complete(&lease, json!(1)).await.unwrap();
     assert!(matches!(
         s.cancel(Some("t"), completed).await,
-        Err(JobError::IllegalTransition { from: State::Completed, .. })
+        Err(JobError::IllegalTransition {
+            from: State::Completed,
+            ..
+        })
     ));
-    assert!(matches!(s.cancel(Some("t"), JobId::new()).await, Err(JobError::NotFound(_))));
-    let other_tenant = s.enqueue(job("k").tenant("u").queue("elsewhere")).await.unwrap().job.id;
-    assert!(matches!(s.cancel(Some("t"), other_tenant).await, Err(JobError::NotFound(_))));
-    assert_eq!(s.get(None, other_tenant).await.unwrap().state, State::Pending);
+    assert!(matches!(
+        s.cancel(Some("t"), JobId::new()).await,
+        Err(JobError::NotFound(_))
+    ));
+    let other_tenant = s
+        .enqueue(job("k").tenant("u").queue("elsewhere"))
+        .await
+        .unwrap()
+        .job
+        .id;
+    assert!(matches!(
+        s.cancel(Some("t"), other_tenant).await,
+        Err(JobError::NotFound(_))
+    ));
+    assert_eq!(
+        s.get(None, other_tenant).await.unwrap().state,
+        State::Pending
+    );
 
     // A retryable failure after a cancel request ends the job cancelled, not retried.
     let asked = s.enqueue(job("k")).await.unwrap().job.id;
     let lease = claim_one(s, "w").await;
     s.cancel(None, asked).await.unwrap();
-    assert_eq!(s.fail(&lease, "x", "y", Retry::Backoff).await.unwrap(), State::Cancelled);
+    assert_eq!(
+        s.fail(&lease, "x", "y", Retry::Backoff).await.unwrap(),
+        State::Cancelled
+    );
 }
 
 async fn retry_runs_an_ended_job_again(db: TestDb) {
@@ -501,55 +829,102 @@ async fn retry_runs_an_ended_job_again(db: TestDb) {
     let id = s.enqueue(job("k").max_attempts(1)).await.unwrap().job.id;
     assert!(matches!(
         s.retry(None, id).await,
-        Err(JobError::IllegalTransition { from: State::Pending, to: State::Pending })
+        Err(JobError::IllegalTransition {
+            from: State::Pending,
+            to: State::Pending
+        })
     ));
     let lease = claim_one(s, "w").await;
-    s.fail(&lease, "boom", "it broke", Retry::Backoff).await.unwrap();
+    s.fail(&lease, "boom", "it broke", Retry::Backoff)
+        .await
+        .unwrap();
     assert_eq!(s.get(None, id).await.unwrap().state, State::Failed);
 
     let again = s.retry(None, id).await.unwrap();
     assert_eq!((again.state, again.attempt), (State::Pending, 0));
     assert!(again.finished_at.is_none() && again.expires_at.is_none());
-    assert_eq!(again.errors.len(), 1, "the history of earlier attempts is kept");
+    assert_eq!(
+        again.errors.len(),
+        1,
+        "the history of earlier attempts is kept"
+    );
     let lease = claim_one(s, "w").await;
     assert_eq!(lease.attempt, 1);
-    assert!(matches!(s.retry(None, JobId::new()).await, Err(JobError::NotFound(_))));
+    assert!(matches!(
+        s.retry(None, JobId::new()).await,
+        Err(JobError::NotFound(_))
+    ));
 }
 
 async fn idempotent_enqueue_under_a_race(db: TestDb) {
     let mut racers = Vec::new();
     for _ in 0..8 {
         let store = db.connect_again().await;
-        racers.push(async move { store.enqueue(job("k").tenant("t").unique_key("order-42")).await.unwrap() });
+        racers.push(async move {
+            store
+                .enqueue(job("k").tenant("t").unique_key("order-42"))
+                .await
+                .unwrap()
+        });
     }
     let results = join_all(racers).await;
     let created: Vec<_> = results.iter().filter(|r| !r.duplicate).collect();
     assert_eq!(created.len(), 1, "exactly one racer creates the job");
-    assert!(results.iter().all(|r| r.job.id == created[0].job.id), "the others get that job");
-    assert!(matches!(results[0].clone().require_new(), Ok(_) | Err(JobError::Duplicate { .. })));
+    assert!(
+        results.iter().all(|r| r.job.id == created[0].job.id),
+        "the others get that job"
+    );
+    assert!(matches!(
+        results[0].clone().require_new(),
+        Ok(_) | Err(JobError::Duplicate { .. })
+    ));
     assert_eq!(count(&db.store).await, 1);
 
     // Per tenant, and within one batch.
-    let other = db.store.enqueue(job("k").tenant("u").unique_key("order-42")).await.unwrap();
+    let other = db
+        .store
+        .enqueue(job("k").tenant("u").unique_key("order-42"))
+        .await
+        .unwrap();
     assert!(!other.duplicate);
     let batch = db
         .store
-        .enqueue_many(vec![job("k").unique_key("x"), job("k").unique_key("x"), job("k")])
+        .enqueue_many(vec![
+            job("k").unique_key("x"),
+            job("k").unique_key("x"),
+            job("k"),
+        ])
         .await
         .unwrap();
-    assert_eq!(batch.iter().map(|e| e.duplicate).collect::<Vec<_>>(), [false, true, false]);
+    assert_eq!(
+        batch.iter().map(|e| e.duplicate).collect::<Vec<_>>(),
+        [false, true, false]
+    );
     assert_eq!(batch[0].job.id, batch[1].job.id);
-    let dup = db.store.enqueue(job("k").tenant("t").unique_key("order-42")).await.unwrap();
-    assert!(matches!(dup.require_new(), Err(JobError::Duplicate { existing }) if existing == created[0].job.id));
+    let dup = db
+        .store
+        .enqueue(job("k").tenant("t").unique_key("order-42"))
+        .await
+        .unwrap();
+    assert!(
+        matches!(dup.require_new(), Err(JobError::Duplicate { existing }) if existing == created[0].job.id)
+    );
 }
 
 async fn release_returns_job_without_charging_an_attempt(db: TestDb) {
     let s = &db.store;
     let id = s.enqueue(job("k")).await.unwrap().job.id;
     let lease = claim_one(s, "w").await;
-    assert_eq!(s.finish(&lease, Outcome::Released).await.unwrap(), State::Pending);
+    assert_eq!(
+        s.finish(&lease, Outcome::Released).await.unwrap(),
+        State::Pending
+    );
     let released = s.get(None, id).await.unwrap();
     assert_eq!((released.state, released.attempt), (State::Pending, 0));
     assert!(released.errors.is_empty());
-    assert_eq!(claim_one(s, "w2").await.attempt, 1, "claimable again at once");
+    assert_eq!(
+        claim_one(s, "w2").await.attempt,
+        1,
+        "claimable again at once"
+    );
 }

@@ -1,0 +1,33 @@
+# Everyday commands. `cargo install just` to use them; plain cargo works too (see README).
+
+pg_url := env_var_or_default("JOBS_TEST_POSTGRES_URL", "postgres:///jobs_dev?host=/var/run/postgresql&user=" + `id -un`)
+
+# Build every crate and binary.
+build:
+    cargo build --workspace --all-targets
+
+# All tests; the PostgreSQL half runs when JOBS_TEST_POSTGRES_URL is set.
+test:
+    cargo test --workspace
+
+# All tests with the PostgreSQL half, on a fresh local database `jobs_dev`.
+test-pg:
+    psql -h /var/run/postgresql -d postgres -qc 'DROP DATABASE IF EXISTS jobs_dev WITH (FORCE)' -c 'CREATE DATABASE jobs_dev'
+    JOBS_TEST_POSTGRES_URL='{{pg_url}}' cargo test --workspace
+
+# Formatting and clippy, as CI runs them.
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# What CI runs, PostgreSQL setup included.
+ci:
+    bash .ci/run
+
+# Apply migrations to DATABASE_URL (default: ./jobs.db).
+migrate *ARGS="up":
+    cargo run --quiet --bin jobs-api -- migrate {{ARGS}}
+
+# Run the worker process (maintenance sweeps for now).
+worker:
+    cargo run --bin jobs-worker

@@ -10,8 +10,10 @@ mod sql;
 mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod wake;
 
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status};
 pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use store::SeaOrmStore;
+pub use wake::{ENQUEUED_CHANNEL, Leadership, Wake, Wakeups};

@@ -2,7 +2,10 @@
 //! chunk); conditions on `state`, `worker_id` and `attempt` make every write safe against
 //! racing workers, rescuers and cancels.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use jobs_core::{
@@ -11,6 +14,7 @@ use jobs_core::{
     RetryPolicy, State,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::{
@@ -24,11 +28,13 @@ const INSERT_CHUNK: usize = 1_000;
 /// Rows the rescuer moves per statement.
 const RESCUE_BATCH: u32 = 1_000;
 
+/// Clones share the connection pool and the in-process wake-up channel.
 #[derive(Debug, Clone)]
 pub struct SeaOrmStore {
     db: DatabaseConnection,
     dialect: Dialect,
     retry_policy: RetryPolicy,
+    local_wake: broadcast::Sender<String>,
 }
 
 impl SeaOrmStore {
@@ -38,7 +44,100 @@ impl SeaOrmStore {
             db,
             dialect,
             retry_policy: RetryPolicy::default(),
+            local_wake: broadcast::channel(1024).0,
         }
+    }
+
+    pub(crate) fn local_wake(&self) -> &broadcast::Sender<String> {
+        &self.local_wake
+    }
+
+    /// Enqueues inside the caller's transaction (or on any connection): the jobs exist
+    /// if and only if that transaction commits. On PostgreSQL the wake-up is sent at
+    /// commit; on SQLite call `wake_workers` after committing.
+    pub async fn enqueue_many_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        jobs: Vec<NewJob>,
+    ) -> Result<Vec<Enqueued>, JobError> {
+        validate_all(&jobs)?;
+        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(jobs.len());
+        for chunk in jobs.chunks(INSERT_CHUNK) {
+            for job in self.insert_chunk(conn, chunk).await? {
+                inserted.insert(job.id, job);
+            }
+        }
+        let conflicted: Vec<&NewJob> = jobs
+            .iter()
+            .filter(|j| !inserted.contains_key(&j.id))
+            .collect();
+        let existing = if conflicted.is_empty() {
+            HashMap::new()
+        } else {
+            self.existing_by_key(conn, &conflicted).await?
+        };
+        self.notify_queues(conn, &inserted).await?;
+        jobs.iter()
+            .map(|new| {
+                if let Some(job) = inserted.remove(&new.id) {
+                    return Ok(Enqueued { job, duplicate: false });
+                }
+                let key = (new.tenant.clone(), new.unique_key.clone().unwrap_or_default());
+                match existing.get(&key) {
+                    Some(job) => Ok(Enqueued {
+                        job: job.clone(),
+                        duplicate: true,
+                    }),
+                    // Only possible if retention deleted the holder between the two statements.
+                    None => Err(JobError::Storage(format!(
+                        "job {} conflicted on its unique key but the holder vanished; enqueue again",
+                        new.id
+                    ))),
+                }
+            })
+            .collect()
+    }
+
+    /// PostgreSQL: one NOTIFY per queue that got jobs, delivered when the transaction commits.
+    async fn notify_queues(
+        &self,
+        conn: &impl ConnectionTrait,
+        inserted: &HashMap<JobId, Job>,
+    ) -> Result<(), JobError> {
+        if self.dialect != Dialect::Postgres || inserted.is_empty() {
+            return Ok(());
+        }
+        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
+        let mut sql = self.sql();
+        let channel = sql.bind(crate::wake::ENQUEUED_CHANNEL);
+        let list = sql.bind_list(queues.into_iter().map(str::to_owned));
+        sql.push(&format!(
+            "SELECT pg_notify({channel}, q) FROM unnest(ARRAY[{list}]::text[]) AS q"
+        ));
+        conn.execute_raw(sql.build()).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Which of `ids` are still running with a cancel request: a cheap read that lets a
+    /// worker hear of cancels made by any process.
+    pub async fn cancel_requests(&self, ids: &[JobId]) -> Result<Vec<JobId>, JobError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = self.sql();
+        let list = sql.bind_list(ids.iter().map(|id| id.as_uuid()));
+        sql.push(&format!(
+            "SELECT id FROM jobs WHERE id IN ({list}) AND state = 'running' \
+             AND cancel_requested_at IS NOT NULL"
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                Ok(JobId::from(
+                    row.try_get::<Uuid>("", "id").map_err(db_error)?,
+                ))
+            })
+            .collect()
     }
 
     /// Connects with the defaults of `connect_options`.
@@ -278,42 +377,17 @@ impl JobStore for SeaOrmStore {
             return Ok(Vec::new());
         }
         let txn = self.db.begin().await.map_err(db_error)?;
-        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            for job in self.insert_chunk(&txn, chunk).await? {
-                inserted.insert(job.id, job);
-            }
-        }
-        let conflicted: Vec<&NewJob> = jobs
-            .iter()
-            .filter(|j| !inserted.contains_key(&j.id))
-            .collect();
-        let existing = if conflicted.is_empty() {
-            HashMap::new()
-        } else {
-            self.existing_by_key(&txn, &conflicted).await?
-        };
+        let done = self.enqueue_many_in(&txn, jobs).await?;
         txn.commit().await.map_err(db_error)?;
-
-        jobs.iter()
-            .map(|new| {
-                if let Some(job) = inserted.remove(&new.id) {
-                    return Ok(Enqueued { job, duplicate: false });
-                }
-                let key = (new.tenant.clone(), new.unique_key.clone().unwrap_or_default());
-                match existing.get(&key) {
-                    Some(job) => Ok(Enqueued {
-                        job: job.clone(),
-                        duplicate: true,
-                    }),
-                    // Only possible if retention deleted the holder between the two statements.
-                    None => Err(JobError::Storage(format!(
-                        "job {} conflicted on its unique key but the holder vanished; enqueue again",
-                        new.id
-                    ))),
-                }
-            })
-            .collect()
+        let queues: HashSet<&str> = done
+            .iter()
+            .filter(|e| !e.duplicate)
+            .map(|e| e.job.queue.as_str())
+            .collect();
+        for queue in queues {
+            self.wake_workers(queue);
+        }
+        Ok(done)
     }
 
     async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {

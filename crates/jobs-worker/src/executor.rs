@@ -1,0 +1,167 @@
+//! Runs one claimed job: the handler in its own task (so a panic or an abort cannot harm
+//! the worker), bounded by its timeout and deadline, stopped on cancel or shutdown.
+
+use std::{sync::Arc, time::Duration};
+
+use jobs_core::{Job, Lease, Outcome, Retry};
+use time::OffsetDateTime;
+use tokio::{task::JoinHandle, time::Instant};
+
+use crate::{
+    Handler, HandlerError, Output,
+    worker::{Completion, Shared, StopReason},
+};
+
+pub(crate) async fn execute(
+    shared: Arc<Shared>,
+    job: Job,
+    handler: Arc<dyn Handler>,
+    timeout: Option<Duration>,
+) {
+    let Some(lease) = Lease::of(&job) else { return };
+    let running = shared.start(&job);
+    let ctx = running.ctx.clone();
+    crate::metrics::started(&job);
+    let started = Instant::now();
+
+    let args = job.args.clone();
+    let task: JoinHandle<Result<Output<serde_json::Value>, HandlerError>> = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { handler.run(args, ctx).await }
+    });
+    let outcome = supervise(&shared, &job, task, &running, timeout).await;
+
+    crate::metrics::stopped(&job, started.elapsed());
+    shared.stop(&job);
+    if let Some(outcome) = outcome {
+        tracing::debug!(?outcome, "attempt ended");
+        let failure = matches!(outcome, Outcome::Failed { .. });
+        shared.complete(Completion {
+            lease,
+            outcome,
+            kind: job.kind.clone(),
+            queue: job.queue.clone(),
+            failure,
+        });
+    }
+}
+
+/// `None` when the lease was lost: someone else owns the job now, so nothing is written.
+async fn supervise(
+    shared: &Shared,
+    job: &Job,
+    mut task: JoinHandle<Result<Output<serde_json::Value>, HandlerError>>,
+    running: &crate::worker::Running,
+    timeout: Option<Duration>,
+) -> Option<Outcome> {
+    let (limit, limit_kind) = time_limit(job, timeout);
+    let token = running.ctx.cancellation_token().clone();
+    tokio::select! {
+        joined = &mut task => Some(outcome_of(joined)),
+        _ = tokio::time::sleep(limit) => {
+            token.cancel();
+            task.abort();
+            Some(limit_kind.outcome(limit))
+        }
+        _ = token.cancelled() => match running.reason() {
+            StopReason::Lost => {
+                task.abort();
+                None
+            }
+            StopReason::Released => {
+                task.abort();
+                Some(Outcome::Released)
+            }
+            StopReason::Cancelled => {
+                // A cooperative handler returns soon; one that ignores the token is aborted.
+                let grace = shared.config.cancel_grace;
+                match tokio::time::timeout(grace, &mut task).await {
+                    Ok(Ok(Ok(Output::Completed(result)))) => Some(Outcome::Completed { result }),
+                    Ok(_) => Some(Outcome::Cancelled),
+                    Err(_) => {
+                        task.abort();
+                        Some(Outcome::Cancelled)
+                    }
+                }
+            }
+        },
+    }
+}
+
+enum Limit {
+    Timeout,
+    Deadline,
+}
+
+impl Limit {
+    fn outcome(self, after: Duration) -> Outcome {
+        match self {
+            Limit::Timeout => Outcome::Failed {
+                kind: "timeout".into(),
+                message: format!("the attempt ran longer than {} ms", after.as_millis()),
+                retry: Retry::Backoff,
+            },
+            Limit::Deadline => Outcome::Failed {
+                kind: "deadline".into(),
+                message: "the job's deadline passed while it ran".into(),
+                retry: Retry::Never,
+            },
+        }
+    }
+}
+
+/// The sooner of the per-attempt timeout and the job's deadline.
+fn time_limit(job: &Job, default: Option<Duration>) -> (Duration, Limit) {
+    let timeout = job
+        .timeout_ms
+        .map(|ms| Duration::from_millis(ms.max(0) as u64))
+        .or(default)
+        .unwrap_or(Duration::MAX);
+    let until_deadline = job.deadline.map(|d| {
+        let left = d - OffsetDateTime::now_utc();
+        Duration::try_from(left).unwrap_or(Duration::ZERO)
+    });
+    match until_deadline {
+        Some(left) if left < timeout => (left, Limit::Deadline),
+        _ => (
+            timeout.min(Duration::from_secs(10 * 365 * 86_400)),
+            Limit::Timeout,
+        ),
+    }
+}
+
+fn outcome_of(
+    joined: Result<Result<Output<serde_json::Value>, HandlerError>, tokio::task::JoinError>,
+) -> Outcome {
+    match joined {
+        Ok(Ok(Output::Completed(result))) => Outcome::Completed { result },
+        Ok(Ok(Output::Partial {
+            result,
+            item_errors,
+        })) => Outcome::Partial {
+            result,
+            item_errors,
+        },
+        Ok(Err(error)) => Outcome::Failed {
+            kind: error.kind,
+            message: error.message,
+            retry: error.retry,
+        },
+        Err(join) => Outcome::Failed {
+            kind: "panic".into(),
+            message: panic_message(join),
+            retry: Retry::Backoff,
+        },
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    match join.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the handler panicked".into()),
+        Err(join) => join.to_string(),
+    }
+}

@@ -1,0 +1,616 @@
+//! The worker: a builder for configuration, and `run`, which drives the producers (one per
+//! queue), the executor tasks, the heartbeater, the progress writer, the completer and
+//! maintenance until shutdown.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use jobs_core::{ClaimRequest, Finish, Job, JobError, JobId, JobStore, Lease, Outcome};
+use jobs_store::SeaOrmStore;
+use tokio::{
+    sync::{Notify, Semaphore, mpsc},
+    task::JoinSet,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{Handler, JobContext, TypedJob, handler::Typed};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this process in job rows; unique per process.
+    pub worker_id: String,
+    /// Queue name and how many of its jobs run at once in this process.
+    pub queues: Vec<(String, usize)>,
+    /// Fallback when no wake-up arrives (and for scheduled jobs coming due).
+    pub poll_interval: Duration,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often cancel requests made elsewhere are looked for.
+    pub cancel_check_interval: Duration,
+    /// How long a cancelled handler may take to stop before it is aborted.
+    pub cancel_grace: Duration,
+    /// How long running jobs may finish after shutdown begins before they are released.
+    pub shutdown_grace: Duration,
+    /// Per-attempt limit for kinds and jobs that set none.
+    pub default_timeout: Option<Duration>,
+    /// Run the rescuer and the retention cleaner (one process at a time on PostgreSQL).
+    pub maintenance: bool,
+    pub maintenance_interval: Duration,
+    pub retention_batch: u32,
+    /// How often coalesced progress reports are written.
+    pub progress_interval: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+            queues: Vec::new(),
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            cancel_check_interval: Duration::from_millis(500),
+            cancel_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            default_timeout: None,
+            maintenance: true,
+            maintenance_interval: Duration::from_secs(5),
+            retention_batch: 1_000,
+            progress_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+struct Registered {
+    handler: Arc<dyn Handler>,
+    timeout: Option<Duration>,
+}
+
+pub struct WorkerBuilder {
+    store: SeaOrmStore,
+    handlers: HashMap<String, Registered>,
+    config: WorkerConfig,
+}
+
+impl std::fmt::Debug for WorkerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds: Vec<&String> = self.handlers.keys().collect();
+        f.debug_struct("WorkerBuilder")
+            .field("kinds", &kinds)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl WorkerBuilder {
+    /// A typed job kind.
+    pub fn register<J: TypedJob>(self) -> Self {
+        self.handler_with_timeout(J::KIND, Typed::<J>::new(), J::timeout())
+    }
+
+    /// An untyped handler (a closure or a `Handler`) for `kind`.
+    pub fn handler(self, kind: impl Into<String>, handler: impl Handler) -> Self {
+        self.handler_with_timeout(kind, handler, None)
+    }
+
+    pub fn handler_with_timeout(
+        mut self,
+        kind: impl Into<String>,
+        handler: impl Handler,
+        timeout: Option<Duration>,
+    ) -> Self {
+        self.handlers.insert(
+            kind.into(),
+            Registered {
+                handler: Arc::new(handler),
+                timeout,
+            },
+        );
+        self
+    }
+
+    pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
+        self.config.queues.push((name.into(), concurrency.max(1)));
+        self
+    }
+
+    pub fn config(mut self, edit: impl FnOnce(&mut WorkerConfig)) -> Self {
+        edit(&mut self.config);
+        self
+    }
+
+    pub fn build(mut self) -> Worker {
+        if self.config.queues.is_empty() {
+            self.config
+                .queues
+                .push((jobs_core::limits::DEFAULT_QUEUE.to_owned(), 10));
+        }
+        let queues = self
+            .config
+            .queues
+            .iter()
+            .map(|(name, concurrency)| {
+                Arc::new(QueueSlots {
+                    name: name.clone(),
+                    slots: Arc::new(Semaphore::new(*concurrency)),
+                    wake: Notify::new(),
+                    maybe_more: AtomicBool::new(true),
+                })
+            })
+            .collect();
+        let (completions, completed) = mpsc::unbounded_channel();
+        Worker {
+            shared: Arc::new(Shared {
+                store: self.store,
+                handlers: self.handlers,
+                config: self.config,
+                queues,
+                running: Mutex::new(HashMap::new()),
+                completions,
+            }),
+            completed,
+        }
+    }
+}
+
+pub struct Worker {
+    shared: Arc<Shared>,
+    completed: mpsc::UnboundedReceiver<Completion>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("worker_id", &self.shared.config.worker_id)
+            .finish()
+    }
+}
+
+/// A worker running in the background.
+#[derive(Debug)]
+pub struct WorkerHandle {
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), JobError>>,
+}
+
+impl WorkerHandle {
+    /// Graceful shutdown: stop claiming, let jobs finish within the grace period, release
+    /// the rest. Returns when every outcome is written.
+    pub async fn shutdown(self) -> Result<(), JobError> {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .map_err(|e| JobError::Storage(format!("worker task failed: {e}")))?
+    }
+}
+
+impl Worker {
+    pub fn builder(store: SeaOrmStore) -> WorkerBuilder {
+        WorkerBuilder {
+            store,
+            handlers: HashMap::new(),
+            config: WorkerConfig::default(),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.config.worker_id
+    }
+
+    pub fn spawn(self) -> WorkerHandle {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(self.run(shutdown.clone()));
+        WorkerHandle { shutdown, task }
+    }
+
+    /// Runs until `shutdown` fires, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), JobError> {
+        let shared = self.shared;
+        let config = &shared.config;
+        tracing::info!(worker_id = %config.worker_id, queues = ?config.queues, kinds = ?shared.kinds(), "worker starting");
+        let mut wakeups = shared.store.subscribe().await?;
+        let background = CancellationToken::new();
+        let mut services = JoinSet::new();
+        let mut producers = JoinSet::new();
+
+        services.spawn(completer(shared.store.clone(), self.completed));
+        services.spawn(heartbeater(shared.clone(), background.clone()));
+        services.spawn(cancel_watcher(shared.clone(), background.clone()));
+        services.spawn(progress_writer(shared.clone(), background.clone()));
+        if config.maintenance {
+            services.spawn(crate::maintenance::run(
+                shared.store.clone(),
+                config.maintenance_interval,
+                config.retention_batch,
+                background.clone(),
+            ));
+        }
+        for queue in &shared.queues {
+            producers.spawn(produce(shared.clone(), queue.clone(), shutdown.clone()));
+        }
+        let waker = {
+            let shared = shared.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        wake = wakeups.next() => shared.queues.iter().filter(|q| wake.concerns(&q.name)).for_each(|q| q.wake_up()),
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+
+        shutdown.cancelled().await;
+        tracing::info!(
+            running = shared.running_count(),
+            "shutting down: no new claims"
+        );
+        while producers.join_next().await.is_some() {}
+        let _ = waker.await;
+        if !shared.wait_idle(config.shutdown_grace).await {
+            let released = shared.release_all();
+            tracing::info!(released, "grace period over: releasing unfinished jobs");
+            shared.wait_idle(Duration::MAX).await;
+        }
+        // Every executor has queued its outcome; closing the channel lets the completer
+        // write the last batch and stop.
+        background.cancel();
+        drop(shared);
+        while services.join_next().await.is_some() {}
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+pub(crate) struct QueueSlots {
+    name: String,
+    slots: Arc<Semaphore>,
+    wake: Notify,
+    /// Whether the last claim could have left jobs behind; only then does a freed slot
+    /// trigger an immediate claim instead of waiting for a wake-up.
+    maybe_more: AtomicBool,
+}
+
+impl QueueSlots {
+    fn wake_up(&self) {
+        self.maybe_more.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    Cancelled,
+    Released,
+    Lost,
+}
+
+pub(crate) struct Running {
+    pub(crate) ctx: JobContext,
+    lease: Lease,
+    reason: Mutex<Option<StopReason>>,
+}
+
+impl Running {
+    pub(crate) fn reason(&self) -> StopReason {
+        self.reason
+            .lock()
+            .expect("reason lock")
+            .unwrap_or(StopReason::Cancelled)
+    }
+
+    /// The first reason wins: a job released at shutdown stays released.
+    fn stop(&self, reason: StopReason) {
+        self.reason
+            .lock()
+            .expect("reason lock")
+            .get_or_insert(reason);
+        self.ctx.cancellation_token().cancel();
+    }
+}
+
+pub(crate) struct Completion {
+    pub(crate) lease: Lease,
+    pub(crate) outcome: Outcome,
+    pub(crate) kind: String,
+    pub(crate) queue: String,
+    pub(crate) failure: bool,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: SeaOrmStore,
+    handlers: HashMap<String, Registered>,
+    pub(crate) config: WorkerConfig,
+    queues: Vec<Arc<QueueSlots>>,
+    running: Mutex<HashMap<JobId, Arc<Running>>>,
+    completions: mpsc::UnboundedSender<Completion>,
+}
+
+impl Shared {
+    fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.handlers.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
+    pub(crate) fn start(&self, job: &Job) -> Arc<Running> {
+        let running = Arc::new(Running {
+            ctx: JobContext::new(job.clone(), CancellationToken::new()),
+            lease: Lease::of(job).expect("a claimed job has a worker"),
+            reason: Mutex::new(None),
+        });
+        self.running
+            .lock()
+            .expect("running lock")
+            .insert(job.id, running.clone());
+        running
+    }
+
+    pub(crate) fn stop(&self, job: &Job) {
+        self.running.lock().expect("running lock").remove(&job.id);
+    }
+
+    pub(crate) fn complete(&self, completion: Completion) {
+        // The completer outlives every executor, so the channel is open.
+        let _ = self.completions.send(completion);
+    }
+
+    fn running_count(&self) -> usize {
+        self.running.lock().expect("running lock").len()
+    }
+
+    fn snapshot(&self) -> Vec<Arc<Running>> {
+        self.running
+            .lock()
+            .expect("running lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn stop_jobs(&self, ids: &[JobId], reason: StopReason) {
+        let running = self.running.lock().expect("running lock");
+        for id in ids {
+            if let Some(job) = running.get(id) {
+                job.stop(reason);
+            }
+        }
+    }
+
+    fn release_all(&self) -> usize {
+        let all = self.snapshot();
+        for job in &all {
+            job.stop(StopReason::Released);
+        }
+        all.len()
+    }
+
+    /// Waits until no job runs here, or `limit` passes; true when idle.
+    async fn wait_idle(&self, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now().checked_add(limit);
+        loop {
+            if self.running_count() == 0
+                && self
+                    .queues
+                    .iter()
+                    .all(|q| q.slots.available_permits() == self.capacity(q))
+            {
+                return true;
+            }
+            if until.is_some_and(|u| tokio::time::Instant::now() >= u) {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn capacity(&self, queue: &QueueSlots) -> usize {
+        self.config
+            .queues
+            .iter()
+            .find(|(n, _)| *n == queue.name)
+            .map_or(0, |(_, c)| *c)
+    }
+}
+
+/// One queue's fetch loop: claim as many jobs as there are free slots, in one statement.
+async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: CancellationToken) {
+    let kinds = shared.kinds();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let free = queue.slots.available_permits();
+        if free > 0 && queue.maybe_more.swap(false, Ordering::Relaxed) {
+            let request = ClaimRequest {
+                worker_id: shared.config.worker_id.clone(),
+                queues: vec![queue.name.clone()],
+                kinds: Some(kinds.clone()),
+                limit: free as u32,
+                lease: shared.config.lease,
+            };
+            match shared.store.claim(&request).await {
+                Ok(jobs) => {
+                    if jobs.len() == free {
+                        queue.maybe_more.store(true, Ordering::Relaxed);
+                    }
+                    for job in jobs {
+                        spawn_job(&shared, &queue, job);
+                    }
+                    if queue.maybe_more.load(Ordering::Relaxed)
+                        && queue.slots.available_permits() > 0
+                    {
+                        continue;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, queue = %queue.name, "claim failed; retrying after the poll interval");
+                    queue.maybe_more.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+        tokio::select! {
+            _ = queue.wake.notified() => {}
+            _ = tokio::time::sleep(shared.config.poll_interval) => queue.maybe_more.store(true, Ordering::Relaxed),
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
+    let permit = queue
+        .slots
+        .clone()
+        .try_acquire_owned()
+        .expect("claimed no more than the free slots");
+    let Some(registered) = shared.handlers.get(&job.kind) else {
+        // Claims filter by registered kinds, so this cannot happen; release it if it does.
+        tracing::error!(kind = %job.kind, "claimed a job of an unregistered kind");
+        return;
+    };
+    let handler = registered.handler.clone();
+    let timeout = registered.timeout.or(shared.config.default_timeout);
+    let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempt, trace_id = job.trace_id.as_deref().unwrap_or(""));
+    let shared = shared.clone();
+    let queue = queue.clone();
+    tokio::spawn(
+        async move {
+            crate::executor::execute(shared, job, handler, timeout).await;
+            drop(permit);
+            if queue.maybe_more.load(Ordering::Relaxed) {
+                queue.wake.notify_one();
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// Writes outcomes in batches: whatever queued up while the previous write ran goes in
+/// the next statement, so a lone completion is written at once.
+async fn completer(store: SeaOrmStore, mut completed: mpsc::UnboundedReceiver<Completion>) {
+    let mut batch = Vec::new();
+    while completed.recv_many(&mut batch, 500).await > 0 {
+        let finishes: Vec<Finish> = batch
+            .iter()
+            .map(|c| Finish {
+                lease: c.lease.clone(),
+                outcome: c.outcome.clone(),
+            })
+            .collect();
+        let results = loop {
+            match store.finish_many(finishes.clone()).await {
+                Ok(results) => break results,
+                Err(error) => {
+                    tracing::warn!(%error, jobs = finishes.len(), "writing outcomes failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        };
+        for (completion, result) in batch.drain(..).zip(results) {
+            match result {
+                Ok(state) => crate::metrics::ended(
+                    &completion.kind,
+                    &completion.queue,
+                    completion.failure,
+                    state,
+                ),
+                Err(error) => {
+                    tracing::warn!(job = %completion.lease.job_id, %error, "outcome not written")
+                }
+            }
+        }
+    }
+}
+
+/// One statement renews every lease this worker holds; jobs it no longer owns are stopped.
+async fn heartbeater(shared: Arc<Shared>, stop: CancellationToken) {
+    let every = shared.config.lease / 3;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let ids: Vec<JobId> = shared.snapshot().iter().map(|r| r.lease.job_id).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        match shared
+            .store
+            .heartbeat(&shared.config.worker_id, &ids, shared.config.lease)
+            .await
+        {
+            Ok(beat) => {
+                if !beat.lost.is_empty() {
+                    tracing::warn!(lost = ?beat.lost, "leases lost; stopping those jobs");
+                }
+                shared.stop_jobs(&beat.lost, StopReason::Lost);
+                shared.stop_jobs(&beat.cancel_requested, StopReason::Cancelled);
+            }
+            Err(error) => tracing::warn!(%error, "heartbeat failed"),
+        }
+    }
+}
+
+/// Hears of cancels made by any process, within `cancel_check_interval`.
+async fn cancel_watcher(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.cancel_check_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let ids: Vec<JobId> = shared
+            .snapshot()
+            .iter()
+            .filter(|r| !r.ctx.is_cancelled())
+            .map(|r| r.lease.job_id)
+            .collect();
+        match shared.store.cancel_requests(&ids).await {
+            Ok(cancelled) => shared.stop_jobs(&cancelled, StopReason::Cancelled),
+            Err(error) => tracing::warn!(%error, "checking cancel requests failed"),
+        }
+    }
+}
+
+/// Writes the latest progress of each job a few times a second at most.
+async fn progress_writer(shared: Arc<Shared>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(shared.config.progress_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        for running in shared.snapshot() {
+            if let Some((fraction, stage)) = running.ctx.take_progress() {
+                if let Err(error) = shared
+                    .store
+                    .progress(&running.lease, fraction, stage.as_deref())
+                    .await
+                {
+                    tracing::debug!(%error, job = %running.lease.job_id, "progress not written");
+                }
+            }
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}

@@ -1,0 +1,463 @@
+//! The worker runtime against real stores, each body on SQLite and PostgreSQL: order,
+//! concurrency, scheduling, retries, timeouts, outcomes, progress, panics, cancellation
+//! and graceful shutdown, observed from inside handlers and from other connections.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use jobs_core::{Job, JobId, JobStore, NewJob, RetryPolicy, State};
+use jobs_store::{SeaOrmStore, backend_tests, testing::TestDb};
+use jobs_worker::{HandlerError, JobContext, Output, TypedJob, Worker, WorkerBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+backend_tests!(
+    handlers_see_priority_then_fifo_order,
+    concurrency_limit_is_never_exceeded,
+    scheduled_jobs_wait_for_run_at,
+    retries_follow_the_backoff_and_end_failed,
+    a_slow_attempt_times_out,
+    partial_success_ends_partial,
+    progress_is_visible_from_another_connection_while_running,
+    a_panicking_handler_is_retried_and_the_worker_survives,
+    cancel_from_another_connection_reaches_the_handler,
+    a_handler_that_ignores_cancel_is_aborted,
+    shutdown_releases_unfinished_jobs_without_charging_an_attempt,
+);
+
+fn fast(store: &SeaOrmStore) -> WorkerBuilder {
+    Worker::builder(store.clone()).config(|c| {
+        c.poll_interval = Duration::from_millis(200);
+        c.cancel_check_interval = Duration::from_millis(100);
+        c.progress_interval = Duration::from_millis(50);
+        c.cancel_grace = Duration::from_millis(300);
+        c.shutdown_grace = Duration::from_millis(300);
+    })
+}
+
+/// Polls from a separate connection until the job satisfies `done`.
+async fn wait_for(store: &SeaOrmStore, id: JobId, done: impl Fn(&Job) -> bool) -> Job {
+    let give_up = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = store.get(None, id).await.unwrap();
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            Instant::now() < give_up,
+            "job {id} never got there: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ended(store: &SeaOrmStore, id: JobId) -> Job {
+    wait_for(store, id, |j| j.state.is_ended()).await
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    label: String,
+}
+
+static ORDER: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+#[async_trait]
+impl TypedJob for Record {
+    const KIND: &'static str = "record";
+    type Output = String;
+
+    async fn run(self, _ctx: &JobContext) -> Result<Output<String>, HandlerError> {
+        ORDER.lock().unwrap().push(self.label.clone());
+        Ok(self.label.into())
+    }
+}
+
+async fn handlers_see_priority_then_fifo_order(db: TestDb) {
+    let s = &db.store;
+    // The kind is namespaced per backend run, because ORDER is shared by the process.
+    let tag = if s.is_postgres() { "pg" } else { "lite" };
+    let mut expected = Vec::new();
+    for (i, priority) in [1, 9, 5, 9, 1, 5].into_iter().enumerate() {
+        let label = format!("{tag}-{i}-p{priority}");
+        let job = Record {
+            label: label.clone(),
+        }
+        .to_job()
+        .unwrap()
+        .priority(priority);
+        let id = s.enqueue(job).await.unwrap().job.id;
+        expected.push((priority, label, id));
+    }
+    expected.sort_by_key(|(p, _, _)| -p);
+    let worker = fast(s)
+        .register::<Record>()
+        .queue("default", 1)
+        .build()
+        .spawn();
+    for (_, label, id) in &expected {
+        let job = ended(s, *id).await;
+        assert_eq!(
+            job.result,
+            Some(json!(label)),
+            "typed output is the job's result"
+        );
+    }
+    worker.shutdown().await.unwrap();
+    let seen: Vec<String> = ORDER
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with(&format!("{tag}-")))
+        .cloned()
+        .collect();
+    assert_eq!(
+        seen,
+        expected
+            .iter()
+            .map(|(_, l, _)| l.clone())
+            .collect::<Vec<_>>()
+    );
+}
+
+async fn concurrency_limit_is_never_exceeded(db: TestDb) {
+    let s = &db.store;
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let handler = {
+        let (now, peak) = (now.clone(), peak.clone());
+        move |_args: Value, _ctx: JobContext| {
+            let (now, peak) = (now.clone(), peak.clone());
+            async move {
+                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(running, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                Ok(Value::Null.into())
+            }
+        }
+    };
+    let jobs: Vec<NewJob> = (0..40)
+        .map(|_| NewJob::new("busy", json!({})).queue("limited"))
+        .collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let worker = fast(s)
+        .handler("busy", handler)
+        .queue("limited", 3)
+        .build()
+        .spawn();
+    s.enqueue_many(jobs).await.unwrap();
+    for id in &ids {
+        assert_eq!(ended(s, *id).await.state, State::Completed);
+    }
+    worker.shutdown().await.unwrap();
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        3,
+        "the limit is used and never exceeded"
+    );
+}
+
+async fn scheduled_jobs_wait_for_run_at(db: TestDb) {
+    let s = &db.store;
+    let started = Arc::new(Mutex::new(None));
+    let handler = {
+        let started = started.clone();
+        move |_args: Value, _ctx: JobContext| {
+            let started = started.clone();
+            async move {
+                *started.lock().unwrap() = Some(OffsetDateTime::now_utc());
+                Ok(Value::Null.into())
+            }
+        }
+    };
+    let worker = fast(s).handler("later", handler).build().spawn();
+    let run_at = OffsetDateTime::now_utc() + Duration::from_millis(800);
+    let id = s
+        .enqueue(NewJob::new("later", json!({})).run_at(run_at))
+        .await
+        .unwrap()
+        .job
+        .id;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        s.get(None, id).await.unwrap().state,
+        State::Pending,
+        "not before run_at"
+    );
+    ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    let at = started.lock().unwrap().expect("the handler ran");
+    assert!(at >= run_at, "started {at} before run_at {run_at}");
+}
+
+async fn retries_follow_the_backoff_and_end_failed(db: TestDb) {
+    let policy = RetryPolicy {
+        base: Duration::from_millis(300),
+        cap: Duration::from_secs(10),
+        jitter: 0.0,
+    };
+    let s = &db.store.clone().with_retry_policy(policy);
+    let starts = Arc::new(Mutex::new(Vec::new()));
+    let handler = {
+        let starts = starts.clone();
+        move |_args: Value, ctx: JobContext| {
+            let starts = starts.clone();
+            async move {
+                starts.lock().unwrap().push((ctx.attempt(), Instant::now()));
+                Err::<Output<Value>, _>(HandlerError::retryable("flaky", "upstream said no"))
+            }
+        }
+    };
+    let worker = fast(s)
+        .handler("flaky", handler)
+        .config(|c| c.poll_interval = Duration::from_millis(50))
+        .build()
+        .spawn();
+    let id = s
+        .enqueue(NewJob::new("flaky", json!({})).max_attempts(3))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Failed);
+    assert_eq!(
+        job.errors
+            .iter()
+            .map(|e| (e.attempt, e.kind.as_str()))
+            .collect::<Vec<_>>(),
+        [(1, "flaky"), (2, "flaky"), (3, "flaky")]
+    );
+    let starts = starts.lock().unwrap().clone();
+    assert_eq!(
+        starts.iter().map(|(a, _)| *a).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(290),
+        "first backoff {gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(590),
+        "second backoff doubles {gaps:?}"
+    );
+}
+
+async fn a_slow_attempt_times_out(db: TestDb) {
+    let s = &db.store;
+    let handler = |_args: Value, ctx: JobContext| async move {
+        ctx.cancelled().await;
+        Ok(json!("stopped").into())
+    };
+    let worker = fast(s).handler("slow", handler).build().spawn();
+    let job = NewJob::new("slow", json!({}))
+        .timeout(Duration::from_millis(200))
+        .max_attempts(1);
+    let id = s.enqueue(job).await.unwrap().job.id;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Failed);
+    assert_eq!(job.errors[0].kind, "timeout");
+    assert!(job.duration_ms().unwrap() < 5_000);
+}
+
+async fn partial_success_ends_partial(db: TestDb) {
+    let s = &db.store;
+    let handler = |_args: Value, _ctx: JobContext| async move {
+        Ok(Output::Partial {
+            result: json!({"sent": 9}),
+            item_errors: json!([{"item": 4, "error": "bounced"}]),
+        })
+    };
+    let worker = fast(s).handler("mailing", handler).build().spawn();
+    let id = s
+        .enqueue(NewJob::new("mailing", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Partial);
+    assert_eq!(job.result, Some(json!({"sent": 9})));
+    assert_eq!(
+        job.item_errors,
+        Some(json!([{"item": 4, "error": "bounced"}]))
+    );
+}
+
+async fn progress_is_visible_from_another_connection_while_running(db: TestDb) {
+    let s = &db.store;
+    let handler = |_args: Value, ctx: JobContext| async move {
+        for i in 1..=10_000 {
+            ctx.progress(i as f64 / 20_000.0, Some(format!("step {i}")));
+        }
+        ctx.cancelled().await;
+        Ok(Value::Null.into())
+    };
+    let worker = fast(s).handler("report", handler).build().spawn();
+    let id = s
+        .enqueue(NewJob::new("report", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let other = db.connect_again().await;
+    let seen = wait_for(&other, id, |j| j.progress == 0.5).await;
+    assert_eq!(
+        (seen.state, seen.stage.as_deref()),
+        (State::Running, Some("step 10000"))
+    );
+    other.cancel(None, id).await.unwrap();
+    assert_eq!(
+        ended(s, id).await.state,
+        State::Completed,
+        "a handler that finishes after a cancel keeps its result"
+    );
+    worker.shutdown().await.unwrap();
+}
+
+async fn a_panicking_handler_is_retried_and_the_worker_survives(db: TestDb) {
+    let s = &db.store.clone().with_retry_policy(RetryPolicy {
+        base: Duration::from_millis(10),
+        cap: Duration::from_millis(10),
+        jitter: 0.0,
+    });
+    let handler = |_args: Value, ctx: JobContext| async move {
+        if ctx.attempt() == 1 {
+            panic!("the handler blew up");
+        }
+        Ok(json!("second time lucky").into())
+    };
+    let worker = fast(s)
+        .handler("fragile", handler)
+        .config(|c| c.poll_interval = Duration::from_millis(50))
+        .build()
+        .spawn();
+    let id = s
+        .enqueue(NewJob::new("fragile", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = ended(s, id).await;
+    let after = s
+        .enqueue(NewJob::new("fragile", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    assert_eq!(
+        ended(s, after).await.attempt,
+        2,
+        "the same worker keeps working"
+    );
+    worker.shutdown().await.unwrap();
+    assert_eq!((job.state, job.attempt), (State::Completed, 2));
+    assert_eq!(job.errors[0].kind, "panic");
+    assert!(job.errors[0].message.contains("blew up"));
+}
+
+async fn cancel_from_another_connection_reaches_the_handler(db: TestDb) {
+    let s = &db.store;
+    let heard = Arc::new(Mutex::new(None));
+    let handler = {
+        let heard = heard.clone();
+        move |_args: Value, ctx: JobContext| {
+            let heard = heard.clone();
+            async move {
+                ctx.cancelled().await;
+                *heard.lock().unwrap() = Some(Instant::now());
+                Err::<Output<Value>, _>(HandlerError::retryable("cancelled", "stopped on request"))
+            }
+        }
+    };
+    let worker = fast(s).handler("long", handler).build().spawn();
+    let id = s
+        .enqueue(NewJob::new("long", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    wait_for(s, id, |j| j.state == State::Running).await;
+    let other = db.connect_again().await;
+    let asked = Instant::now();
+    other.cancel(None, id).await.unwrap();
+    let job = ended(&other, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Cancelled);
+    let heard = heard.lock().unwrap().expect("the handler's token fired");
+    assert!(
+        heard - asked < Duration::from_secs(1),
+        "cancel reached the handler in {:?}",
+        heard - asked
+    );
+}
+
+async fn a_handler_that_ignores_cancel_is_aborted(db: TestDb) {
+    let s = &db.store;
+    let handler = |_args: Value, _ctx: JobContext| async move {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok(Value::Null.into())
+    };
+    let worker = fast(s).handler("stubborn", handler).build().spawn();
+    let id = s
+        .enqueue(NewJob::new("stubborn", json!({})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    wait_for(s, id, |j| j.state == State::Running).await;
+    let asked = Instant::now();
+    s.cancel(None, id).await.unwrap();
+    let job = ended(s, id).await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "aborted after the grace period"
+    );
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Cancelled);
+}
+
+async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestDb) {
+    let s = &db.store;
+    let handler = |args: Value, _ctx: JobContext| async move {
+        let ms = args["ms"].as_u64().unwrap();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(Value::Null.into())
+    };
+    let worker = fast(s).handler("nap", handler).build().spawn();
+    let quick = s
+        .enqueue(NewJob::new("nap", json!({"ms": 100})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let endless = s
+        .enqueue(NewJob::new("nap", json!({"ms": 3_600_000})))
+        .await
+        .unwrap()
+        .job
+        .id;
+    wait_for(s, endless, |j| j.state == State::Running).await;
+    wait_for(s, quick, |j| j.state == State::Running).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(
+        s.get(None, quick).await.unwrap().state,
+        State::Completed,
+        "finished within the grace period"
+    );
+    let released = s.get(None, endless).await.unwrap();
+    assert_eq!((released.state, released.attempt), (State::Pending, 0));
+    assert!(released.errors.is_empty());
+}

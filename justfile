@@ -28,6 +28,10 @@ ci:
 migrate *ARGS="up":
     cargo run --quiet --bin jobs-api -- migrate {{ARGS}}
 
-# Run the worker process (maintenance sweeps for now).
-worker:
-    cargo run --bin jobs-worker
+# Run a worker process with the built-in handlers on DATABASE_URL (default: ./jobs.db).
+worker *ARGS:
+    cargo run --bin jobs-worker -- {{ARGS}}
+
+# Start latency (enqueue -> handler start) into an idle worker; prints p50/p99 as JSON.
+bench-latency URL="postgres:///jobs_bench?host=/var/run/postgresql&user=" + `id -un`:
+    cargo run --release -p jobs-worker --example start_latency -- '{{URL}}' 200

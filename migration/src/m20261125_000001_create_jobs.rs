@@ -71,6 +71,12 @@ const STATES: [&str; 6] = [
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
+    /// One transaction on SQLite too: other pooled connections then see the table and all
+    /// its indexes at once, never a half-built schema that SQLite would not re-read.
+    fn use_transaction(&self) -> Option<bool> {
+        Some(true)
+    }
+
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(

@@ -40,3 +40,28 @@ pub fn run(name: &str, database_url: &str, args: &[&str]) -> Output {
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
+
+/// Starts a binary in the background with `DATABASE_URL` set; its output goes to a log
+/// file next to the test binary, named after `label`, for reading when a test fails.
+pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> std::process::Child {
+    let log_dir = std::env::temp_dir().join("jobs-blackbox-logs");
+    std::fs::create_dir_all(&log_dir).expect("log directory");
+    let log = std::fs::File::create(log_dir.join(format!("{label}.log"))).expect("log file");
+    Command::new(binary(name))
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("RUST_LOG", "info")
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .expect("start binary")
+}
+
+/// Sends SIGTERM, as a deploy would.
+pub fn terminate(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -TERM failed");
+}

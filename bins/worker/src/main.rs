@@ -1,31 +1,80 @@
-//! `jobs-worker`: the worker process. Today it runs the maintenance a fleet needs
-//! (rescue expired leases, delete expired jobs); the handler runtime lands in `jobs-worker`.
+//! `jobs-worker`: the standalone worker process. Wiring only: configuration, connection,
+//! built-in handlers, metrics exporter, signals.
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use jobs_core::JobStore;
-use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore};
+use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};
+use jobs_worker::{CancellationToken, Worker, builtins};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "jobs-worker",
     version,
-    about = "The job system's worker process"
+    about = "Runs jobs: the built-in handlers http, sleep, echo, fail"
 )]
 struct Cli {
     /// PostgreSQL (`postgres://...`) or SQLite (`sqlite://file.db?mode=rwc`) database.
     #[arg(long, env = "DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
     database_url: String,
 
-    /// Seconds between maintenance sweeps.
-    #[arg(long, env = "JOBS_MAINTENANCE_INTERVAL", default_value_t = 5)]
-    maintenance_interval: u64,
+    /// A queue to work and how many of its jobs run at once: `--queue default=10 --queue media=2`.
+    #[arg(long = "queue", env = "JOBS_QUEUES", value_delimiter = ',', default_value = "default=10", value_parser = parse_queue)]
+    queues: Vec<(String, usize)>,
 
-    /// Rows deleted per retention statement.
-    #[arg(long, default_value_t = 1_000)]
-    retention_batch: u32,
+    /// Poll for due jobs this often when no wake-up arrives (milliseconds).
+    #[arg(long, env = "JOBS_POLL_INTERVAL_MS", default_value_t = 1_000)]
+    poll_interval_ms: u64,
+
+    /// How long a claimed job stays ours without a heartbeat (seconds).
+    #[arg(long, env = "JOBS_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+
+    /// After SIGTERM/SIGINT, how long running jobs may finish before they are released (seconds).
+    #[arg(long, env = "JOBS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
+
+    /// Seconds between maintenance sweeps (rescue, retention); one worker leads on PostgreSQL.
+    #[arg(long, env = "JOBS_MAINTENANCE_INTERVAL_SECS", default_value_t = 5)]
+    maintenance_interval_secs: u64,
+
+    /// Do not run maintenance in this process.
+    #[arg(long, env = "JOBS_NO_MAINTENANCE")]
+    no_maintenance: bool,
+
+    /// Hosts the `http` handler may call (repeat or comma-separate); none turns it off.
+    #[arg(
+        long = "http-allow-host",
+        env = "JOBS_HTTP_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
+    http_allow_hosts: Vec<String>,
+
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9091.
+    #[arg(long, env = "JOBS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+
+    /// Do not apply pending migrations at start.
+    #[arg(long, env = "JOBS_NO_MIGRATE")]
+    no_migrate: bool,
+
+    /// Name of this process in job rows; unique per process (default: host-pid-random).
+    #[arg(long, env = "JOBS_WORKER_ID")]
+    worker_id: Option<String>,
+}
+
+fn parse_queue(text: &str) -> Result<(String, usize), String> {
+    let (name, concurrency) = text.split_once('=').unwrap_or((text, "10"));
+    let concurrency: usize = concurrency
+        .parse()
+        .map_err(|_| format!("{text:?}: concurrency must be a number"))?;
+    if name.is_empty() || concurrency == 0 {
+        return Err(format!(
+            "{text:?}: expected NAME=CONCURRENCY with CONCURRENCY >= 1"
+        ));
+    }
+    Ok((name.to_owned(), concurrency))
 }
 
 #[tokio::main]
@@ -36,45 +85,55 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    if let Some(addr) = cli.metrics_addr {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .context("starting the metrics endpoint")?;
+    }
     let store = SeaOrmStore::connect(&cli.database_url)
         .await
         .context("connecting to the database")?;
-    let mut tick = tokio::time::interval(Duration::from_secs(cli.maintenance_interval.max(1)));
-    tracing::info!(
-        "worker started: maintenance every {}s",
-        cli.maintenance_interval
-    );
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => sweep(&store, cli.retention_batch).await,
-            _ = &mut shutdown => {
-                tracing::info!("shutting down");
-                return Ok(());
-            }
-        }
+    if !cli.no_migrate {
+        migrate_up(store.connection())
+            .await
+            .context("applying migrations")?;
     }
-}
 
-async fn sweep(store: &SeaOrmStore, retention_batch: u32) {
-    match store.rescue().await {
-        Ok(report) if report != Default::default() => tracing::info!(?report, "rescued jobs"),
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "rescue failed; will try again"),
+    let mut builder = Worker::builder(store).config(|c| {
+        c.poll_interval = Duration::from_millis(cli.poll_interval_ms.max(10));
+        c.lease = Duration::from_secs(cli.lease_secs.max(1));
+        c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
+        c.maintenance = !cli.no_maintenance;
+        c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs.max(1));
+        if let Some(id) = &cli.worker_id {
+            c.worker_id = id.clone();
+        }
+    });
+    for (queue, concurrency) in &cli.queues {
+        builder = builder.queue(queue, *concurrency);
     }
-    match store.purge_expired(retention_batch).await {
-        Ok(0) => {}
-        Ok(deleted) => tracing::info!(deleted, "deleted expired jobs"),
-        Err(error) => tracing::warn!(%error, "retention failed; will try again"),
-    }
+    let worker = builtins::register(builder, cli.http_allow_hosts).build();
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("signal received: shutting down gracefully");
+            shutdown.cancel();
+        }
+    });
+    worker.run(shutdown).await.context("worker failed")?;
+    Ok(())
 }
 
 async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }

@@ -1,7 +1,7 @@
 //! Schema management for the binaries and tests: apply, roll back, report.
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbBackend, DbErr, sqlx};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {
@@ -9,8 +9,28 @@ pub struct MigrationState {
     pub applied: bool,
 }
 
+/// Applies pending migrations. On PostgreSQL an advisory lock serializes processes that
+/// start at once, so the second finds the work done instead of failing halfway.
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Migrator::up(db, None).await;
+    }
+    let pool = db.get_postgres_connection_pool();
+    let mut lock = pool.acquire().await.map_err(conn_error)?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext('jobs-migrate:' || current_schema()))")
+        .execute(&mut *lock)
+        .await
+        .map_err(conn_error)?;
+    let result = Migrator::up(db, None).await;
+    // Closing the session would release it too; unlocking keeps the pooled connection clean.
+    let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('jobs-migrate:' || current_schema()))")
+        .execute(&mut *lock)
+        .await;
+    result
+}
+
+fn conn_error(error: sqlx::Error) -> DbErr {
+    DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
 }
 
 /// Rolls back `steps` migrations, or all of them.

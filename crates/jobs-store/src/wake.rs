@@ -87,6 +87,9 @@ impl SeaOrmStore {
         }
         let pool = self.connection().get_postgres_connection_pool();
         let mut conn = pool.acquire().await.map_err(sqlx_error)?;
+        // The lock lives as long as the session: closing it on drop hands leadership on
+        // instead of parking the lock in the pool.
+        conn.close_on_drop();
         // Per schema, so separate deployments in one database do not exclude each other.
         let got: bool = sqlx::query_scalar(
             "SELECT pg_try_advisory_lock(hashtext('jobs-maintenance:' || current_schema()))",

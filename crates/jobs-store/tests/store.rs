@@ -9,7 +9,7 @@ use jobs_core::{
     PageRequest, Retry, RetryPolicy, State,
 };
 use jobs_store::{SeaOrmStore, backend_tests, testing::TestDb};
-use sea_orm::{ConnectionTrait, Statement};
+use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -32,6 +32,9 @@ backend_tests!(
     retry_runs_an_ended_job_again,
     idempotent_enqueue_under_a_race,
     release_returns_job_without_charging_an_attempt,
+    enqueue_in_a_transaction_exists_only_if_it_commits,
+    one_process_at_a_time_leads_maintenance,
+    enqueue_wakes_subscribers,
 );
 
 fn job(kind: &str) -> NewJob {
@@ -927,4 +930,70 @@ async fn release_returns_job_without_charging_an_attempt(db: TestDb) {
         1,
         "claimable again at once"
     );
+}
+
+async fn enqueue_in_a_transaction_exists_only_if_it_commits(db: TestDb) {
+    let s = &db.store;
+    let txn = s.connection().begin().await.unwrap();
+    let kept = s.enqueue_many_in(&txn, vec![job("k")]).await.unwrap()[0]
+        .job
+        .id;
+    txn.commit().await.unwrap();
+    assert_eq!(s.get(None, kept).await.unwrap().state, State::Pending);
+
+    let txn = s.connection().begin().await.unwrap();
+    let dropped = s.enqueue_many_in(&txn, vec![job("k")]).await.unwrap()[0]
+        .job
+        .id;
+    txn.rollback().await.unwrap();
+    assert!(matches!(
+        s.get(None, dropped).await,
+        Err(JobError::NotFound(_))
+    ));
+    assert_eq!(count(s).await, 1);
+}
+
+async fn one_process_at_a_time_leads_maintenance(db: TestDb) {
+    let (a, b) = (db.connect_again().await, db.connect_again().await);
+    let mut first = a.try_lead().await.unwrap().expect("the first caller leads");
+    assert!(first.still_leading().await);
+    let second = b.try_lead().await.unwrap();
+    if b.is_postgres() {
+        assert!(
+            second.is_none(),
+            "a second process does not lead while the first does"
+        );
+        drop(first);
+        // The session closes in the background; leadership passes on once it has.
+        let mut next = None;
+        for _ in 0..100 {
+            next = b.try_lead().await.unwrap();
+            if next.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut next = next.expect("leadership passes on when the leader goes");
+        assert!(next.still_leading().await);
+    } else {
+        assert!(
+            second.is_some(),
+            "SQLite has one machine and one file: every process leads"
+        );
+    }
+}
+
+async fn enqueue_wakes_subscribers(db: TestDb) {
+    // Another pool, as another process: on PostgreSQL it hears the NOTIFY.
+    let listener = if db.store.is_postgres() {
+        db.connect_again().await
+    } else {
+        db.store.clone()
+    };
+    let mut wakeups = listener.subscribe().await.unwrap();
+    db.store.enqueue(job("k").queue("mail")).await.unwrap();
+    let wake = tokio::time::timeout(Duration::from_secs(5), wakeups.next())
+        .await
+        .expect("woken");
+    assert!(wake.concerns("mail"));
 }

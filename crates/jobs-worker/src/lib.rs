@@ -2,6 +2,8 @@
 //! per queue, keep leases alive, enforce timeouts and cancellation, write outcomes in
 //! batches, shut down gracefully, and run maintenance on one process at a time.
 
+#[cfg(feature = "builtins")]
+pub mod builtins;
 mod context;
 mod executor;
 mod handler;

@@ -380,13 +380,12 @@ impl Shared {
             .collect()
     }
 
-    fn stop_jobs(&self, ids: &[JobId], reason: StopReason) {
+    /// Stops those of `ids` still running here; returns how many.
+    fn stop_jobs(&self, ids: &[JobId], reason: StopReason) -> usize {
         let running = self.running.lock().expect("running lock");
-        for id in ids {
-            if let Some(job) = running.get(id) {
-                job.stop(reason);
-            }
-        }
+        let found: Vec<&Arc<Running>> = ids.iter().filter_map(|id| running.get(id)).collect();
+        found.iter().for_each(|job| job.stop(reason));
+        found.len()
     }
 
     fn release_all(&self) -> usize {
@@ -553,10 +552,12 @@ async fn heartbeater(shared: Arc<Shared>, stop: CancellationToken) {
             .await
         {
             Ok(beat) => {
-                if !beat.lost.is_empty() {
-                    tracing::warn!(lost = ?beat.lost, "leases lost; stopping those jobs");
+                // Jobs that ended since the snapshot also come back as lost; only the
+                // ones still running here were really taken away.
+                let lost = shared.stop_jobs(&beat.lost, StopReason::Lost);
+                if lost > 0 {
+                    tracing::warn!(lost, "leases lost (rescued elsewhere); stopped those jobs");
                 }
-                shared.stop_jobs(&beat.lost, StopReason::Lost);
                 shared.stop_jobs(&beat.cancel_requested, StopReason::Cancelled);
             }
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
@@ -579,7 +580,9 @@ async fn cancel_watcher(shared: Arc<Shared>, stop: CancellationToken) {
             .map(|r| r.lease.job_id)
             .collect();
         match shared.store.cancel_requests(&ids).await {
-            Ok(cancelled) => shared.stop_jobs(&cancelled, StopReason::Cancelled),
+            Ok(cancelled) => {
+                shared.stop_jobs(&cancelled, StopReason::Cancelled);
+            }
             Err(error) => tracing::warn!(%error, "checking cancel requests failed"),
         }
     }

@@ -436,9 +436,13 @@ async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestD
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(Value::Null.into())
     };
-    let worker = fast(s).handler("nap", handler).build().spawn();
+    let worker = fast(s)
+        .handler("nap", handler)
+        .config(|c| c.shutdown_grace = Duration::from_secs(1))
+        .build()
+        .spawn();
     let quick = s
-        .enqueue(NewJob::new("nap", json!({"ms": 100})))
+        .enqueue(NewJob::new("nap", json!({"ms": 300})))
         .await
         .unwrap()
         .job
@@ -450,7 +454,7 @@ async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestD
         .job
         .id;
     wait_for(s, endless, |j| j.state == State::Running).await;
-    wait_for(s, quick, |j| j.state == State::Running).await;
+    wait_for(s, quick, |j| j.started_at.is_some()).await;
     worker.shutdown().await.unwrap();
     assert_eq!(
         s.get(None, quick).await.unwrap().state,

@@ -1,0 +1,187 @@
+//! Handlers that make the standalone worker useful without writing Rust: `http` calls a
+//! webhook; `sleep`, `echo` and `fail` are for trying the system out and for tests.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::{HandlerError, JobContext, Output, WorkerBuilder};
+
+/// Registers `sleep`, `echo`, `fail`, and `http` when `http_allowed_hosts` is not empty.
+pub fn register(builder: WorkerBuilder, http_allowed_hosts: Vec<String>) -> WorkerBuilder {
+    let builder = builder
+        .handler("sleep", sleep)
+        .handler("echo", echo)
+        .handler("fail", fail);
+    if http_allowed_hosts.is_empty() {
+        tracing::info!("http handler off: no allowed hosts given");
+        return builder;
+    }
+    builder.handler("http", HttpHandler::new(http_allowed_hosts))
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(args: Value) -> Result<T, HandlerError> {
+    serde_json::from_value(args).map_err(|e| HandlerError::permanent("invalid_args", e.to_string()))
+}
+
+/// `{"ms": 500}`: sleeps, reporting progress; stops early when cancelled.
+async fn sleep(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+    #[derive(Deserialize)]
+    struct Args {
+        ms: u64,
+    }
+    let Args { ms } = parse(args)?;
+    const STEPS: u64 = 10;
+    for step in 1..=STEPS {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(ms / STEPS)) => {}
+            _ = ctx.cancelled() => return Err(HandlerError::permanent("cancelled", "stopped on request")),
+        }
+        ctx.progress(
+            step as f64 / STEPS as f64,
+            Some(format!("slept {} of {ms} ms", ms * step / STEPS)),
+        );
+    }
+    Ok(json!({"slept_ms": ms}).into())
+}
+
+/// Returns its arguments.
+async fn echo(args: Value, _ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+    Ok(args.into())
+}
+
+/// `{"times": N}`: fails the first N attempts (retryably), then succeeds.
+async fn fail(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+    #[derive(Deserialize)]
+    struct Args {
+        times: i32,
+        #[serde(default)]
+        permanent: bool,
+    }
+    let Args { times, permanent } = parse(args)?;
+    if ctx.attempt() <= times {
+        let message = format!("failing attempt {} of the first {times}", ctx.attempt());
+        return Err(if permanent {
+            HandlerError::permanent("fail", message)
+        } else {
+            HandlerError::retryable("fail", message)
+        });
+    }
+    Ok(json!({"succeeded_on_attempt": ctx.attempt()}).into())
+}
+
+/// POSTs `body` to `url`. 2xx completes with status and body; 5xx, 429, timeouts and
+/// connection errors are retried; other 4xx fail for good. Only allowed hosts are called.
+struct HttpHandler {
+    client: reqwest::Client,
+    allowed_hosts: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpArgs {
+    url: String,
+    #[serde(default)]
+    body: Value,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default = "default_http_timeout_ms")]
+    timeout_ms: u64,
+}
+
+fn default_http_timeout_ms() -> u64 {
+    10_000
+}
+
+impl HttpHandler {
+    fn new(allowed_hosts: Vec<String>) -> Self {
+        // Several crates may race to install it; any installed ring provider is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("HTTP client");
+        Self {
+            client,
+            allowed_hosts,
+        }
+    }
+
+    fn check_host(&self, url: &reqwest::Url) -> Result<(), HandlerError> {
+        let host = url.host_str().unwrap_or_default();
+        if self
+            .allowed_hosts
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        {
+            Ok(())
+        } else {
+            Err(HandlerError::permanent(
+                "host_not_allowed",
+                format!("{host} is not in the allowed hosts"),
+            ))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::Handler for HttpHandler {
+    async fn run(&self, args: Value, _ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+        let args: HttpArgs = parse(args)?;
+        let url = reqwest::Url::parse(&args.url)
+            .map_err(|e| HandlerError::permanent("invalid_args", format!("url: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HandlerError::permanent(
+                "invalid_args",
+                "url must be http or https",
+            ));
+        }
+        self.check_host(&url)?;
+        let mut request = self
+            .client
+            .post(url)
+            .timeout(Duration::from_millis(args.timeout_ms))
+            .json(&args.body);
+        for (name, value) in &args.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.map_err(|e| {
+            let kind = if e.is_timeout() {
+                "timeout"
+            } else {
+                "connection"
+            };
+            HandlerError::retryable(kind, e.to_string())
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| HandlerError::retryable("connection", e.to_string()))?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let result = json!({"status": status.as_u16(), "body": body});
+        let message = format!("HTTP {status}: {}", result["body"]);
+        match status.as_u16() {
+            200..=299 => Ok(result.into()),
+            429 => Err(match retry_after {
+                Some(delay) => HandlerError::retry_after("http_429", message, delay),
+                None => HandlerError::retryable("http_429", message),
+            }),
+            500..=599 => Err(HandlerError::retryable(
+                format!("http_{}", status.as_u16()),
+                message,
+            )),
+            _ => Err(HandlerError::permanent(
+                format!("http_{}", status.as_u16()),
+                message,
+            )),
+        }
+    }
+}

@@ -52,8 +52,26 @@ impl Dialect {
         }
     }
 
+    /// The error history `errors` with one more entry, stamped by the database clock.
+    /// Arguments are SQL expressions.
+    pub(crate) fn append_attempt_error(
+        self,
+        errors: &str,
+        attempt: &str,
+        kind: &str,
+        message: &str,
+    ) -> String {
+        let entry = self.json_object(&[
+            ("attempt", attempt),
+            ("kind", kind),
+            ("message", message),
+            ("at", self.now()),
+        ]);
+        self.json_append(errors, &entry)
+    }
+
     /// A JSON object built from alternating key and value expressions.
-    pub(crate) fn json_object(self, pairs: &[(&str, &str)]) -> String {
+    fn json_object(self, pairs: &[(&str, &str)]) -> String {
         let function = match self {
             Dialect::Postgres => "jsonb_build_object",
             Dialect::Sqlite => "json_object",
@@ -63,7 +81,7 @@ impl Dialect {
     }
 
     /// `array` with `element` appended.
-    pub(crate) fn json_append(self, array: &str, element: &str) -> String {
+    fn json_append(self, array: &str, element: &str) -> String {
         match self {
             Dialect::Postgres => format!("({array} || jsonb_build_array({element}))"),
             Dialect::Sqlite => format!("json_insert({array}, '$[#]', {element})"),

@@ -298,15 +298,6 @@ impl SeaOrmStore {
         let now = d.now();
         let mut sql = self.sql();
         let limit = sql.bind(RESCUE_BATCH as i64);
-        let error = d.json_object(&[
-            ("attempt", "jobs.attempt"),
-            ("kind", "'lease_expired'"),
-            (
-                "message",
-                "'the lease expired: the worker stopped heartbeating'",
-            ),
-            ("at", now),
-        ]);
         sql.push(&format!(
             "WITH t AS MATERIALIZED (SELECT id, CASE \
                WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' \
@@ -324,7 +315,12 @@ impl SeaOrmStore {
              FROM t WHERE jobs.id = t.id AND jobs.state = 'running' \
              RETURNING jobs.state",
             lock = d.skip_locked(),
-            errors = d.json_append("jobs.errors", &error),
+            errors = d.append_attempt_error(
+                "jobs.errors",
+                "jobs.attempt",
+                "'lease_expired'",
+                "'the lease expired: the worker stopped heartbeating'"
+            ),
             expiry = d.now_plus_ms("jobs.retention_ms"),
         ));
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
@@ -348,19 +344,18 @@ impl SeaOrmStore {
         let now = d.now();
         let mut sql = self.sql();
         let limit = sql.bind(RESCUE_BATCH as i64);
-        let error = d.json_object(&[
-            ("attempt", "attempt"),
-            ("kind", "'deadline'"),
-            ("message", "'the deadline passed before the job could run'"),
-            ("at", now),
-        ]);
         sql.push(&format!(
             "WITH picked AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'pending' \
                AND deadline IS NOT NULL AND deadline <= {now} LIMIT {limit}{lock}) \
              UPDATE jobs SET state = 'failed', errors = {errors}, finished_at = {now}, \
                expires_at = {expiry}, updated_at = {now} \
              FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending'",
-            errors = d.json_append("errors", &error),
+            errors = d.append_attempt_error(
+                "errors",
+                "attempt",
+                "'deadline'",
+                "'the deadline passed before the job could run'"
+            ),
             expiry = d.now_plus_ms("retention_ms"),
             lock = d.skip_locked(),
         ));
@@ -581,12 +576,6 @@ impl JobStore for SeaOrmStore {
                 )
             })
             .collect();
-        let error = d.json_object(&[
-            ("attempt", "jobs.attempt"),
-            ("kind", "t.err_kind"),
-            ("message", "t.err_message"),
-            ("at", now),
-        ]);
         sql.push(&format!(
             "WITH v(id, attempt, worker_id, outcome, result, item_errors, err_kind, err_message, delay_ms) \
                AS (VALUES {rows}), \
@@ -617,7 +606,7 @@ impl JobStore for SeaOrmStore {
             rows = rows.join(", "),
             retry_at_j = d.now_plus_ms("v.delay_ms"),
             retry_at_t = d.now_plus_ms("t.delay_ms"),
-            errors = d.json_append("jobs.errors", &error),
+            errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
             expiry = d.now_plus_ms("jobs.retention_ms"),
         ));
         let returned = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;

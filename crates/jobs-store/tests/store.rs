@@ -51,6 +51,11 @@ fn claim_req(worker: &str, limit: u32) -> ClaimRequest {
     }
 }
 
+/// Enqueues one job and returns its id.
+async fn add(store: &SeaOrmStore, job: NewJob) -> JobId {
+    store.enqueue(job).await.unwrap().job.id
+}
+
 async fn claim_one(store: &SeaOrmStore, worker: &str) -> Lease {
     let jobs = store.claim(&claim_req(worker, 1)).await.unwrap();
     assert_eq!(jobs.len(), 1, "one job to claim");
@@ -159,13 +164,7 @@ async fn list_filters_newest_first_with_offset_and_cursor(db: TestDb) {
     for i in 0..25 {
         let kind = if i % 2 == 0 { "even" } else { "odd" };
         let queue = if i % 5 == 0 { "five" } else { "default" };
-        ids.push(
-            s.enqueue(job(kind).tenant("t1").queue(queue))
-                .await
-                .unwrap()
-                .job
-                .id,
-        );
+        ids.push(add(s, job(kind).tenant("t1").queue(queue)).await);
     }
     s.enqueue(job("even").tenant("t2")).await.unwrap();
     let t1 = ListFilter {
@@ -282,7 +281,7 @@ async fn claim_takes_highest_priority_then_oldest(db: TestDb) {
     let s = &db.store;
     let mut expected = Vec::new();
     for priority in [1, 10, 5, 10, 1, 5] {
-        let id = s.enqueue(job("k").priority(priority)).await.unwrap().job.id;
+        let id = add(s, job("k").priority(priority)).await;
         expected.push((priority, id));
     }
     // Stable sort: highest priority first, enqueue order within a priority.
@@ -317,13 +316,8 @@ async fn claim_skips_future_jobs_and_other_queues_and_kinds(db: TestDb) {
         .await
         .unwrap();
     s.enqueue(job("k").queue("other")).await.unwrap();
-    let due_later = s
-        .enqueue(job("k").delay(Duration::from_millis(300)))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let wanted = s.enqueue(job("wanted")).await.unwrap().job.id;
+    let due_later = add(s, job("k").delay(Duration::from_millis(300))).await;
+    let wanted = add(s, job("wanted")).await;
     s.enqueue(job("unwanted")).await.unwrap();
 
     let only_wanted = ClaimRequest {
@@ -440,7 +434,7 @@ async fn heartbeat_renews_reports_cancels_and_lost_jobs(db: TestDb) {
 
 async fn progress_only_by_the_lease_holder(db: TestDb) {
     let s = &db.store;
-    let id = s.enqueue(job("k")).await.unwrap().job.id;
+    let id = add(s, job("k")).await;
     let lease = claim_one(s, "w").await;
     s.progress(&lease, 0.25, Some("resizing")).await.unwrap();
     let got = s.get(None, id).await.unwrap();
@@ -560,7 +554,7 @@ async fn retry_backs_off_then_exhausts_to_failed(db: TestDb) {
         jitter: 0.0,
     };
     let s = &db.store.clone().with_retry_policy(policy);
-    let id = s.enqueue(job("k").max_attempts(2)).await.unwrap().job.id;
+    let id = add(s, job("k").max_attempts(2)).await;
 
     let first = claim_one(s, "w").await;
     let state = s
@@ -618,7 +612,7 @@ async fn retry_backs_off_then_exhausts_to_failed(db: TestDb) {
 
 async fn lease_lost_after_rescue_leaves_second_result_standing(db: TestDb) {
     let s = &db.store;
-    let id = s.enqueue(job("k")).await.unwrap().job.id;
+    let id = add(s, job("k")).await;
     let mut short = claim_req("first", 1);
     short.lease = Duration::from_millis(1);
     let first = Lease::of(&s.claim(&short).await.unwrap()[0]).unwrap();
@@ -661,9 +655,9 @@ async fn lease_lost_after_rescue_leaves_second_result_standing(db: TestDb) {
 
 async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) {
     let s = &db.store;
-    let exhausted = s.enqueue(job("a").max_attempts(1)).await.unwrap().job.id;
-    let cancelled = s.enqueue(job("b")).await.unwrap().job.id;
-    let healthy = s.enqueue(job("c")).await.unwrap().job.id;
+    let exhausted = add(s, job("a").max_attempts(1)).await;
+    let cancelled = add(s, job("b")).await;
+    let healthy = add(s, job("c")).await;
     let mut short = claim_req("w", 2);
     short.lease = Duration::from_millis(1);
     s.claim(&ClaimRequest {
@@ -674,12 +668,11 @@ async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) 
     .unwrap();
     s.claim(&claim_req("w", 1)).await.unwrap();
     s.cancel(None, cancelled).await.unwrap();
-    let doomed = s
-        .enqueue(job("d").deadline(OffsetDateTime::now_utc() + Duration::from_millis(20)))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let doomed = add(
+        s,
+        job("d").deadline(OffsetDateTime::now_utc() + Duration::from_millis(20)),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(60)).await;
 
     let report = s.rescue().await.unwrap();
@@ -710,30 +703,16 @@ async fn retention_deletes_only_expired_ended_jobs_in_batches(db: TestDb) {
     let s = &db.store;
     let mut short_lived = Vec::new();
     for _ in 0..5 {
-        short_lived.push(
-            s.enqueue(job("k").retention(Duration::ZERO))
-                .await
-                .unwrap()
-                .job
-                .id,
-        );
+        short_lived.push(add(s, job("k").retention(Duration::ZERO)).await);
     }
-    let kept = s
-        .enqueue(job("k").retention(Duration::from_secs(3600)))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let pending = s
-        .enqueue(
-            job("k")
-                .retention(Duration::ZERO)
-                .delay(Duration::from_secs(60)),
-        )
-        .await
-        .unwrap()
-        .job
-        .id;
+    let kept = add(s, job("k").retention(Duration::from_secs(3600))).await;
+    let pending = add(
+        s,
+        job("k")
+            .retention(Duration::ZERO)
+            .delay(Duration::from_secs(60)),
+    )
+    .await;
     for id in short_lived.iter().chain([&kept]) {
         s.cancel(None, *id).await.unwrap();
     }
@@ -750,17 +729,12 @@ async fn retention_deletes_only_expired_ended_jobs_in_batches(db: TestDb) {
 
 async fn cancel_in_each_state(db: TestDb) {
     let s = &db.store;
-    let waiting = s
-        .enqueue(job("k").tenant("t").delay(Duration::from_secs(60)))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let waiting = add(s, job("k").tenant("t").delay(Duration::from_secs(60))).await;
     let cancelled = s.cancel(Some("t"), waiting).await.unwrap();
     assert_eq!(cancelled.state, State::Cancelled);
     assert!(cancelled.finished_at.is_some());
 
-    let running = s.enqueue(job("k").tenant("t")).await.unwrap().job.id;
+    let running = add(s, job("k").tenant("t")).await;
     let lease = claim_one(s, "w").await;
     let requested = s.cancel(Some("t"), running).await.unwrap();
     assert_eq!(
@@ -788,7 +762,7 @@ async fn cancel_in_each_state(db: TestDb) {
             other => panic!("expected illegal transition, got {other:?}"),
         }
     }
-    let completed = s.enqueue(job("k").tenant("t")).await.unwrap().job.id;
+    let completed = add(s, job("k").tenant("t")).await;
     let lease = claim_one(s, "w").await;
     s.complete(&lease, json!(1)).await.unwrap();
     assert!(matches!(
@@ -802,12 +776,7 @@ async fn cancel_in_each_state(db: TestDb) {
         s.cancel(Some("t"), JobId::new()).await,
         Err(JobError::NotFound(_))
     ));
-    let other_tenant = s
-        .enqueue(job("k").tenant("u").queue("elsewhere"))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let other_tenant = add(s, job("k").tenant("u").queue("elsewhere")).await;
     assert!(matches!(
         s.cancel(Some("t"), other_tenant).await,
         Err(JobError::NotFound(_))
@@ -818,7 +787,7 @@ async fn cancel_in_each_state(db: TestDb) {
     );
 
     // A retryable failure after a cancel request ends the job cancelled, not retried.
-    let asked = s.enqueue(job("k")).await.unwrap().job.id;
+    let asked = add(s, job("k")).await;
     let lease = claim_one(s, "w").await;
     s.cancel(None, asked).await.unwrap();
     assert_eq!(
@@ -829,7 +798,7 @@ async fn cancel_in_each_state(db: TestDb) {
 
 async fn retry_runs_an_ended_job_again(db: TestDb) {
     let s = &db.store;
-    let id = s.enqueue(job("k").max_attempts(1)).await.unwrap().job.id;
+    let id = add(s, job("k").max_attempts(1)).await;
     assert!(matches!(
         s.retry(None, id).await,
         Err(JobError::IllegalTransition {
@@ -916,7 +885,7 @@ async fn idempotent_enqueue_under_a_race(db: TestDb) {
 
 async fn release_returns_job_without_charging_an_attempt(db: TestDb) {
     let s = &db.store;
-    let id = s.enqueue(job("k")).await.unwrap().job.id;
+    let id = add(s, job("k")).await;
     let lease = claim_one(s, "w").await;
     assert_eq!(
         s.finish(&lease, Outcome::Released).await.unwrap(),

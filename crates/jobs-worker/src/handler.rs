@@ -120,16 +120,27 @@ where
 
 /// A typed job: the struct is the job's arguments.
 ///
-/// ```ignore
-/// #[derive(Serialize, Deserialize)]
-/// struct SendEmail { to: String }
+/// ```
+/// use jobs_worker::{HandlerError, JobContext, Output, TypedJob};
+/// use serde::{Deserialize, Serialize};
 ///
-/// #[async_trait]
+/// #[derive(Serialize, Deserialize)]
+/// struct SendEmail {
+///     to: String,
+/// }
+///
+/// #[async_trait::async_trait]
 /// impl TypedJob for SendEmail {
 ///     const KIND: &'static str = "send_email";
-///     type Output = ();
-///     async fn run(self, ctx: &JobContext) -> Result<Output<()>, HandlerError> { Ok(().into()) }
+///     type Output = String;
+///
+///     async fn run(self, ctx: &JobContext) -> Result<Output<String>, HandlerError> {
+///         Ok(format!("sent to {} (attempt {})", self.to, ctx.attempt()).into())
+///     }
 /// }
+///
+/// let job = SendEmail { to: "ada@example.com".into() }.to_job().unwrap();
+/// assert_eq!(job.kind, "send_email");
 /// ```
 #[async_trait]
 pub trait TypedJob: Serialize + DeserializeOwned + Send + Sync + 'static {

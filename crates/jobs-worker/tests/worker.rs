@@ -44,6 +44,11 @@ fn fast(store: &SeaOrmStore) -> WorkerBuilder {
 }
 
 /// Polls from a separate connection until the job satisfies `done`.
+/// Enqueues one job and returns its id.
+async fn add(store: &SeaOrmStore, job: NewJob) -> JobId {
+    store.enqueue(job).await.unwrap().job.id
+}
+
 async fn wait_for(store: &SeaOrmStore, id: JobId, done: impl Fn(&Job) -> bool) -> Job {
     let give_up = Instant::now() + Duration::from_secs(20);
     loop {
@@ -94,7 +99,7 @@ async fn handlers_see_priority_then_fifo_order(db: TestDb) {
         .to_job()
         .unwrap()
         .priority(priority);
-        let id = s.enqueue(job).await.unwrap().job.id;
+        let id = add(s, job).await;
         expected.push((priority, label, id));
     }
     expected.sort_by_key(|(p, _, _)| -p);
@@ -180,12 +185,7 @@ async fn scheduled_jobs_wait_for_run_at(db: TestDb) {
     };
     let worker = fast(s).handler("later", handler).build().spawn();
     let run_at = OffsetDateTime::now_utc() + Duration::from_millis(800);
-    let id = s
-        .enqueue(NewJob::new("later", json!({})).run_at(run_at))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("later", json!({})).run_at(run_at)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
         s.get(None, id).await.unwrap().state,
@@ -221,12 +221,7 @@ async fn retries_follow_the_backoff_and_end_failed(db: TestDb) {
         .config(|c| c.poll_interval = Duration::from_millis(50))
         .build()
         .spawn();
-    let id = s
-        .enqueue(NewJob::new("flaky", json!({})).max_attempts(3))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("flaky", json!({})).max_attempts(3)).await;
     let job = ended(s, id).await;
     worker.shutdown().await.unwrap();
     assert_eq!(job.state, State::Failed);
@@ -263,7 +258,7 @@ async fn a_slow_attempt_times_out(db: TestDb) {
     let job = NewJob::new("slow", json!({}))
         .timeout(Duration::from_millis(200))
         .max_attempts(1);
-    let id = s.enqueue(job).await.unwrap().job.id;
+    let id = add(s, job).await;
     let job = ended(s, id).await;
     worker.shutdown().await.unwrap();
     assert_eq!(job.state, State::Failed);
@@ -280,12 +275,7 @@ async fn partial_success_ends_partial(db: TestDb) {
         })
     };
     let worker = fast(s).handler("mailing", handler).build().spawn();
-    let id = s
-        .enqueue(NewJob::new("mailing", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("mailing", json!({}))).await;
     let job = ended(s, id).await;
     worker.shutdown().await.unwrap();
     assert_eq!(job.state, State::Partial);
@@ -306,12 +296,7 @@ async fn progress_is_visible_from_another_connection_while_running(db: TestDb) {
         Ok(Value::Null.into())
     };
     let worker = fast(s).handler("report", handler).build().spawn();
-    let id = s
-        .enqueue(NewJob::new("report", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("report", json!({}))).await;
     let other = db.connect_again().await;
     let seen = wait_for(&other, id, |j| j.progress == 0.5).await;
     assert_eq!(
@@ -344,19 +329,9 @@ async fn a_panicking_handler_is_retried_and_the_worker_survives(db: TestDb) {
         .config(|c| c.poll_interval = Duration::from_millis(50))
         .build()
         .spawn();
-    let id = s
-        .enqueue(NewJob::new("fragile", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("fragile", json!({}))).await;
     let job = ended(s, id).await;
-    let after = s
-        .enqueue(NewJob::new("fragile", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let after = add(s, NewJob::new("fragile", json!({}))).await;
     assert_eq!(
         ended(s, after).await.attempt,
         2,
@@ -383,12 +358,7 @@ async fn cancel_from_another_connection_reaches_the_handler(db: TestDb) {
         }
     };
     let worker = fast(s).handler("long", handler).build().spawn();
-    let id = s
-        .enqueue(NewJob::new("long", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("long", json!({}))).await;
     wait_for(s, id, |j| j.state == State::Running).await;
     let other = db.connect_again().await;
     let asked = Instant::now();
@@ -411,12 +381,7 @@ async fn a_handler_that_ignores_cancel_is_aborted(db: TestDb) {
         Ok(Value::Null.into())
     };
     let worker = fast(s).handler("stubborn", handler).build().spawn();
-    let id = s
-        .enqueue(NewJob::new("stubborn", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = add(s, NewJob::new("stubborn", json!({}))).await;
     wait_for(s, id, |j| j.state == State::Running).await;
     let asked = Instant::now();
     s.cancel(None, id).await.unwrap();
@@ -441,18 +406,8 @@ async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestD
         .config(|c| c.shutdown_grace = Duration::from_secs(1))
         .build()
         .spawn();
-    let quick = s
-        .enqueue(NewJob::new("nap", json!({"ms": 300})))
-        .await
-        .unwrap()
-        .job
-        .id;
-    let endless = s
-        .enqueue(NewJob::new("nap", json!({"ms": 3_600_000})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let quick = add(s, NewJob::new("nap", json!({"ms": 300}))).await;
+    let endless = add(s, NewJob::new("nap", json!({"ms": 3_600_000}))).await;
     wait_for(s, endless, |j| j.state == State::Running).await;
     wait_for(s, quick, |j| j.started_at.is_some()).await;
     worker.shutdown().await.unwrap();

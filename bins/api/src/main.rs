@@ -1,11 +1,16 @@
-//! `jobs-api`: the api process. Today it manages the schema (`migrate up|down|status`);
-//! the HTTP API lands in `jobs-http`.
+//! `jobs-api`: the api process. Wiring only: serve the HTTP API (the default command),
+//! manage the schema, manage API keys. On the embedded SQLite default it also runs a
+//! worker with the built-in handlers, so a job posted to it actually runs.
 
 #![allow(clippy::print_stdout)]
 
+use std::net::{SocketAddr, TcpListener};
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use jobs_http::{ApiConfig, ApiState};
 use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_down, migrate_up, migration_status};
+use jobs_worker::{CancellationToken, Worker, builtins};
 
 #[derive(Debug, Parser)]
 #[command(name = "jobs-api", version, about = "The job system's api process")]
@@ -15,16 +20,53 @@ struct Cli {
     database_url: String,
 
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: Serve,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the HTTP API (the default).
+    Serve,
     /// Manage the database schema by hand.
     Migrate {
         #[command(subcommand)]
         action: MigrateAction,
     },
+    /// Manage API keys; with none, the api runs single-tenant without auth.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Serve {
+    /// Address to serve on.
+    #[arg(long, env = "JOBS_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+
+    /// Do not apply pending migrations at start.
+    #[arg(long, env = "JOBS_NO_MIGRATE")]
+    no_migrate: bool,
+
+    /// Run a worker with the built-in handlers in this process: `auto` does on SQLite.
+    #[arg(long, env = "JOBS_EMBEDDED_WORKER", default_value = "auto", value_parser = ["auto", "on", "off"])]
+    embedded_worker: String,
+
+    /// Hosts the embedded worker's `http` handler may call.
+    #[arg(long = "http-allow-host", env = "JOBS_HTTP_ALLOW_HOSTS", value_delimiter = ',')]
+    http_allow_hosts: Vec<String>,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "JOBS_BODY_LIMIT", default_value_t = 1 << 20)]
+    body_limit: usize,
+
+    /// HTTP worker threads (default: one per core).
+    #[arg(long, env = "JOBS_HTTP_WORKERS")]
+    http_workers: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -41,6 +83,19 @@ enum MigrateAction {
     Status,
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Create a key for a tenant; the key is printed once and stored hashed.
+    Create {
+        #[arg(long)]
+        tenant: String,
+    },
+    /// Revoke a key by its id.
+    Revoke { id: uuid::Uuid },
+    /// List keys (ids, tenants, prefixes; never the keys).
+    List,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -53,24 +108,80 @@ async fn main() -> anyhow::Result<()> {
     let store = SeaOrmStore::connect(&cli.database_url)
         .await
         .with_context(|| format!("connecting to {}", redact(&cli.database_url)))?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(store, cli.serve).await,
+        Command::Migrate { action } => migrate(&store, action).await,
+        Command::Keys { action } => keys(&store, action).await,
+    }
+}
+
+async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
+    if !opts.no_migrate {
+        migrate_up(store.connection()).await.context("applying migrations")?;
+    }
+    if !store.has_active_keys().await.unwrap_or(false) {
+        tracing::warn!("no API keys configured: serving a single tenant without authentication (create one with `jobs-api keys create --tenant NAME`)");
+    }
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let worker_on = match opts.embedded_worker.as_str() {
+        "on" => true,
+        "off" => false,
+        _ => !store.is_postgres(),
+    };
+    let shutdown = CancellationToken::new();
+    let worker = worker_on.then(|| {
+        let builder = Worker::builder(store.clone()).queue("default", 10);
+        tokio::spawn(builtins::register(builder, opts.http_allow_hosts.clone()).build().run(shutdown.clone()))
+    });
+
+    let config = ApiConfig { body_limit: opts.body_limit, workers: opts.http_workers };
+    let state = ApiState::new(store, config, Some(metrics)).await.context("starting the API")?;
+    let listener = TcpListener::bind(opts.listen).with_context(|| format!("binding {}", opts.listen))?;
+    tracing::info!(address = %opts.listen, embedded_worker = worker_on, "serving the API");
+    // Returns after SIGINT/SIGTERM, once in-flight requests are answered.
+    jobs_http::server(listener, state)?.await?;
+    shutdown.cancel();
+    if let Some(worker) = worker {
+        worker.await?.context("embedded worker")?;
+    }
+    Ok(())
+}
+
+async fn migrate(store: &SeaOrmStore, action: MigrateAction) -> anyhow::Result<()> {
     let db = store.connection();
-    match cli.command {
-        Command::Migrate { action } => match action {
-            MigrateAction::Up => migrate_up(db).await.context("migrate up")?,
-            MigrateAction::Down { steps } => migrate_down(db, Some(steps))
-                .await
-                .context("migrate down")?,
-            MigrateAction::Status => {
-                for migration in migration_status(db).await.context("migration status")? {
-                    let state = if migration.applied {
-                        "applied"
-                    } else {
-                        "pending"
-                    };
-                    println!("{state}\t{}", migration.name);
-                }
+    match action {
+        MigrateAction::Up => migrate_up(db).await.context("migrate up")?,
+        MigrateAction::Down { steps } => migrate_down(db, Some(steps)).await.context("migrate down")?,
+        MigrateAction::Status => {
+            for migration in migration_status(db).await.context("migration status")? {
+                let state = if migration.applied { "applied" } else { "pending" };
+                println!("{state}\t{}", migration.name);
             }
-        },
+        }
+    }
+    Ok(())
+}
+
+async fn keys(store: &SeaOrmStore, action: KeysAction) -> anyhow::Result<()> {
+    migrate_up(store.connection()).await.context("applying migrations")?;
+    match action {
+        KeysAction::Create { tenant } => {
+            let key = store.create_api_key(&tenant).await?;
+            eprintln!("key {} for tenant {}; it is shown only now:", key.id, key.tenant);
+            println!("{}", key.secret);
+        }
+        KeysAction::Revoke { id } => {
+            store.revoke_api_key(id).await?;
+            eprintln!("revoked key {id}");
+        }
+        KeysAction::List => {
+            for key in store.list_api_keys().await? {
+                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+                println!("{}\t{}\t{}…\t{state}", key.id, key.tenant, key.prefix);
+            }
+        }
     }
     Ok(())
 }

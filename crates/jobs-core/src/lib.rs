@@ -19,5 +19,5 @@ pub use retry::RetryPolicy;
 pub use state::State;
 pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,
-    PageRequest, RescueReport, Retry,
+    PageRequest, QueueStats, RescueReport, Retry,
 };

@@ -132,6 +132,8 @@ pub struct ClaimRequest {
     pub queues: Vec<String>,
     /// Only these kinds; `None` claims any kind.
     pub kinds: Option<Vec<String>>,
+    /// Only this tenant's jobs (remote workers authenticated as a tenant); `None`: any.
+    pub tenant: Option<String>,
     pub limit: u32,
     /// How long the claim holds without a heartbeat.
     pub lease: Duration,
@@ -214,6 +216,15 @@ pub struct RescueReport {
     pub failed: u64,
     /// Running jobs with an expired lease and a cancel request.
     pub cancelled: u64,
+}
+
+/// Per queue: how many jobs are in each state, and how long the oldest due job has waited.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueStats {
+    pub queue: String,
+    pub counts: std::collections::BTreeMap<State, u64>,
+    /// Age of the oldest pending job whose run_at has come; `None` when nothing is due.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 #[async_trait]
@@ -311,6 +322,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// Returns running jobs with expired leases to pending (or failed when no attempt is
     /// left), and fails pending jobs whose deadline passed.
     async fn rescue(&self) -> Result<RescueReport, JobError>;
+
+    /// Counts per queue and state, for one tenant or all.
+    async fn queue_stats(&self, tenant: Option<&str>) -> Result<Vec<QueueStats>, JobError>;
 
     /// Deletes ended jobs whose retention expired, `batch` rows per statement.
     async fn purge_expired(&self, batch: u32) -> Result<u64, JobError>;

@@ -5,6 +5,7 @@
 
 mod connect;
 pub mod entity;
+mod keys;
 mod migrate;
 mod sql;
 mod store;
@@ -13,7 +14,8 @@ pub mod testing;
 mod wake;
 
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
-pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status};
+pub use keys::{ApiKeyInfo, NewApiKey};
+pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};
 pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use store::SeaOrmStore;
 pub use wake::{ENQUEUED_CHANNEL, Leadership, Wake, Wakeups};

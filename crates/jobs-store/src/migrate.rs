@@ -48,3 +48,24 @@ pub async fn migration_status(db: &DatabaseConnection) -> Result<Vec<MigrationSt
         })
         .collect())
 }
+
+/// Why the database cannot serve yet, if it cannot: unreachable, migrations pending, or
+/// the jobs table missing. Reads only, so probing readiness never changes the schema.
+pub async fn readiness(db: &DatabaseConnection) -> Result<(), String> {
+    let migrations = Migrator::get_migration_with_status_read_only(db)
+        .await
+        .map_err(|e| format!("database unreachable: {e}"))?;
+    let pending: Vec<String> = migrations
+        .iter()
+        .filter(|m| !matches!(m.status(), migration::MigrationStatus::Applied))
+        .map(|m| m.name().to_owned())
+        .collect();
+    if !pending.is_empty() {
+        return Err(format!("migrations not applied: {}", pending.join(", ")));
+    }
+    let probe = sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id FROM jobs LIMIT 1");
+    sea_orm::ConnectionTrait::query_all_raw(db, probe)
+        .await
+        .map_err(|e| format!("jobs table not usable: {e}"))?;
+    Ok(())
+}

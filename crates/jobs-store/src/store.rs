@@ -10,8 +10,8 @@ use std::{
 use async_trait::async_trait;
 use jobs_core::{
     AttemptError, ClaimRequest, Cursor, Enqueued, FieldError, Finish, Heartbeat, Job, JobError,
-    JobId, JobStore, Lease, ListFilter, NewJob, Outcome, Page, PageRequest, RescueReport, Retry,
-    RetryPolicy, State,
+    JobId, JobStore, Lease, ListFilter, NewJob, Outcome, Page, PageRequest, QueueStats,
+    RescueReport, Retry, RetryPolicy, State,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
 use tokio::sync::broadcast;
@@ -455,11 +455,14 @@ impl JobStore for SeaOrmStore {
         let worker = sql.bind(request.worker_id.clone());
         let lease = sql.bind(millis(request.lease));
         let queues = sql.bind_list(request.queues.iter().cloned());
-        let kinds = match &request.kinds {
+        let mut kinds = match &request.kinds {
             Some(kinds) if kinds.is_empty() => return Ok(Vec::new()),
             Some(kinds) => format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned())),
             None => String::new(),
         };
+        if let Some(tenant) = &request.tenant {
+            kinds.push_str(&format!(" AND tenant = {}", sql.bind(tenant.clone())));
+        }
         let limit = sql.bind(request.limit as i64);
         // The picked rows are materialized once: PostgreSQL may otherwise re-run a
         // `LIMIT ... SKIP LOCKED` subquery per row and claim more than `limit`.
@@ -683,6 +686,48 @@ impl JobStore for SeaOrmStore {
             }
         }
         Ok(report)
+    }
+
+    async fn queue_stats(&self, tenant: Option<&str>) -> Result<Vec<QueueStats>, JobError> {
+        let d = self.dialect;
+        let mut sql = self.sql();
+        let filter = match tenant {
+            Some(t) => format!("WHERE tenant = {}", sql.bind(t.to_owned())),
+            None => String::new(),
+        };
+        // The oldest due pending job per queue; its age is measured by the database clock.
+        sql.push(&format!(
+            "SELECT queue, state, COUNT(*) AS n, \
+               MIN(CASE WHEN state = 'pending' AND run_at <= {now} THEN run_at END) AS oldest, \
+               {now} AS now FROM jobs {filter} GROUP BY queue, state ORDER BY queue",
+            now = d.now()
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        let mut stats: Vec<QueueStats> = Vec::new();
+        for row in rows {
+            let queue: String = row.try_get("", "queue").map_err(db_error)?;
+            let state: State = row
+                .try_get::<String>("", "state")
+                .map_err(db_error)?
+                .parse()?;
+            let count: i64 = row.try_get("", "n").map_err(db_error)?;
+            let oldest: Option<time::OffsetDateTime> =
+                row.try_get("", "oldest").map_err(db_error)?;
+            let now: time::OffsetDateTime = row.try_get("", "now").map_err(db_error)?;
+            if stats.last().is_none_or(|s| s.queue != queue) {
+                stats.push(QueueStats {
+                    queue,
+                    counts: Default::default(),
+                    oldest_pending_age: None,
+                });
+            }
+            let entry = stats.last_mut().expect("just pushed");
+            entry.counts.insert(state, count as u64);
+            if let Some(oldest) = oldest {
+                entry.oldest_pending_age = Duration::try_from(now - oldest).ok();
+            }
+        }
+        Ok(stats)
     }
 
     async fn purge_expired(&self, batch: u32) -> Result<u64, JobError> {

@@ -35,6 +35,8 @@ backend_tests!(
     enqueue_in_a_transaction_exists_only_if_it_commits,
     one_process_at_a_time_leads_maintenance,
     enqueue_wakes_subscribers,
+    queue_stats_count_states_and_oldest_wait,
+    claims_can_be_limited_to_a_tenant,
 );
 
 fn job(kind: &str) -> NewJob {
@@ -46,6 +48,7 @@ fn claim_req(worker: &str, limit: u32) -> ClaimRequest {
         worker_id: worker.to_owned(),
         queues: vec!["default".to_owned()],
         kinds: None,
+        tenant: None,
         limit,
         lease: Duration::from_secs(30),
     }
@@ -965,4 +968,56 @@ async fn enqueue_wakes_subscribers(db: TestDb) {
         .await
         .expect("woken");
     assert!(wake.concerns("mail"));
+}
+
+async fn queue_stats_count_states_and_oldest_wait(db: TestDb) {
+    let s = &db.store;
+    add(s, job("k").tenant("t").queue("mail")).await;
+    add(s, job("k").tenant("t").queue("mail")).await;
+    add(
+        s,
+        job("k")
+            .tenant("t")
+            .queue("mail")
+            .delay(Duration::from_secs(60)),
+    )
+    .await;
+    let cancelled = add(s, job("k").tenant("t").queue("media")).await;
+    s.cancel(None, cancelled).await.unwrap();
+    add(s, job("k").tenant("other").queue("mail")).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+
+    let stats = s.queue_stats(Some("t")).await.unwrap();
+    assert_eq!(
+        stats.iter().map(|q| q.queue.as_str()).collect::<Vec<_>>(),
+        ["mail", "media"]
+    );
+    assert_eq!(stats[0].counts.get(&State::Pending), Some(&3));
+    let age = stats[0].oldest_pending_age.expect("due jobs wait");
+    assert!(
+        age >= Duration::from_millis(20) && age < Duration::from_secs(30),
+        "age {age:?}"
+    );
+    assert_eq!(stats[1].counts.get(&State::Cancelled), Some(&1));
+    assert_eq!(stats[1].oldest_pending_age, None);
+    let all = s.queue_stats(None).await.unwrap();
+    assert_eq!(all[0].counts.get(&State::Pending), Some(&4));
+}
+
+async fn claims_can_be_limited_to_a_tenant(db: TestDb) {
+    let s = &db.store;
+    let mine = add(s, job("k").tenant("a")).await;
+    add(s, job("k").tenant("b")).await;
+    let request = ClaimRequest {
+        tenant: Some("a".into()),
+        ..claim_req("w", 10)
+    };
+    let got: Vec<JobId> = s
+        .claim(&request)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(got, [mine]);
 }

@@ -34,7 +34,8 @@ pub(crate) async fn execute(
     crate::metrics::stopped(&job, started.elapsed());
     shared.stop(&job);
     if let Some(outcome) = outcome {
-        tracing::debug!(?outcome, "attempt ended");
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
         let failure = matches!(outcome, Outcome::Failed { .. });
         shared.complete(Completion {
             lease,
@@ -163,5 +164,15 @@ fn panic_message(join: tokio::task::JoinError) -> String {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "the handler panicked".into()),
         Err(join) => join.to_string(),
+    }
+}
+
+fn outcome_name(outcome: &Outcome) -> &'static str {
+    match outcome {
+        Outcome::Completed { .. } => "completed",
+        Outcome::Partial { .. } => "partial",
+        Outcome::Failed { .. } => "failed",
+        Outcome::Cancelled => "cancelled",
+        Outcome::Released => "released",
     }
 }

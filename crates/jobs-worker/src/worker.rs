@@ -437,6 +437,7 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
                 worker_id: shared.config.worker_id.clone(),
                 queues: vec![queue.name.clone()],
                 kinds: Some(kinds.clone()),
+                tenant: None,
                 limit: free as u32,
                 lease: shared.config.lease,
             };

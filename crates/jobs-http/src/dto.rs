@@ -1,0 +1,330 @@
+//! Request and response bodies. Requests reject unknown fields; times are RFC 3339.
+
+use std::time::Duration;
+
+use jobs_core::{AttemptError, Job, NewJob, QueueStats, State};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use time::OffsetDateTime;
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// A job to create. Only `kind` is required.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJob {
+    /// Which handler runs it, e.g. `send_email`.
+    pub kind: String,
+    /// The handler's arguments (any JSON; default `{}`).
+    #[serde(default = "empty_object")]
+    pub args: Value,
+    /// Default `default`.
+    pub queue: Option<String>,
+    /// 0..=10, 10 runs first; default 5.
+    pub priority: Option<i16>,
+    /// Run no earlier than this instant. Exclusive with `delay_ms`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub run_at: Option<OffsetDateTime>,
+    /// Run no earlier than this many milliseconds from now.
+    pub delay_ms: Option<u64>,
+    /// 1..=1000; default 20.
+    pub max_attempts: Option<i32>,
+    /// Per-attempt limit in milliseconds.
+    pub timeout_ms: Option<u64>,
+    /// After this instant the job fails instead of running or retrying.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
+    /// How long the job is kept after it ends, in seconds; default 7 days.
+    pub ttl_seconds: Option<u64>,
+    /// Per tenant: a second create with this key returns the first job.
+    pub unique_key: Option<String>,
+    /// Free-form JSON object.
+    pub metadata: Option<Value>,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+impl CreateJob {
+    pub fn into_new_job(self, tenant: &str, trace_id: Option<String>) -> NewJob {
+        let mut job = NewJob::new(self.kind, self.args).tenant(tenant);
+        job.queue = self.queue.unwrap_or(job.queue);
+        job.priority = self.priority.unwrap_or(job.priority);
+        job.run_at = self.run_at;
+        job.delay = self.delay_ms.map(Duration::from_millis);
+        job.max_attempts = self.max_attempts.unwrap_or(job.max_attempts);
+        job.timeout = self.timeout_ms.map(Duration::from_millis);
+        job.deadline = self.deadline;
+        job.retention = self.ttl_seconds.map(Duration::from_secs).unwrap_or(job.retention);
+        job.unique_key = self.unique_key;
+        job.trace_id = trace_id;
+        job.metadata = self.metadata.unwrap_or(job.metadata);
+        job
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatch {
+    /// 1..=1000 jobs, inserted all or none.
+    pub jobs: Vec<CreateJob>,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobView {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    #[schema(value_type = String, example = "pending")]
+    pub state: State,
+    /// Pending with a run_at still in the future.
+    pub scheduled: bool,
+    pub priority: i16,
+    pub args: Value,
+    /// 0.0..=1.0 as last reported by the handler.
+    pub progress: f64,
+    pub stage: Option<String>,
+    pub attempt: i32,
+    pub max_attempts: i32,
+    pub result: Option<Value>,
+    pub item_errors: Option<Value>,
+    pub errors: Vec<AttemptErrorView>,
+    pub worker_id: Option<String>,
+    pub cancel_requested: bool,
+    pub unique_key: Option<String>,
+    pub trace_id: Option<String>,
+    pub metadata: Value,
+    pub timeout_ms: Option<i64>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub run_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub deadline: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub started_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub lease_expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Run time of the last attempt, once it ended.
+    pub duration_ms: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptErrorView {
+    pub attempt: i32,
+    pub kind: String,
+    pub message: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+impl From<AttemptError> for AttemptErrorView {
+    fn from(e: AttemptError) -> Self {
+        Self { attempt: e.attempt, kind: e.kind, message: e.message, at: e.at }
+    }
+}
+
+impl From<Job> for JobView {
+    fn from(job: Job) -> Self {
+        let duration_ms = job.duration_ms();
+        let scheduled = job.state == State::Pending && job.run_at > OffsetDateTime::now_utc();
+        Self {
+            id: job.id.as_uuid(),
+            kind: job.kind,
+            queue: job.queue,
+            state: job.state,
+            scheduled,
+            priority: job.priority,
+            args: job.args,
+            progress: job.progress,
+            stage: job.stage,
+            attempt: job.attempt,
+            max_attempts: job.max_attempts,
+            result: job.result,
+            item_errors: job.item_errors,
+            errors: job.errors.into_iter().map(Into::into).collect(),
+            worker_id: job.worker_id,
+            cancel_requested: job.cancel_requested_at.is_some(),
+            unique_key: job.unique_key,
+            trace_id: job.trace_id,
+            metadata: job.metadata,
+            timeout_ms: job.timeout_ms,
+            run_at: job.run_at,
+            deadline: job.deadline,
+            created_at: job.created_at,
+            updated_at: job.updated_at,
+            started_at: job.started_at,
+            finished_at: job.finished_at,
+            lease_expires_at: job.lease_expires_at,
+            expires_at: job.expires_at,
+            duration_ms,
+        }
+    }
+}
+
+/// The created (or, for a repeated unique key, the existing) job.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Created {
+    /// True when a job with this unique key already existed and is returned instead.
+    pub duplicate: bool,
+    #[serde(flatten)]
+    pub job: JobView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedBatch {
+    pub jobs: Vec<Created>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WaitQuery {
+    /// Seconds to wait for the job to end (capped at 60).
+    pub wait: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    #[param(value_type = Option<String>)]
+    pub state: Option<State>,
+    pub kind: Option<String>,
+    pub queue: Option<String>,
+    /// Created at or after (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub created_after: Option<OffsetDateTime>,
+    /// Created before (RFC 3339).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[param(value_type = Option<String>)]
+    pub created_before: Option<OffsetDateTime>,
+    /// 1..=100, default 50.
+    pub limit: Option<u32>,
+    pub offset: Option<u64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobList {
+    pub items: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// Unique per worker process.
+    pub worker_id: String,
+    /// Default `["default"]`.
+    pub queues: Option<Vec<String>>,
+    /// Only these kinds; default any.
+    pub kinds: Option<Vec<String>>,
+    /// 1..=100, default 1.
+    pub max_jobs: Option<u32>,
+    /// 1..=3600, default 30.
+    pub lease_seconds: Option<u64>,
+    /// Wait up to this long (max 30 s) for a job when none is due.
+    pub wait_seconds: Option<f64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Claimed {
+    pub jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    pub worker_id: String,
+    /// 0.0..=1.0.
+    pub progress: Option<f64>,
+    pub stage: Option<String>,
+    /// Extend the lease by this long; default 30.
+    pub lease_seconds: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatReply {
+    /// Stop the job and report it with `fail`; it will end cancelled.
+    pub cancel_requested: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteBody {
+    pub worker_id: String,
+    #[serde(default)]
+    pub result: Value,
+    /// Present for a partial success: the items that failed.
+    pub item_errors: Option<Value>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailBody {
+    pub worker_id: String,
+    pub error: FailError,
+    /// Default true: retried with backoff while attempts remain.
+    pub retryable: Option<bool>,
+    /// Retry after exactly this long instead of the backoff.
+    pub retry_after_seconds: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailError {
+    pub kind: String,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Ended {
+    /// The state the job moved to.
+    #[schema(value_type = String)]
+    pub state: State,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct QueueView {
+    pub queue: String,
+    /// Jobs per state (states with none are 0).
+    pub counts: std::collections::BTreeMap<String, u64>,
+    /// Milliseconds the oldest due pending job has waited.
+    pub oldest_pending_age_ms: Option<u64>,
+}
+
+impl From<QueueStats> for QueueView {
+    fn from(stats: QueueStats) -> Self {
+        let counts = State::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), stats.counts.get(s).copied().unwrap_or(0)))
+            .collect();
+        Self {
+            queue: stats.queue,
+            counts,
+            oldest_pending_age_ms: stats.oldest_pending_age.map(|d| d.as_millis() as u64),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Queues {
+    pub queues: Vec<QueueView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,168 @@
+//! The HTTP API of the job system (actix-web): jobs, remote workers, queues, health,
+//! metrics and the OpenAPI document. Errors are problem+json; the caller's API key
+//! decides its tenant.
+
+mod dto;
+mod error;
+mod extract;
+mod routes;
+
+use std::{net::TcpListener, sync::Arc, time::Instant};
+
+use actix_web::{
+    App, HttpMessage, HttpRequest, HttpServer,
+    body::MessageBody,
+    dev::{Server, ServiceRequest, ServiceResponse},
+    middleware::{Next, from_fn},
+    web,
+};
+use jobs_store::SeaOrmStore;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::sync::Notify;
+use tracing::Instrument;
+use utoipa::OpenApi;
+
+pub use error::{ApiError, Problem};
+pub use extract::TraceId;
+
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body, in bytes.
+    pub body_limit: usize,
+    /// HTTP worker threads; `None`: one per core.
+    pub workers: Option<usize>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { body_limit: 1 << 20, workers: None }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct ApiState {
+    store: SeaOrmStore,
+    config: ApiConfig,
+    auth: extract::Auth,
+    metrics: Option<PrometheusHandle>,
+    /// Fired on every enqueue wake-up, for claim long-polls.
+    wake: Arc<Notify>,
+}
+
+impl ApiState {
+    /// Subscribes to enqueue wake-ups (LISTEN on PostgreSQL) for claim long-polls.
+    pub async fn new(
+        store: SeaOrmStore,
+        config: ApiConfig,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Self, jobs_core::JobError> {
+        let wake = Arc::new(Notify::new());
+        let mut wakeups = store.subscribe().await?;
+        let notify = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                wakeups.next().await;
+                notify.notify_waiters();
+            }
+        });
+        Ok(Self { store, config, auth: Default::default(), metrics, wake })
+    }
+}
+
+/// Serves the API on `listener` until the returned server is stopped.
+pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server> {
+    let workers = state.config.workers;
+    let data = web::Data::new(state);
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .wrap(from_fn(observe))
+            .configure(routes)
+            .default_service(web::to(unknown_route))
+    })
+    .shutdown_timeout(10);
+    if let Some(workers) = workers {
+        server = server.workers(workers);
+    }
+    Ok(server.listen(listener)?.run())
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(routes::create_batch)
+        .service(routes::create_job)
+        .service(routes::list_jobs)
+        .service(routes::get_job)
+        .service(routes::cancel_job)
+        .service(routes::retry_job)
+        .service(routes::job_events)
+        .service(routes::claim)
+        .service(routes::heartbeat)
+        .service(routes::complete)
+        .service(routes::fail)
+        .service(routes::queues)
+        .service(routes::healthz)
+        .service(routes::readyz)
+        .service(routes::metrics)
+        .service(routes::openapi);
+}
+
+async fn unknown_route(req: HttpRequest) -> actix_web::HttpResponse {
+    use actix_web::ResponseError;
+    ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+}
+
+/// Per request: the trace id for handlers and logs, request counts and latencies.
+async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let trace = TraceId::of(req.request());
+    req.extensions_mut().insert(trace.clone());
+    let method = req.method().to_string();
+    let span = tracing::info_span!("http", %method, path = %req.path(), trace_id = trace.0.as_deref().unwrap_or(""));
+    let started = Instant::now();
+    let response = next.call(req).instrument(span.clone()).await?;
+    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed().as_secs_f64();
+    let labels = [("method", method), ("route", route), ("status", status.to_string())];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed);
+    span.in_scope(|| {
+        if status >= 500 {
+            tracing::warn!(status, elapsed, "request failed");
+        } else {
+            tracing::debug!(status, elapsed, "request");
+        }
+    });
+    Ok(response)
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(title = "jobs", description = "A durable background-job system: create jobs, watch them, and run them from workers in any language."),
+    paths(
+        routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
+        routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
+        routes::queues, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+    ),
+    components(schemas(Problem, error::ProblemField)),
+    modifiers(&BearerAuth),
+    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations")),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+    }
+}

@@ -1,0 +1,478 @@
+//! The handlers. Each is short: parse, call the store, shape the answer; errors map in
+//! `error.rs`.
+
+use std::time::Duration;
+
+use actix_web::{HttpResponse, get, post, delete, web};
+use futures::stream;
+use jobs_core::{
+    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, ListFilter, NewJob, Outcome, PageRequest, Retry,
+    State,
+};
+use tokio::time::Instant;
+
+use crate::{
+    ApiState,
+    dto::*,
+    error::{ApiError, Problem},
+    extract::{Json, Query, Tenant, TraceId},
+};
+
+type Data = web::Data<ApiState>;
+
+/// Longest `?wait=` honoured.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Longest claim long-poll.
+const MAX_CLAIM_WAIT: Duration = Duration::from_secs(30);
+const MAX_BATCH: usize = 1_000;
+const POLL: Duration = Duration::from_millis(50);
+
+/// A path id that is not a UUID names no job: 404, like an unknown one.
+fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found(format!("job {raw} not found")))
+}
+
+fn wait_of(seconds: Option<f64>, cap: Duration) -> Result<Duration, ApiError> {
+    match seconds {
+        None => Ok(Duration::ZERO),
+        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s).min(cap)),
+        Some(_) => Err(ApiError::invalid_field("wait", "must be a number of seconds >= 0")),
+    }
+}
+
+/// Polls the job until it ends or `wait` passes.
+async fn await_end(state: &ApiState, tenant: &str, id: JobId, wait: Duration) -> Result<Job, ApiError> {
+    let until = Instant::now() + wait;
+    loop {
+        let job = state.store.get(Some(tenant), id).await?;
+        if job.state.is_ended() || Instant::now() >= until {
+            return Ok(job);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+fn created(job: Job, duplicate: bool) -> Created {
+    Created { duplicate, job: job.into() }
+}
+
+/// Create a job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = CreateJob, params(WaitQuery),
+    responses(
+        (status = 202, description = "Accepted; poll it by id", body = Created),
+        (status = 200, description = "Duplicate unique key (the existing job), or ended within `wait`", body = Created),
+        (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs")]
+pub async fn create_job(
+    state: Data,
+    Tenant(tenant): Tenant,
+    trace: TraceId,
+    Query(query): Query<WaitQuery>,
+    Json(body): Json<CreateJob>,
+) -> Result<HttpResponse, ApiError> {
+    let wait = wait_of(query.wait, MAX_WAIT)?;
+    let enqueued = state.store.enqueue(body.into_new_job(&tenant, trace.0)).await?;
+    let job = enqueued.job;
+    tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, "job accepted");
+    if enqueued.duplicate {
+        return Ok(HttpResponse::Ok().json(created(job, true)));
+    }
+    if wait.is_zero() {
+        return Ok(HttpResponse::Accepted().json(created(job, false)));
+    }
+    let job = await_end(&state, &tenant, job.id, wait).await?;
+    let status = if job.state.is_ended() { HttpResponse::Ok() } else { HttpResponse::Accepted() };
+    Ok(with_status(status, created(job, false)))
+}
+
+fn with_status(mut builder: actix_web::HttpResponseBuilder, body: impl serde::Serialize) -> HttpResponse {
+    builder.json(body)
+}
+
+/// Create up to 1,000 jobs in one request: all or none.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = CreateBatch,
+    responses(
+        (status = 202, body = CreatedBatch),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Errors name the item: `jobs[3].priority`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs/batch")]
+pub async fn create_batch(
+    state: Data,
+    Tenant(tenant): Tenant,
+    trace: TraceId,
+    Json(body): Json<CreateBatch>,
+) -> Result<HttpResponse, ApiError> {
+    if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
+    }
+    let jobs: Vec<NewJob> = body.jobs.into_iter().map(|j| j.into_new_job(&tenant, trace.0.clone())).collect();
+    let done = state.store.enqueue_many(jobs).await?;
+    tracing::info!(jobs = done.len(), trace_id = trace.0.as_deref().unwrap_or(""), "batch accepted");
+    let jobs = done.into_iter().map(|e| created(e.job, e.duplicate)).collect();
+    Ok(HttpResponse::Accepted().json(CreatedBatch { jobs }))
+}
+
+/// Get a job; `?wait=N` long-polls until it ends or N seconds pass.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), WaitQuery),
+    responses(
+        (status = 200, body = JobView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/jobs/{id}")]
+pub async fn get_job(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+    Query(query): Query<WaitQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let wait = wait_of(query.wait, MAX_WAIT)?;
+    let job = await_end(&state, &tenant, id, wait).await?;
+    Ok(HttpResponse::Ok().json(JobView::from(job)))
+}
+
+/// List jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
+    responses(
+        (status = 200, body = JobList),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/jobs")]
+pub async fn list_jobs(state: Data, Tenant(tenant): Tenant, Query(q): Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+    let cursor = q.cursor.as_deref().map(str::parse::<Cursor>).transpose()?;
+    let filter = ListFilter {
+        tenant: Some(tenant),
+        state: q.state,
+        kind: q.kind,
+        queue: q.queue,
+        created_from: q.created_after,
+        created_to: q.created_before,
+    };
+    let page = PageRequest { limit: q.limit.unwrap_or(50), offset: q.offset.unwrap_or(0), cursor };
+    let page = state.store.list(&filter, &page).await?;
+    Ok(HttpResponse::Ok().json(JobList {
+        items: page.items.into_iter().map(Into::into).collect(),
+        next_cursor: page.next_cursor.map(|c| c.to_string()),
+    }))
+}
+
+/// Cancel: a pending job ends at once; a running one is asked to stop.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled, or cancel requested (`cancel_requested`)", body = JobView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has ended", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[delete("/v1/jobs/{id}")]
+pub async fn cancel_job(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let job = state.store.cancel(Some(&tenant), job_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(JobView::from(job)))
+}
+
+/// Run an ended job again, from attempt 0.
+#[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not ended", body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs/{id}/retry")]
+pub async fn retry_job(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let job = state.store.retry(Some(&tenant), job_id(&path)?).await?;
+    Ok(HttpResponse::Ok().json(JobView::from(job)))
+}
+
+/// Server-Sent Events: one `job` event per change of state or progress, until it ends.
+#[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, description = "`text/event-stream` of `job` events, each a JobView", content_type = "text/event-stream", body = String),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/jobs/{id}/events")]
+pub async fn job_events(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let first = state.store.get(Some(&tenant), id).await?;
+    let watch = Watch { state, tenant, id, first: Some(first), last: None, done: false };
+    let events = stream::unfold(watch, |mut watch| async move {
+        let frame = watch.next_frame().await?;
+        Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), watch))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .streaming(events))
+}
+
+/// The state of one event stream: the last change sent, and whether the job has ended.
+struct Watch {
+    state: Data,
+    tenant: String,
+    id: JobId,
+    first: Option<Job>,
+    last: Option<(State, u64, Option<String>, i32)>,
+    done: bool,
+}
+
+impl Watch {
+    /// The next `job` event, waiting for a change; `None` once the ended job was sent
+    /// (or the job vanished).
+    async fn next_frame(&mut self) -> Option<String> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let job = match self.first.take() {
+                Some(job) => job,
+                None => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    self.state.store.get(Some(&self.tenant), self.id).await.ok()?
+                }
+            };
+            let key = (job.state, (job.progress * 1e6) as u64, job.stage.clone(), job.attempt);
+            if self.last.as_ref() == Some(&key) {
+                continue;
+            }
+            self.last = Some(key);
+            self.done = job.state.is_ended();
+            let data = serde_json::to_string(&JobView::from(job)).unwrap_or_default();
+            return Some(format!("event: job\nid: {}\ndata: {data}\n\n", self.id));
+        }
+    }
+}
+
+/// Remote workers: claim due jobs; with `wait_seconds`, wait for one to arrive.
+#[utoipa::path(post, path = "/v1/claims", tag = "workers", request_body = ClaimBody,
+    responses(
+        (status = 200, description = "The claimed jobs (possibly none)", body = Claimed),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/claims")]
+pub async fn claim(state: Data, Tenant(tenant): Tenant, Json(body): Json<ClaimBody>) -> Result<HttpResponse, ApiError> {
+    let max_jobs = body.max_jobs.unwrap_or(1);
+    if !(1..=100).contains(&max_jobs) {
+        return Err(ApiError::invalid_field("max_jobs", "must be between 1 and 100"));
+    }
+    let lease = lease_of(body.lease_seconds)?;
+    check_worker_id(&body.worker_id)?;
+    let wait = wait_of(body.wait_seconds, MAX_CLAIM_WAIT)?;
+    let request = ClaimRequest {
+        worker_id: body.worker_id,
+        queues: body.queues.unwrap_or_else(|| vec![jobs_core::limits::DEFAULT_QUEUE.to_owned()]),
+        kinds: body.kinds,
+        tenant: Some(tenant),
+        limit: max_jobs,
+        lease,
+    };
+    let until = Instant::now() + wait;
+    loop {
+        let waiting = state.wake.notified();
+        let jobs = state.store.claim(&request).await?;
+        if !jobs.is_empty() || Instant::now() >= until {
+            let jobs = jobs.into_iter().map(Into::into).collect();
+            return Ok(HttpResponse::Ok().json(Claimed { jobs }));
+        }
+        // Woken by an enqueue, or re-check now and then for scheduled jobs coming due.
+        let _ = tokio::time::timeout(Duration::from_millis(500).min(until - Instant::now()), waiting).await;
+    }
+}
+
+fn lease_of(seconds: Option<u64>) -> Result<Duration, ApiError> {
+    match seconds.unwrap_or(30) {
+        s @ 1..=3600 => Ok(Duration::from_secs(s)),
+        _ => Err(ApiError::invalid_field("lease_seconds", "must be between 1 and 3600")),
+    }
+}
+
+fn check_worker_id(worker_id: &str) -> Result<(), ApiError> {
+    if worker_id.is_empty() || worker_id.len() > 255 {
+        return Err(ApiError::invalid_field("worker_id", "must be 1 to 255 bytes"));
+    }
+    Ok(())
+}
+
+/// The lease a remote worker holds on a job, if it holds one; else 409 `lease-lost`.
+async fn lease_held(state: &ApiState, tenant: &str, id: JobId, worker_id: &str) -> Result<Lease, ApiError> {
+    check_worker_id(worker_id)?;
+    let job = state.store.get(Some(tenant), id).await?;
+    match Lease::of(&job) {
+        Some(lease) if job.state == State::Running && lease.worker_id == worker_id => Ok(lease),
+        _ => Err(jobs_core::JobError::LeaseLost(id).into()),
+    }
+}
+
+/// Remote workers: extend the lease, report progress, hear of cancel requests.
+#[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = HeartbeatBody,
+    responses(
+        (status = 200, body = HeartbeatReply),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs/{id}/heartbeat")]
+pub async fn heartbeat(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+    Json(body): Json<HeartbeatBody>,
+) -> Result<HttpResponse, ApiError> {
+    let id = job_id(&path)?;
+    let lease_for = lease_of(body.lease_seconds)?;
+    let lease = lease_held(&state, &tenant, id, &body.worker_id).await?;
+    let beat = state.store.heartbeat(&lease.worker_id, &[id], lease_for).await?;
+    if beat.renewed.is_empty() {
+        return Err(jobs_core::JobError::LeaseLost(id).into());
+    }
+    if let Some(progress) = body.progress {
+        state.store.progress(&lease, progress, body.stage.as_deref()).await?;
+    }
+    Ok(HttpResponse::Ok().json(HeartbeatReply { cancel_requested: !beat.cancel_requested.is_empty() }))
+}
+
+/// Remote workers: the attempt succeeded (partially, with `item_errors`).
+#[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)), request_body = CompleteBody,
+    responses(
+        (status = 200, body = Ended),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs/{id}/complete")]
+pub async fn complete(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+    Json(body): Json<CompleteBody>,
+) -> Result<HttpResponse, ApiError> {
+    let lease = lease_held(&state, &tenant, job_id(&path)?, &body.worker_id).await?;
+    let outcome = match body.item_errors {
+        Some(item_errors) => Outcome::Partial { result: body.result, item_errors },
+        None => Outcome::Completed { result: body.result },
+    };
+    let state = state.store.finish(&lease, outcome).await?;
+    Ok(HttpResponse::Ok().json(Ended { state }))
+}
+
+/// Remote workers: the attempt failed; retried with backoff unless `retryable` is false.
+#[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)), request_body = FailBody,
+    responses(
+        (status = 200, description = "`pending` (will retry), `failed` or `cancelled`", body = Ended),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[post("/v1/jobs/{id}/fail")]
+pub async fn fail(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+    Json(body): Json<FailBody>,
+) -> Result<HttpResponse, ApiError> {
+    let lease = lease_held(&state, &tenant, job_id(&path)?, &body.worker_id).await?;
+    let retry = match (body.retryable.unwrap_or(true), body.retry_after_seconds) {
+        (false, _) => Retry::Never,
+        (true, None) => Retry::Backoff,
+        (true, Some(s)) if s.is_finite() && s >= 0.0 => Retry::After(Duration::from_secs_f64(s.min(1e9))),
+        (true, Some(_)) => return Err(ApiError::invalid_field("retry_after_seconds", "must be >= 0")),
+    };
+    let outcome = Outcome::Failed { kind: body.error.kind, message: body.error.message, retry };
+    let state = state.store.finish(&lease, outcome).await?;
+    Ok(HttpResponse::Ok().json(Ended { state }))
+}
+
+/// Per queue: jobs by state and the wait of the oldest due job.
+#[utoipa::path(get, path = "/v1/queues", tag = "queues",
+    responses(
+        (status = 200, body = Queues),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/queues")]
+pub async fn queues(state: Data, Tenant(tenant): Tenant) -> Result<HttpResponse, ApiError> {
+    let stats = state.store.queue_stats(Some(&tenant)).await?;
+    Ok(HttpResponse::Ok().json(Queues { queues: stats.into_iter().map(Into::into).collect() }))
+}
+
+/// The process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok".into() })
+}
+
+/// Ready to serve: database reachable, migrations at head, jobs table present.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, body = Health),
+        (status = 503, description = "`detail` says why", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/readyz")]
+pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
+    let check = tokio::time::timeout(Duration::from_secs(5), jobs_store::readiness(state.store.connection())).await;
+    match check {
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
+        Ok(Err(reason)) => Err(ApiError::unavailable(reason)),
+        Err(_) => Err(ApiError::unavailable("database did not answer within 5 s")),
+    }
+}
+
+/// Prometheus metrics of this process.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+#[get("/metrics")]
+pub async fn metrics(state: Data) -> HttpResponse {
+    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
+#[get("/openapi.json")]
+pub async fn openapi() -> HttpResponse {
+    use utoipa::OpenApi;
+    HttpResponse::Ok().json(crate::ApiDoc::openapi())
+}

@@ -18,9 +18,17 @@ async fn migrate_commands_manage_the_schema(migrated: TestDb) {
         );
         stdout(&output)
     };
-    assert_eq!(migrate("status"), "pending\tm20261125_000001_create_jobs\n");
+    let all = |state: &str| {
+        [
+            "m20261125_000001_create_jobs",
+            "m20261125_000002_create_api_keys",
+        ]
+        .map(|name| format!("{state}\t{name}\n"))
+        .concat()
+    };
+    assert_eq!(migrate("status"), all("pending"));
     migrate("up");
-    assert_eq!(migrate("status"), "applied\tm20261125_000001_create_jobs\n");
+    assert_eq!(migrate("status"), all("applied"));
     let seen = jobs_store::migration_status(db.store.connection())
         .await
         .unwrap();
@@ -29,9 +37,13 @@ async fn migrate_commands_manage_the_schema(migrated: TestDb) {
         "another connection sees the migration"
     );
     migrate("down");
-    assert_eq!(migrate("status"), "pending\tm20261125_000001_create_jobs\n");
+    assert_eq!(
+        migrate("status"),
+        "applied\tm20261125_000001_create_jobs\npending\tm20261125_000002_create_api_keys\n",
+        "down rolls back one step"
+    );
     migrate("up");
-    assert_eq!(migrate("status"), "applied\tm20261125_000001_create_jobs\n");
+    assert_eq!(migrate("status"), all("applied"));
 
     let refused = run(
         "jobs-api",

@@ -57,7 +57,11 @@ struct Serve {
     embedded_worker: String,
 
     /// Hosts the embedded worker's `http` handler may call.
-    #[arg(long = "http-allow-host", env = "JOBS_HTTP_ALLOW_HOSTS", value_delimiter = ',')]
+    #[arg(
+        long = "http-allow-host",
+        env = "JOBS_HTTP_ALLOW_HOSTS",
+        value_delimiter = ','
+    )]
     http_allow_hosts: Vec<String>,
 
     /// Largest request body in bytes.
@@ -117,10 +121,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
     if !opts.no_migrate {
-        migrate_up(store.connection()).await.context("applying migrations")?;
+        migrate_up(store.connection())
+            .await
+            .context("applying migrations")?;
     }
     if !store.has_active_keys().await.unwrap_or(false) {
-        tracing::warn!("no API keys configured: serving a single tenant without authentication (create one with `jobs-api keys create --tenant NAME`)");
+        tracing::warn!(
+            "no API keys configured: serving a single tenant without authentication (create one with `jobs-api keys create --tenant NAME`)"
+        );
     }
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -133,12 +141,22 @@ async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let worker = worker_on.then(|| {
         let builder = Worker::builder(store.clone()).queue("default", 10);
-        tokio::spawn(builtins::register(builder, opts.http_allow_hosts.clone()).build().run(shutdown.clone()))
+        tokio::spawn(
+            builtins::register(builder, opts.http_allow_hosts.clone())
+                .build()
+                .run(shutdown.clone()),
+        )
     });
 
-    let config = ApiConfig { body_limit: opts.body_limit, workers: opts.http_workers };
-    let state = ApiState::new(store, config, Some(metrics)).await.context("starting the API")?;
-    let listener = TcpListener::bind(opts.listen).with_context(|| format!("binding {}", opts.listen))?;
+    let config = ApiConfig {
+        body_limit: opts.body_limit,
+        workers: opts.http_workers,
+    };
+    let state = ApiState::new(store, config, Some(metrics))
+        .await
+        .context("starting the API")?;
+    let listener =
+        TcpListener::bind(opts.listen).with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(address = %opts.listen, embedded_worker = worker_on, "serving the API");
     // Returns after SIGINT/SIGTERM, once in-flight requests are answered.
     jobs_http::server(listener, state)?.await?;
@@ -153,10 +171,16 @@ async fn migrate(store: &SeaOrmStore, action: MigrateAction) -> anyhow::Result<(
     let db = store.connection();
     match action {
         MigrateAction::Up => migrate_up(db).await.context("migrate up")?,
-        MigrateAction::Down { steps } => migrate_down(db, Some(steps)).await.context("migrate down")?,
+        MigrateAction::Down { steps } => migrate_down(db, Some(steps))
+            .await
+            .context("migrate down")?,
         MigrateAction::Status => {
             for migration in migration_status(db).await.context("migration status")? {
-                let state = if migration.applied { "applied" } else { "pending" };
+                let state = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
                 println!("{state}\t{}", migration.name);
             }
         }
@@ -165,11 +189,16 @@ async fn migrate(store: &SeaOrmStore, action: MigrateAction) -> anyhow::Result<(
 }
 
 async fn keys(store: &SeaOrmStore, action: KeysAction) -> anyhow::Result<()> {
-    migrate_up(store.connection()).await.context("applying migrations")?;
+    migrate_up(store.connection())
+        .await
+        .context("applying migrations")?;
     match action {
         KeysAction::Create { tenant } => {
             let key = store.create_api_key(&tenant).await?;
-            eprintln!("key {} for tenant {}; it is shown only now:", key.id, key.tenant);
+            eprintln!(
+                "key {} for tenant {}; it is shown only now:",
+                key.id, key.tenant
+            );
             println!("{}", key.secret);
         }
         KeysAction::Revoke { id } => {
@@ -178,7 +207,11 @@ async fn keys(store: &SeaOrmStore, action: KeysAction) -> anyhow::Result<()> {
         }
         KeysAction::List => {
             for key in store.list_api_keys().await? {
-                let state = if key.revoked_at.is_some() { "revoked" } else { "active" };
+                let state = if key.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                };
                 println!("{}\t{}\t{}…\t{state}", key.id, key.tenant, key.prefix);
             }
         }

@@ -56,7 +56,10 @@ impl CreateJob {
         job.max_attempts = self.max_attempts.unwrap_or(job.max_attempts);
         job.timeout = self.timeout_ms.map(Duration::from_millis);
         job.deadline = self.deadline;
-        job.retention = self.ttl_seconds.map(Duration::from_secs).unwrap_or(job.retention);
+        job.retention = self
+            .ttl_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(job.retention);
         job.unique_key = self.unique_key;
         job.trace_id = trace_id;
         job.metadata = self.metadata.unwrap_or(job.metadata);
@@ -128,7 +131,12 @@ pub struct AttemptErrorView {
 
 impl From<AttemptError> for AttemptErrorView {
     fn from(e: AttemptError) -> Self {
-        Self { attempt: e.attempt, kind: e.kind, message: e.message, at: e.at }
+        Self {
+            attempt: e.attempt,
+            kind: e.kind,
+            message: e.message,
+            at: e.at,
+        }
     }
 }
 
@@ -309,7 +317,12 @@ impl From<QueueStats> for QueueView {
     fn from(stats: QueueStats) -> Self {
         let counts = State::ALL
             .iter()
-            .map(|s| (s.as_str().to_owned(), stats.counts.get(s).copied().unwrap_or(0)))
+            .map(|s| {
+                (
+                    s.as_str().to_owned(),
+                    stats.counts.get(s).copied().unwrap_or(0),
+                )
+            })
             .collect();
         Self {
             queue: stats.queue,

@@ -55,7 +55,10 @@ impl ApiError {
     fn with_fields(mut self, fields: Vec<FieldError>) -> Self {
         self.problem.errors = fields
             .into_iter()
-            .map(|f| ProblemField { field: f.field, message: f.message })
+            .map(|f| ProblemField {
+                field: f.field,
+                message: f.message,
+            })
             .collect();
         self
     }
@@ -66,14 +69,33 @@ impl ApiError {
 
     /// The body is not JSON, or not the JSON this endpoint takes.
     pub fn malformed(field: String, detail: String) -> Self {
-        let field = if field.is_empty() || field == "." { "body".to_owned() } else { field };
-        Self::new(StatusCode::BAD_REQUEST, "malformed-request", "Malformed request", detail.clone())
-            .with_fields(vec![FieldError::new(field, detail)])
+        let field = if field.is_empty() || field == "." {
+            "body".to_owned()
+        } else {
+            field
+        };
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "malformed-request",
+            "Malformed request",
+            detail.clone(),
+        )
+        .with_fields(vec![FieldError::new(field, detail)])
     }
 
     pub fn invalid(fields: Vec<FieldError>) -> Self {
-        let detail = fields.iter().map(|f| format!("{}: {}", f.field, f.message)).collect::<Vec<_>>().join("; ");
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request", detail).with_fields(fields)
+        let detail = fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation",
+            "Invalid request",
+            detail,
+        )
+        .with_fields(fields)
     }
 
     pub fn invalid_field(field: &str, message: &str) -> Self {
@@ -99,11 +121,21 @@ impl ApiError {
     }
 
     pub fn unauthorized(detail: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Unauthorized",
+            detail,
+        )
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "Service unavailable", detail)
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service unavailable",
+            detail,
+        )
     }
 
     pub fn problem(&self) -> &Problem {
@@ -117,17 +149,31 @@ impl From<JobError> for ApiError {
         match error {
             JobError::NotFound(_) => Self::not_found(detail),
             JobError::IllegalTransition { from, .. } => {
-                let mut e = Self::new(StatusCode::CONFLICT, "illegal-transition", "Illegal state transition", detail);
+                let mut e = Self::new(
+                    StatusCode::CONFLICT,
+                    "illegal-transition",
+                    "Illegal state transition",
+                    detail,
+                );
                 e.problem.state = Some(from);
                 e
             }
             JobError::Invalid(fields) => Self::invalid(fields),
-            JobError::Duplicate { .. } => Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail),
-            JobError::LeaseLost(_) => Self::new(StatusCode::CONFLICT, "lease-lost", "Lease lost", detail),
+            JobError::Duplicate { .. } => {
+                Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail)
+            }
+            JobError::LeaseLost(_) => {
+                Self::new(StatusCode::CONFLICT, "lease-lost", "Lease lost", detail)
+            }
             JobError::Unavailable(_) => Self::unavailable(detail),
             JobError::Storage(_) => {
                 tracing::error!(%detail, "storage error");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "Internal error", "the store failed; see the server log")
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "the store failed; see the server log",
+                )
             }
         }
     }

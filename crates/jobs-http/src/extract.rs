@@ -18,7 +18,9 @@ use crate::{ApiState, error::ApiError};
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
 fn state(req: &HttpRequest) -> web::Data<ApiState> {
-    req.app_data::<web::Data<ApiState>>().expect("ApiState is registered").clone()
+    req.app_data::<web::Data<ApiState>>()
+        .expect("ApiState is registered")
+        .clone()
 }
 
 /// A JSON body: over the limit -> 413; not JSON -> 400; wrong type or unknown field -> 400
@@ -32,7 +34,11 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = state(req).config.body_limit;
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let declared_length = req
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -55,10 +61,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 body.extend_from_slice(&chunk);
             }
             let deserializer = &mut serde_json::Deserializer::from_slice(&body);
-            serde_path_to_error::deserialize(deserializer).map(Json).map_err(|e| {
-                let path = e.path().to_string();
-                ApiError::malformed(path, e.into_inner().to_string())
-            })
+            serde_path_to_error::deserialize(deserializer)
+                .map(Json)
+                .map_err(|e| {
+                    let path = e.path().to_string();
+                    ApiError::malformed(path, e.into_inner().to_string())
+                })
         })
     }
 }
@@ -104,7 +112,9 @@ impl FromRequest for Tenant {
                 return Ok(Tenant(jobs_core::limits::DEFAULT_TENANT.to_owned()));
             }
             let Some(Some(secret)) = bearer else {
-                return Err(ApiError::unauthorized("send Authorization: Bearer <api key>"));
+                return Err(ApiError::unauthorized(
+                    "send Authorization: Bearer <api key>",
+                ));
             };
             match state.store.tenant_for_key(&secret).await? {
                 Some(tenant) => Ok(Tenant(tenant)),
@@ -145,11 +155,16 @@ impl TraceId {
         let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
         let from_traceparent = header("traceparent").and_then(|tp| {
             let parts: Vec<&str> = tp.trim().split('-').collect();
-            (parts.len() == 4 && parts[1].len() == 32 && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
-                .then(|| parts[1].to_ascii_lowercase())
+            (parts.len() == 4
+                && parts[1].len() == 32
+                && parts[1].bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| parts[1].to_ascii_lowercase())
         });
         let id = from_traceparent.or_else(|| {
-            header("x-request-id").map(str::trim).filter(|v| !v.is_empty()).map(|v| v.chars().take(255).collect())
+            header("x-request-id")
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.chars().take(255).collect())
         });
         Self(id)
     }
@@ -160,7 +175,11 @@ impl FromRequest for TraceId {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let id = req.extensions().get::<TraceId>().cloned().unwrap_or_else(|| TraceId::of(req));
+        let id = req
+            .extensions()
+            .get::<TraceId>()
+            .cloned()
+            .unwrap_or_else(|| TraceId::of(req));
         std::future::ready(Ok(id))
     }
 }

@@ -35,7 +35,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { body_limit: 1 << 20, workers: None }
+        Self {
+            body_limit: 1 << 20,
+            workers: None,
+        }
     }
 }
 
@@ -66,7 +69,13 @@ impl ApiState {
                 notify.notify_waiters();
             }
         });
-        Ok(Self { store, config, auth: Default::default(), metrics, wake })
+        Ok(Self {
+            store,
+            config,
+            auth: Default::default(),
+            metrics,
+            wake,
+        })
     }
 }
 
@@ -123,10 +132,17 @@ async fn observe(
     let span = tracing::info_span!("http", %method, path = %req.path(), trace_id = trace.0.as_deref().unwrap_or(""));
     let started = Instant::now();
     let response = next.call(req).instrument(span.clone()).await?;
-    let route = response.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
     let status = response.status().as_u16();
     let elapsed = started.elapsed().as_secs_f64();
-    let labels = [("method", method), ("route", route), ("status", status.to_string())];
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", status.to_string()),
+    ];
     metrics::counter!("http_requests_total", &labels).increment(1);
     metrics::histogram!("http_request_duration_seconds", &labels).record(elapsed);
     span.in_scope(|| {
@@ -157,12 +173,17 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        use utoipa::openapi::security::{
+            HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+        };
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "api_key",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
-        openapi.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+        openapi.security = Some(vec![SecurityRequirement::new(
+            "api_key",
+            Vec::<String>::new(),
+        )]);
     }
 }

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, get, post, delete, web};
+use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, ListFilter, NewJob, Outcome, PageRequest, Retry,
-    State,
+    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, ListFilter, NewJob, Outcome, PageRequest,
+    Retry, State,
 };
 use tokio::time::Instant;
 
@@ -29,19 +29,28 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// A path id that is not a UUID names no job: 404, like an unknown one.
 fn job_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse().map_err(|_| ApiError::not_found(format!("job {raw} not found")))
+    raw.parse()
+        .map_err(|_| ApiError::not_found(format!("job {raw} not found")))
 }
 
 fn wait_of(seconds: Option<f64>, cap: Duration) -> Result<Duration, ApiError> {
     match seconds {
         None => Ok(Duration::ZERO),
         Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s).min(cap)),
-        Some(_) => Err(ApiError::invalid_field("wait", "must be a number of seconds >= 0")),
+        Some(_) => Err(ApiError::invalid_field(
+            "wait",
+            "must be a number of seconds >= 0",
+        )),
     }
 }
 
 /// Polls the job until it ends or `wait` passes.
-async fn await_end(state: &ApiState, tenant: &str, id: JobId, wait: Duration) -> Result<Job, ApiError> {
+async fn await_end(
+    state: &ApiState,
+    tenant: &str,
+    id: JobId,
+    wait: Duration,
+) -> Result<Job, ApiError> {
     let until = Instant::now() + wait;
     loop {
         let job = state.store.get(Some(tenant), id).await?;
@@ -53,7 +62,10 @@ async fn await_end(state: &ApiState, tenant: &str, id: JobId, wait: Duration) ->
 }
 
 fn created(job: Job, duplicate: bool) -> Created {
-    Created { duplicate, job: job.into() }
+    Created {
+        duplicate,
+        job: job.into(),
+    }
 }
 
 /// Create a job.
@@ -77,7 +89,10 @@ pub async fn create_job(
     Json(body): Json<CreateJob>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = wait_of(query.wait, MAX_WAIT)?;
-    let enqueued = state.store.enqueue(body.into_new_job(&tenant, trace.0)).await?;
+    let enqueued = state
+        .store
+        .enqueue(body.into_new_job(&tenant, trace.0))
+        .await?;
     let job = enqueued.job;
     tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, "job accepted");
     if enqueued.duplicate {
@@ -87,11 +102,18 @@ pub async fn create_job(
         return Ok(HttpResponse::Accepted().json(created(job, false)));
     }
     let job = await_end(&state, &tenant, job.id, wait).await?;
-    let status = if job.state.is_ended() { HttpResponse::Ok() } else { HttpResponse::Accepted() };
+    let status = if job.state.is_ended() {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::Accepted()
+    };
     Ok(with_status(status, created(job, false)))
 }
 
-fn with_status(mut builder: actix_web::HttpResponseBuilder, body: impl serde::Serialize) -> HttpResponse {
+fn with_status(
+    mut builder: actix_web::HttpResponseBuilder,
+    body: impl serde::Serialize,
+) -> HttpResponse {
     builder.json(body)
 }
 
@@ -116,10 +138,21 @@ pub async fn create_batch(
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
     }
-    let jobs: Vec<NewJob> = body.jobs.into_iter().map(|j| j.into_new_job(&tenant, trace.0.clone())).collect();
+    let jobs: Vec<NewJob> = body
+        .jobs
+        .into_iter()
+        .map(|j| j.into_new_job(&tenant, trace.0.clone()))
+        .collect();
     let done = state.store.enqueue_many(jobs).await?;
-    tracing::info!(jobs = done.len(), trace_id = trace.0.as_deref().unwrap_or(""), "batch accepted");
-    let jobs = done.into_iter().map(|e| created(e.job, e.duplicate)).collect();
+    tracing::info!(
+        jobs = done.len(),
+        trace_id = trace.0.as_deref().unwrap_or(""),
+        "batch accepted"
+    );
+    let jobs = done
+        .into_iter()
+        .map(|e| created(e.job, e.duplicate))
+        .collect();
     Ok(HttpResponse::Accepted().json(CreatedBatch { jobs }))
 }
 
@@ -156,7 +189,11 @@ pub async fn get_job(
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs")]
-pub async fn list_jobs(state: Data, Tenant(tenant): Tenant, Query(q): Query<ListQuery>) -> Result<HttpResponse, ApiError> {
+pub async fn list_jobs(
+    state: Data,
+    Tenant(tenant): Tenant,
+    Query(q): Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
     let cursor = q.cursor.as_deref().map(str::parse::<Cursor>).transpose()?;
     let filter = ListFilter {
         tenant: Some(tenant),
@@ -166,7 +203,11 @@ pub async fn list_jobs(state: Data, Tenant(tenant): Tenant, Query(q): Query<List
         created_from: q.created_after,
         created_to: q.created_before,
     };
-    let page = PageRequest { limit: q.limit.unwrap_or(50), offset: q.offset.unwrap_or(0), cursor };
+    let page = PageRequest {
+        limit: q.limit.unwrap_or(50),
+        offset: q.offset.unwrap_or(0),
+        cursor,
+    };
     let page = state.store.list(&filter, &page).await?;
     Ok(HttpResponse::Ok().json(JobList {
         items: page.items.into_iter().map(Into::into).collect(),
@@ -184,7 +225,11 @@ pub async fn list_jobs(state: Data, Tenant(tenant): Tenant, Query(q): Query<List
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[delete("/v1/jobs/{id}")]
-pub async fn cancel_job(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn cancel_job(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = state.store.cancel(Some(&tenant), job_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
@@ -199,7 +244,11 @@ pub async fn cancel_job(state: Data, Tenant(tenant): Tenant, path: web::Path<Str
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/retry")]
-pub async fn retry_job(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn retry_job(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let job = state.store.retry(Some(&tenant), job_id(&path)?).await?;
     Ok(HttpResponse::Ok().json(JobView::from(job)))
 }
@@ -213,10 +262,21 @@ pub async fn retry_job(state: Data, Tenant(tenant): Tenant, path: web::Path<Stri
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs/{id}/events")]
-pub async fn job_events(state: Data, Tenant(tenant): Tenant, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn job_events(
+    state: Data,
+    Tenant(tenant): Tenant,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
     let first = state.store.get(Some(&tenant), id).await?;
-    let watch = Watch { state, tenant, id, first: Some(first), last: None, done: false };
+    let watch = Watch {
+        state,
+        tenant,
+        id,
+        first: Some(first),
+        last: None,
+        done: false,
+    };
     let events = stream::unfold(watch, |mut watch| async move {
         let frame = watch.next_frame().await?;
         Some((Ok::<_, actix_web::Error>(web::Bytes::from(frame)), watch))
@@ -249,10 +309,19 @@ impl Watch {
                 Some(job) => job,
                 None => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    self.state.store.get(Some(&self.tenant), self.id).await.ok()?
+                    self.state
+                        .store
+                        .get(Some(&self.tenant), self.id)
+                        .await
+                        .ok()?
                 }
             };
-            let key = (job.state, (job.progress * 1e6) as u64, job.stage.clone(), job.attempt);
+            let key = (
+                job.state,
+                (job.progress * 1e6) as u64,
+                job.stage.clone(),
+                job.attempt,
+            );
             if self.last.as_ref() == Some(&key) {
                 continue;
             }
@@ -276,17 +345,26 @@ impl Watch {
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/claims")]
-pub async fn claim(state: Data, Tenant(tenant): Tenant, Json(body): Json<ClaimBody>) -> Result<HttpResponse, ApiError> {
+pub async fn claim(
+    state: Data,
+    Tenant(tenant): Tenant,
+    Json(body): Json<ClaimBody>,
+) -> Result<HttpResponse, ApiError> {
     let max_jobs = body.max_jobs.unwrap_or(1);
     if !(1..=100).contains(&max_jobs) {
-        return Err(ApiError::invalid_field("max_jobs", "must be between 1 and 100"));
+        return Err(ApiError::invalid_field(
+            "max_jobs",
+            "must be between 1 and 100",
+        ));
     }
     let lease = lease_of(body.lease_seconds)?;
     check_worker_id(&body.worker_id)?;
     let wait = wait_of(body.wait_seconds, MAX_CLAIM_WAIT)?;
     let request = ClaimRequest {
         worker_id: body.worker_id,
-        queues: body.queues.unwrap_or_else(|| vec![jobs_core::limits::DEFAULT_QUEUE.to_owned()]),
+        queues: body
+            .queues
+            .unwrap_or_else(|| vec![jobs_core::limits::DEFAULT_QUEUE.to_owned()]),
         kinds: body.kinds,
         tenant: Some(tenant),
         limit: max_jobs,
@@ -301,26 +379,41 @@ pub async fn claim(state: Data, Tenant(tenant): Tenant, Json(body): Json<ClaimBo
             return Ok(HttpResponse::Ok().json(Claimed { jobs }));
         }
         // Woken by an enqueue, or re-check now and then for scheduled jobs coming due.
-        let _ = tokio::time::timeout(Duration::from_millis(500).min(until - Instant::now()), waiting).await;
+        let _ = tokio::time::timeout(
+            Duration::from_millis(500).min(until - Instant::now()),
+            waiting,
+        )
+        .await;
     }
 }
 
 fn lease_of(seconds: Option<u64>) -> Result<Duration, ApiError> {
     match seconds.unwrap_or(30) {
         s @ 1..=3600 => Ok(Duration::from_secs(s)),
-        _ => Err(ApiError::invalid_field("lease_seconds", "must be between 1 and 3600")),
+        _ => Err(ApiError::invalid_field(
+            "lease_seconds",
+            "must be between 1 and 3600",
+        )),
     }
 }
 
 fn check_worker_id(worker_id: &str) -> Result<(), ApiError> {
     if worker_id.is_empty() || worker_id.len() > 255 {
-        return Err(ApiError::invalid_field("worker_id", "must be 1 to 255 bytes"));
+        return Err(ApiError::invalid_field(
+            "worker_id",
+            "must be 1 to 255 bytes",
+        ));
     }
     Ok(())
 }
 
 /// The lease a remote worker holds on a job, if it holds one; else 409 `lease-lost`.
-async fn lease_held(state: &ApiState, tenant: &str, id: JobId, worker_id: &str) -> Result<Lease, ApiError> {
+async fn lease_held(
+    state: &ApiState,
+    tenant: &str,
+    id: JobId,
+    worker_id: &str,
+) -> Result<Lease, ApiError> {
     check_worker_id(worker_id)?;
     let job = state.store.get(Some(tenant), id).await?;
     match Lease::of(&job) {
@@ -352,14 +445,22 @@ pub async fn heartbeat(
     let id = job_id(&path)?;
     let lease_for = lease_of(body.lease_seconds)?;
     let lease = lease_held(&state, &tenant, id, &body.worker_id).await?;
-    let beat = state.store.heartbeat(&lease.worker_id, &[id], lease_for).await?;
+    let beat = state
+        .store
+        .heartbeat(&lease.worker_id, &[id], lease_for)
+        .await?;
     if beat.renewed.is_empty() {
         return Err(jobs_core::JobError::LeaseLost(id).into());
     }
     if let Some(progress) = body.progress {
-        state.store.progress(&lease, progress, body.stage.as_deref()).await?;
+        state
+            .store
+            .progress(&lease, progress, body.stage.as_deref())
+            .await?;
     }
-    Ok(HttpResponse::Ok().json(HeartbeatReply { cancel_requested: !beat.cancel_requested.is_empty() }))
+    Ok(HttpResponse::Ok().json(HeartbeatReply {
+        cancel_requested: !beat.cancel_requested.is_empty(),
+    }))
 }
 
 /// Remote workers: the attempt succeeded (partially, with `item_errors`).
@@ -384,8 +485,13 @@ pub async fn complete(
 ) -> Result<HttpResponse, ApiError> {
     let lease = lease_held(&state, &tenant, job_id(&path)?, &body.worker_id).await?;
     let outcome = match body.item_errors {
-        Some(item_errors) => Outcome::Partial { result: body.result, item_errors },
-        None => Outcome::Completed { result: body.result },
+        Some(item_errors) => Outcome::Partial {
+            result: body.result,
+            item_errors,
+        },
+        None => Outcome::Completed {
+            result: body.result,
+        },
     };
     let state = state.store.finish(&lease, outcome).await?;
     Ok(HttpResponse::Ok().json(Ended { state }))
@@ -415,10 +521,21 @@ pub async fn fail(
     let retry = match (body.retryable.unwrap_or(true), body.retry_after_seconds) {
         (false, _) => Retry::Never,
         (true, None) => Retry::Backoff,
-        (true, Some(s)) if s.is_finite() && s >= 0.0 => Retry::After(Duration::from_secs_f64(s.min(1e9))),
-        (true, Some(_)) => return Err(ApiError::invalid_field("retry_after_seconds", "must be >= 0")),
+        (true, Some(s)) if s.is_finite() && s >= 0.0 => {
+            Retry::After(Duration::from_secs_f64(s.min(1e9)))
+        }
+        (true, Some(_)) => {
+            return Err(ApiError::invalid_field(
+                "retry_after_seconds",
+                "must be >= 0",
+            ));
+        }
     };
-    let outcome = Outcome::Failed { kind: body.error.kind, message: body.error.message, retry };
+    let outcome = Outcome::Failed {
+        kind: body.error.kind,
+        message: body.error.message,
+        retry,
+    };
     let state = state.store.finish(&lease, outcome).await?;
     Ok(HttpResponse::Ok().json(Ended { state }))
 }
@@ -433,14 +550,18 @@ pub async fn fail(
 #[get("/v1/queues")]
 pub async fn queues(state: Data, Tenant(tenant): Tenant) -> Result<HttpResponse, ApiError> {
     let stats = state.store.queue_stats(Some(&tenant)).await?;
-    Ok(HttpResponse::Ok().json(Queues { queues: stats.into_iter().map(Into::into).collect() }))
+    Ok(HttpResponse::Ok().json(Queues {
+        queues: stats.into_iter().map(Into::into).collect(),
+    }))
 }
 
 /// The process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(Health { status: "ok".into() })
+    HttpResponse::Ok().json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// Ready to serve: database reachable, migrations at head, jobs table present.
@@ -451,9 +572,15 @@ pub async fn healthz() -> HttpResponse {
     ))]
 #[get("/readyz")]
 pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
-    let check = tokio::time::timeout(Duration::from_secs(5), jobs_store::readiness(state.store.connection())).await;
+    let check = tokio::time::timeout(
+        Duration::from_secs(5),
+        jobs_store::readiness(state.store.connection()),
+    )
+    .await;
     match check {
-        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health { status: "ready".into() })),
+        Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
+            status: "ready".into(),
+        })),
         Ok(Err(reason)) => Err(ApiError::unavailable(reason)),
         Err(_) => Err(ApiError::unavailable("database did not answer within 5 s")),
     }
@@ -464,8 +591,14 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 #[get("/metrics")]
 pub async fn metrics(state: Data) -> HttpResponse {
-    let body = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(body)
+    let body = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(body)
 }
 
 /// This document.

@@ -20,8 +20,8 @@ use crate::{
 
 /// What every secret starts with, so a key is recognisable in logs and secret scanners.
 const SECRET_PREFIX: &str = "jk_";
-/// Random alphanumeric characters after `SECRET_PREFIX`.
-const SECRET_RANDOM_LEN: usize = 40;
+/// Hex characters after `SECRET_PREFIX`: 244 bits from the operating system's CSPRNG.
+const SECRET_RANDOM_LEN: usize = 64;
 /// Characters of the secret kept in clear, to tell keys apart in listings.
 const PREFIX_LEN: usize = 8;
 
@@ -200,7 +200,10 @@ fn validate_tenant(tenant: &str) -> Result<(), JobError> {
 fn generate_secret() -> String {
     let mut secret = String::with_capacity(SECRET_PREFIX.len() + SECRET_RANDOM_LEN);
     secret.push_str(SECRET_PREFIX);
-    secret.extend(std::iter::repeat_with(fastrand::alphanumeric).take(SECRET_RANDOM_LEN));
+    // UUIDv4 draws from the OS generator (getrandom); two of them make the secret.
+    for _ in 0..2 {
+        secret.push_str(&Uuid::new_v4().simple().to_string());
+    }
     secret
 }
 
@@ -216,7 +219,7 @@ mod tests {
     fn secrets_have_the_documented_shape_and_differ() {
         let a = generate_secret();
         let b = generate_secret();
-        assert_eq!(a.len(), 43);
+        assert_eq!(a.len(), 3 + SECRET_RANDOM_LEN);
         assert!(a.starts_with("jk_"));
         assert!(a[3..].chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);

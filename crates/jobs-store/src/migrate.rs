@@ -63,7 +63,8 @@ pub async fn readiness(db: &DatabaseConnection) -> Result<(), String> {
     if !pending.is_empty() {
         return Err(format!("migrations not applied: {}", pending.join(", ")));
     }
-    let probe = sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id FROM jobs LIMIT 1");
+    let probe =
+        sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id FROM jobs LIMIT 1");
     sea_orm::ConnectionTrait::query_all_raw(db, probe)
         .await
         .map_err(|e| format!("jobs table not usable: {e}"))?;

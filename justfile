@@ -28,6 +28,14 @@ ci:
 migrate *ARGS="up":
     cargo run --quiet --bin jobs-api -- migrate {{ARGS}}
 
+# Serve the API on DATABASE_URL (default: ./jobs.db, with an embedded worker).
+api *ARGS:
+    cargo run --bin jobs-api -- {{ARGS}}
+
+# Print the OpenAPI document of a running api.
+openapi URL="http://127.0.0.1:8080":
+    curl -s {{URL}}/openapi.json
+
 # Run a worker process with the built-in handlers on DATABASE_URL (default: ./jobs.db).
 worker *ARGS:
     cargo run --bin jobs-worker -- {{ARGS}}

@@ -52,8 +52,8 @@ async fn created_secret_maps_to_its_tenant(db: TestDb) {
     let key = s.create_api_key("acme").await.unwrap();
     assert_eq!(key.tenant, "acme");
     assert!(key.secret.starts_with("jk_"), "{}", key.prefix);
-    assert_eq!(key.secret.len(), 43);
-    assert!(key.secret[3..].chars().all(|c| c.is_ascii_alphanumeric()));
+    assert_eq!(key.secret.len(), 67, "jk_ and 64 hex characters");
+    assert!(key.secret[3..].chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(key.prefix, key.secret[..8]);
     assert_eq!(
         s.tenant_for_key(&key.secret).await.unwrap().as_deref(),

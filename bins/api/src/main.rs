@@ -109,17 +109,25 @@ async fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    // When serving, listen for signals first: a SIGTERM during start-up is a graceful
+    // stop, not a kill. Other commands keep the default (Ctrl-C ends them).
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let shutdown = if serving {
+        jobs_worker::signals::cancel_on_signals()?
+    } else {
+        CancellationToken::new()
+    };
     let store = SeaOrmStore::connect(&cli.database_url)
         .await
         .with_context(|| format!("connecting to {}", redact(&cli.database_url)))?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(store, cli.serve).await,
+        Command::Serve => serve(store, cli.serve, shutdown).await,
         Command::Migrate { action } => migrate(&store, action).await,
         Command::Keys { action } => keys(&store, action).await,
     }
 }
 
-async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
+async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> anyhow::Result<()> {
     if !opts.no_migrate {
         migrate_up(store.connection())
             .await
@@ -138,7 +146,6 @@ async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
         "off" => false,
         _ => !store.is_postgres(),
     };
-    let shutdown = CancellationToken::new();
     let worker = worker_on.then(|| {
         let builder = Worker::builder(store.clone()).queue("default", 10);
         tokio::spawn(
@@ -158,8 +165,17 @@ async fn serve(store: SeaOrmStore, opts: Serve) -> anyhow::Result<()> {
     let listener =
         TcpListener::bind(opts.listen).with_context(|| format!("binding {}", opts.listen))?;
     tracing::info!(address = %opts.listen, embedded_worker = worker_on, "serving the API");
-    // Returns after SIGINT/SIGTERM, once in-flight requests are answered.
-    jobs_http::server(listener, state)?.await?;
+    let server = jobs_http::server(listener, state)?;
+    let handle = server.handle();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            // Stop accepting, answer the requests in flight, then return.
+            handle.stop(true).await;
+        }
+    });
+    server.await?;
     shutdown.cancel();
     if let Some(worker) = worker {
         worker.await?.context("embedded worker")?;

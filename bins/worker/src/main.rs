@@ -6,7 +6,7 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};
-use jobs_worker::{CancellationToken, Worker, builtins};
+use jobs_worker::{Worker, builtins};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -85,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
+    // Listen for signals first: a SIGTERM during start-up is a graceful stop, not a kill.
+    let shutdown = jobs_worker::signals::cancel_on_signals()?;
     if let Some(addr) = cli.metrics_addr {
         metrics_exporter_prometheus::PrometheusBuilder::new()
             .with_http_listener(addr)
@@ -115,25 +117,6 @@ async fn main() -> anyhow::Result<()> {
     }
     let worker = builtins::register(builder, cli.http_allow_hosts).build();
 
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            shutdown_signal().await;
-            tracing::info!("signal received: shutting down gracefully");
-            shutdown.cancel();
-        }
-    });
     worker.run(shutdown).await.context("worker failed")?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }

@@ -90,6 +90,8 @@ pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server>
             .configure(routes)
             .default_service(web::to(unknown_route))
     })
+    // The caller decides when to stop (its own signal handling, or a test).
+    .disable_signals()
     .shutdown_timeout(10);
     if let Some(workers) = workers {
         server = server.workers(workers);

@@ -9,6 +9,7 @@ mod executor;
 mod handler;
 mod maintenance;
 mod metrics;
+pub mod signals;
 mod worker;
 
 pub use context::JobContext;

@@ -41,9 +41,37 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// A child process that is killed when dropped, so a failing test leaves no process
+/// behind (holding database connections).
+#[derive(Debug)]
+pub struct Proc(std::process::Child);
+
+impl std::ops::Deref for Proc {
+    type Target = std::process::Child;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// Starts a binary in the background with `DATABASE_URL` set; its output goes to a log
-/// file next to the test binary, named after `label`, for reading when a test fails.
-pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> std::process::Child {
+/// file in the temporary directory, named after `label`, for reading when a test fails.
+pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> Proc {
     let log_dir = std::env::temp_dir().join("jobs-blackbox-logs");
     std::fs::create_dir_all(&log_dir).expect("log directory");
     let log = std::fs::File::create(log_dir.join(format!("{label}.log"))).expect("log file");
@@ -54,6 +82,7 @@ pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> std:
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
         .spawn()
+        .map(Proc)
         .expect("start binary")
 }
 

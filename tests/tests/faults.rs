@@ -11,13 +11,12 @@
 use std::{
     collections::{HashMap, HashSet},
     net::TcpListener,
-    process::Child,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use blackbox_tests::{spawn, terminate};
+use blackbox_tests::{Proc, spawn, terminate};
 use jobs_store::{SeaOrmStore, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
@@ -76,8 +75,8 @@ struct Cluster {
     db: TestDb,
     url: String,
     ledger: Ledger,
-    apis: Vec<(String, Child)>,
-    workers: Vec<(String, Child)>,
+    apis: Vec<(String, Proc)>,
+    workers: Vec<(String, Proc)>,
     started_workers: usize,
     http: reqwest::Client,
     label: &'static str,
@@ -260,8 +259,9 @@ struct Load {
 }
 
 impl Load {
+    /// The token doubles as the unique key, so a client may safely resend.
     fn job(&self, token: &str) -> Value {
-        json!({"kind": "http", "args": {"url": self.ledger_url, "body": {"token": token, "ms": 5}}})
+        json!({"kind": "http", "unique_key": token, "args": {"url": self.ledger_url, "body": {"token": token, "ms": 5}}})
     }
 
     /// Sends `total` jobs through both apis from 8 clients, alternating single requests and
@@ -308,8 +308,17 @@ impl Load {
     }
 }
 
+/// Posts like a careful client: a 503 or a lost connection is retried (jobs carry unique
+/// keys, so a resend cannot create a second job), three tries in all.
 async fn post_ok(http: &reqwest::Client, url: &str, body: &Value) -> bool {
-    matches!(http.post(url).json(body).send().await, Ok(r) if r.status().is_success())
+    for _ in 0..3 {
+        match http.post(url).json(body).send().await {
+            Ok(r) if r.status().is_success() => return true,
+            Ok(r) if r.status() != 503 => return false,
+            _ => sleep(Duration::from_millis(200)).await,
+        }
+    }
+    false
 }
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
@@ -452,7 +461,7 @@ async fn sigterm_rolling_deploy() {
     cluster.stop().await;
 }
 
-fn pg_cluster(action: &str) {
+fn pg_cluster(action: &str) -> bool {
     let version = std::fs::read_dir("/etc/postgresql")
         .expect("a Debian PostgreSQL cluster")
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -462,7 +471,17 @@ fn pg_cluster(action: &str) {
         .args(["--skip-systemctl-redirect", &version, "main", action])
         .status()
         .expect("run pg_ctlcluster");
-    assert!(status.success(), "pg_ctlcluster {action}");
+    status.success()
+}
+
+struct StartOnDrop;
+
+impl Drop for StartOnDrop {
+    fn drop(&mut self) {
+        if !pg_cluster("start") {
+            eprintln!("pg_ctlcluster start failed: start PostgreSQL by hand");
+        }
+    }
 }
 
 async fn postgres_restart() {
@@ -470,10 +489,17 @@ async fn postgres_restart() {
     let cluster = Cluster::start("pgdown").await;
     let started = Instant::now();
     let load = cluster.load();
-    let first = load.clone().enqueue(n / 2).await;
+    let first = Load {
+        label: "pgdown-before",
+        ..load.clone()
+    }
+    .enqueue(n / 2)
+    .await;
     sleep(Duration::from_millis(300)).await;
 
-    pg_cluster("stop");
+    assert!(pg_cluster("stop"), "pg_ctlcluster stop");
+    // Whatever happens below, PostgreSQL comes back for the tests that follow.
+    let _restart = StartOnDrop;
     let down_at = Instant::now();
     let mut slowest = Duration::ZERO;
     let mut answered = 0;
@@ -493,6 +519,8 @@ async fn postgres_restart() {
                 503,
                 "a create while the database is down is refused"
             );
+            slowest = slowest.max(asked.elapsed());
+            let asked = Instant::now();
             let ready = load
                 .http
                 .get(format!("{base}/readyz"))
@@ -507,13 +535,18 @@ async fn postgres_restart() {
         }
         sleep(Duration::from_millis(500)).await;
     }
-    pg_cluster("start");
+    drop(_restart);
     let up_at = Instant::now();
     for base in &load.bases {
         wait_ready(&load.http, base).await;
     }
     let recovered = up_at.elapsed();
-    let second = load.enqueue(n - n / 2).await;
+    let second = Load {
+        label: "pgdown-after",
+        ..load.clone()
+    }
+    .enqueue(n - n / 2)
+    .await;
     assert!(
         slowest < Duration::from_secs(6),
         "no request hung while the database was down: {slowest:?}"

@@ -582,7 +582,7 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
             status: "ready".into(),
         })),
         Ok(Err(reason)) => Err(ApiError::unavailable(reason)),
-        Err(_) => Err(ApiError::unavailable("database did not answer within 5 s")),
+        Err(_) => Err(ApiError::unavailable("database unreachable: no answer within 5 s")),
     }
 }
 

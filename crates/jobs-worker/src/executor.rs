@@ -9,7 +9,7 @@ use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
     Handler, HandlerError, Output,
-    worker::{Completion, Shared, StopReason},
+    worker::{Completion, Shared, Slot, StopReason},
 };
 
 pub(crate) async fn execute(
@@ -17,6 +17,7 @@ pub(crate) async fn execute(
     job: Job,
     handler: Arc<dyn Handler>,
     timeout: Option<Duration>,
+    slot: Slot,
 ) {
     let Some(lease) = Lease::of(&job) else { return };
     let running = shared.start(&job);
@@ -32,12 +33,12 @@ pub(crate) async fn execute(
     let outcome = supervise(&shared, &job, task, &running, timeout).await;
 
     crate::metrics::stopped(&job, started.elapsed());
-    shared.stop(&job);
     if let Some(outcome) = outcome {
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
         let failure = matches!(outcome, Outcome::Failed { .. });
         shared.complete(Completion {
+            _slot: slot,
             lease,
             outcome,
             kind: job.kind.clone(),

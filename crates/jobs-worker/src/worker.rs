@@ -156,7 +156,7 @@ impl WorkerBuilder {
                 handlers: self.handlers,
                 config: self.config,
                 queues,
-                running: Mutex::new(HashMap::new()),
+                running: Arc::default(),
                 completions,
             }),
             completed,
@@ -297,6 +297,10 @@ pub(crate) enum StopReason {
     Lost,
 }
 
+/// The jobs this worker holds, from claim until their outcome is written: the
+/// heartbeater renews exactly these leases.
+type RunningMap = Mutex<HashMap<JobId, Arc<Running>>>;
+
 pub(crate) struct Running {
     pub(crate) ctx: JobContext,
     lease: Lease,
@@ -322,6 +326,8 @@ impl Running {
 }
 
 pub(crate) struct Completion {
+    /// Freed when the completion is dropped, after its outcome is written.
+    pub(crate) _slot: Slot,
     pub(crate) lease: Lease,
     pub(crate) outcome: Outcome,
     pub(crate) kind: String,
@@ -334,7 +340,7 @@ pub(crate) struct Shared {
     handlers: HashMap<String, Registered>,
     pub(crate) config: WorkerConfig,
     queues: Vec<Arc<QueueSlots>>,
-    running: Mutex<HashMap<JobId, Arc<Running>>>,
+    running: Arc<RunningMap>,
     completions: mpsc::UnboundedSender<Completion>,
 }
 
@@ -356,10 +362,6 @@ impl Shared {
             .expect("running lock")
             .insert(job.id, running.clone());
         running
-    }
-
-    pub(crate) fn stop(&self, job: &Job) {
-        self.running.lock().expect("running lock").remove(&job.id);
     }
 
     pub(crate) fn complete(&self, completion: Completion) {
@@ -475,26 +477,44 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
         .clone()
         .try_acquire_owned()
         .expect("claimed no more than the free slots");
+    let slot = Slot {
+        _permit: permit,
+        queue: queue.clone(),
+        running: shared.running.clone(),
+        job: job.id,
+    };
     let Some(registered) = shared.handlers.get(&job.kind) else {
-        // Claims filter by registered kinds, so this cannot happen; release it if it does.
+        // Claims filter by registered kinds, so this cannot happen.
         tracing::error!(kind = %job.kind, "claimed a job of an unregistered kind");
         return;
     };
     let handler = registered.handler.clone();
     let timeout = registered.timeout.or(shared.config.default_timeout);
     let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempt, trace_id = job.trace_id.as_deref().unwrap_or(""));
-    let shared = shared.clone();
-    let queue = queue.clone();
     tokio::spawn(
-        async move {
-            crate::executor::execute(shared, job, handler, timeout).await;
-            drop(permit);
-            if queue.maybe_more.load(Ordering::Relaxed) {
-                queue.wake.notify_one();
-            }
-        }
-        .instrument(span),
+        crate::executor::execute(shared.clone(), job, handler, timeout, slot).instrument(span),
     );
+}
+
+/// A claimed job's place in its queue's concurrency limit and in the heartbeat set. It
+/// is held until the job's outcome is written, so a worker never holds more jobs without a
+/// durable outcome than its concurrency, and keeps their leases alive meanwhile: a slow
+/// database slows claiming instead of letting finished jobs expire and run again.
+/// Freeing it wakes the producer if more jobs may wait.
+pub(crate) struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    queue: Arc<QueueSlots>,
+    running: Arc<RunningMap>,
+    job: JobId,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.running.lock().expect("running lock").remove(&self.job);
+        if self.queue.maybe_more.load(Ordering::Relaxed) {
+            self.queue.wake.notify_one();
+        }
+    }
 }
 
 /// Writes outcomes in batches: whatever queued up while the previous write ran goes in

@@ -43,3 +43,21 @@ worker *ARGS:
 # Start latency (enqueue -> handler start) into an idle worker; prints p50/p99 as JSON.
 bench-latency URL="postgres:///jobs_bench?host=/var/run/postgresql&user=" + `id -un`:
     cargo run --release -p jobs-worker --example start_latency -- '{{URL}}' 200
+
+# Load: 64 HTTP clients create and read jobs for 60 s against api + worker on PostgreSQL
+# (drops and recreates jobs_load); prints latencies, throughput, drain, RSS, a JSON summary.
+# Options: --clients N --seconds S --worker-concurrency N --database-url URL --drain-timeout S.
+load *ARGS:
+    cargo run --release -p blackbox-tests --example load -- {{ARGS}}
+
+# Fault scenarios with real processes on PostgreSQL (short: 2,000 jobs each, as in CI).
+faults:
+    JOBS_TEST_POSTGRES_URL='{{pg_url}}' cargo test -p blackbox-tests --test faults -- --nocapture
+
+# The long variant: 20,000 jobs per scenario.
+faults-long:
+    JOBS_FAULT_JOBS=20000 JOBS_TEST_POSTGRES_URL='{{pg_url}}' cargo test -p blackbox-tests --test faults -- --nocapture
+
+# Schemathesis against the api's /openapi.json (installs it into a venv on first use).
+schemathesis *ARGS:
+    bash scripts/schemathesis.sh {{ARGS}}

@@ -73,13 +73,20 @@ impl PageRequest {
     }
 
     pub fn validate(&self) -> Result<(), JobError> {
-        if (1..=Self::MAX_LIMIT).contains(&self.limit) {
+        let mut errors = Vec::new();
+        if !(1..=Self::MAX_LIMIT).contains(&self.limit) {
+            errors.push(crate::FieldError::new("limit", "must be between 1 and 100"));
+        }
+        if self.offset > i64::MAX as u64 {
+            errors.push(crate::FieldError::new(
+                "offset",
+                "must be at most 9223372036854775807",
+            ));
+        }
+        if errors.is_empty() {
             Ok(())
         } else {
-            Err(JobError::Invalid(vec![crate::FieldError::new(
-                "limit",
-                "must be between 1 and 100",
-            )]))
+            Err(JobError::Invalid(errors))
         }
     }
 }
@@ -111,8 +118,8 @@ impl std::str::FromStr for Cursor {
         };
         let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
         let micros: i128 = micros.parse().map_err(|_| invalid())?;
-        let created_at =
-            OffsetDateTime::from_unix_timestamp_nanos(micros * 1_000).map_err(|_| invalid())?;
+        let nanos = micros.checked_mul(1_000).ok_or_else(invalid)?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
         let id = id.parse().map_err(|_| invalid())?;
         Ok(Self { created_at, id })
     }
@@ -360,5 +367,10 @@ mod tests {
         };
         assert_eq!(cursor.to_string().parse::<Cursor>().unwrap(), cursor);
         assert!("nonsense".parse::<Cursor>().is_err());
+        let huge = format!("{}.{}", "9".repeat(38), JobId::new());
+        assert!(
+            huge.parse::<Cursor>().is_err(),
+            "an overflowing time is refused, not a panic"
+        );
     }
 }

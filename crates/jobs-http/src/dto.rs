@@ -14,31 +14,40 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct CreateJob {
     /// Which handler runs it, e.g. `send_email`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
     pub kind: String,
     /// The handler's arguments (any JSON; default `{}`).
     #[serde(default = "empty_object")]
     pub args: Value,
     /// Default `default`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
     pub queue: Option<String>,
     /// 0..=10, 10 runs first; default 5.
+    #[schema(minimum = 0, maximum = 10)]
     pub priority: Option<i16>,
     /// Run no earlier than this instant. Exclusive with `delay_ms`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub run_at: Option<OffsetDateTime>,
     /// Run no earlier than this many milliseconds from now.
+    #[schema(maximum = 315_360_000_000u64)]
     pub delay_ms: Option<u64>,
     /// 1..=1000; default 20.
+    #[schema(minimum = 1, maximum = 1000)]
     pub max_attempts: Option<i32>,
     /// Per-attempt limit in milliseconds.
+    #[schema(minimum = 1, maximum = 315_360_000_000u64)]
     pub timeout_ms: Option<u64>,
     /// After this instant the job fails instead of running or retrying.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub deadline: Option<OffsetDateTime>,
     /// How long the job is kept after it ends, in seconds; default 7 days.
+    #[schema(maximum = 315_360_000u64)]
     pub ttl_seconds: Option<u64>,
     /// Per tenant: a second create with this key returns the first job.
+    #[schema(min_length = 1, max_length = 255)]
     pub unique_key: Option<String>,
     /// Free-form JSON object.
+    #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
 }
 
@@ -71,6 +80,7 @@ impl CreateJob {
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
     /// 1..=1000 jobs, inserted all or none.
+    #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<CreateJob>,
 }
 
@@ -197,6 +207,7 @@ pub struct CreatedBatch {
 #[into_params(parameter_in = Query)]
 pub struct WaitQuery {
     /// Seconds to wait for the job to end (capped at 60).
+    #[param(minimum = 0)]
     pub wait: Option<f64>,
 }
 
@@ -204,22 +215,25 @@ pub struct WaitQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled)$")]
     pub state: Option<State>,
     pub kind: Option<String>,
     pub queue: Option<String>,
     /// Created at or after (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub created_after: Option<OffsetDateTime>,
     /// Created before (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
-    #[param(value_type = Option<String>)]
+    #[param(value_type = Option<String>, format = DateTime)]
     pub created_before: Option<OffsetDateTime>,
     /// 1..=100, default 50.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
+    #[param(maximum = 9_223_372_036_854_775_807u64)]
     pub offset: Option<u64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^-?[0-9]{1,20}\.[0-9a-fA-F-]{36}$")]
     pub cursor: Option<String>,
 }
 
@@ -234,16 +248,20 @@ pub struct JobList {
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
     /// Unique per worker process.
+    #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
     /// Default `["default"]`.
     pub queues: Option<Vec<String>>,
     /// Only these kinds; default any.
     pub kinds: Option<Vec<String>>,
     /// 1..=100, default 1.
+    #[schema(minimum = 1, maximum = 100)]
     pub max_jobs: Option<u32>,
     /// 1..=3600, default 30.
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: Option<u64>,
     /// Wait up to this long (max 30 s) for a job when none is due.
+    #[schema(minimum = 0)]
     pub wait_seconds: Option<f64>,
 }
 
@@ -255,11 +273,14 @@ pub struct Claimed {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeartbeatBody {
+    #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
     /// 0.0..=1.0.
+    #[schema(minimum = 0, maximum = 1)]
     pub progress: Option<f64>,
     pub stage: Option<String>,
     /// Extend the lease by this long; default 30.
+    #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: Option<u64>,
 }
 
@@ -272,6 +293,7 @@ pub struct HeartbeatReply {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CompleteBody {
+    #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
     #[serde(default)]
     pub result: Value,
@@ -282,11 +304,13 @@ pub struct CompleteBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailBody {
+    #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
     pub error: FailError,
     /// Default true: retried with backoff while attempts remain.
     pub retryable: Option<bool>,
     /// Retry after exactly this long instead of the backoff.
+    #[schema(minimum = 0)]
     pub retry_after_seconds: Option<f64>,
 }
 

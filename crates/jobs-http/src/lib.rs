@@ -118,9 +118,54 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::openapi);
 }
 
+/// No route matched: 405 with `Allow` when the path exists under other methods, else 404.
 async fn unknown_route(req: HttpRequest) -> actix_web::HttpResponse {
     use actix_web::ResponseError;
-    ApiError::not_found(format!("no route for {} {}", req.method(), req.path())).error_response()
+    let allowed: Vec<&str> = known_routes()
+        .iter()
+        .filter(|(pattern, _)| pattern.is_match(req.path()))
+        .flat_map(|(_, methods)| methods.iter().copied())
+        .collect();
+    if allowed.is_empty() {
+        return ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))
+            .error_response();
+    }
+    let mut response =
+        ApiError::method_not_allowed(req.method().as_str(), req.path()).error_response();
+    let allow =
+        actix_web::http::header::HeaderValue::from_str(&allowed.join(", ")).expect("method names");
+    response
+        .headers_mut()
+        .insert(actix_web::http::header::ALLOW, allow);
+    response
+}
+
+/// Each documented path and its methods, read once from the OpenAPI document, which is
+/// generated from the routes themselves.
+fn known_routes() -> &'static [(actix_web::dev::ResourceDef, Vec<&'static str>)] {
+    static ROUTES: std::sync::OnceLock<Vec<(actix_web::dev::ResourceDef, Vec<&'static str>)>> =
+        std::sync::OnceLock::new();
+    ROUTES.get_or_init(|| {
+        ApiDoc::openapi()
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let methods = [
+                    ("GET", item.get.is_some()),
+                    ("POST", item.post.is_some()),
+                    ("PUT", item.put.is_some()),
+                    ("DELETE", item.delete.is_some()),
+                ];
+                let methods = methods
+                    .into_iter()
+                    .filter(|(_, has)| *has)
+                    .map(|(m, _)| m)
+                    .collect();
+                (actix_web::dev::ResourceDef::new(path.as_str()), methods)
+            })
+            .collect()
+    })
 }
 
 /// Per request: the trace id for handlers and logs, request counts and latencies.

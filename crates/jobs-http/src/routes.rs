@@ -36,7 +36,10 @@ fn job_id(raw: &str) -> Result<JobId, ApiError> {
 fn wait_of(seconds: Option<f64>, cap: Duration) -> Result<Duration, ApiError> {
     match seconds {
         None => Ok(Duration::ZERO),
-        Some(s) if s.is_finite() && s >= 0.0 => Ok(Duration::from_secs_f64(s).min(cap)),
+        // Clamp before converting: a huge value must not overflow Duration.
+        Some(s) if s.is_finite() && s >= 0.0 => {
+            Ok(Duration::from_secs_f64(s.min(cap.as_secs_f64())))
+        }
         Some(_) => Err(ApiError::invalid_field(
             "wait",
             "must be a number of seconds >= 0",
@@ -444,6 +447,12 @@ pub async fn heartbeat(
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
     let lease_for = lease_of(body.lease_seconds)?;
+    if body.progress.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+        return Err(ApiError::invalid_field(
+            "progress",
+            "must be between 0.0 and 1.0",
+        ));
+    }
     let lease = lease_held(&state, &tenant, id, &body.worker_id).await?;
     let beat = state
         .store
@@ -556,7 +565,7 @@ pub async fn queues(state: Data, Tenant(tenant): Tenant) -> Result<HttpResponse,
 }
 
 /// The process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()), responses((status = 200, body = Health)))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health {
@@ -565,7 +574,7 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// Ready to serve: database reachable, migrations at head, jobs table present.
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, body = Health),
         (status = 503, description = "`detail` says why", body = Problem, content_type = "application/problem+json"),
@@ -582,12 +591,14 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
             status: "ready".into(),
         })),
         Ok(Err(reason)) => Err(ApiError::unavailable(reason)),
-        Err(_) => Err(ApiError::unavailable("database unreachable: no answer within 5 s")),
+        Err(_) => Err(ApiError::unavailable(
+            "database unreachable: no answer within 5 s",
+        )),
     }
 }
 
 /// Prometheus metrics of this process.
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 #[get("/metrics")]
 pub async fn metrics(state: Data) -> HttpResponse {
@@ -602,7 +613,7 @@ pub async fn metrics(state: Data) -> HttpResponse {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 #[get("/openapi.json")]
 pub async fn openapi() -> HttpResponse {

@@ -526,6 +526,46 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation",
     );
+    let (status, body) = api.delete("/healthz").await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+    );
+    let allow = api
+        .http
+        .put(format!("{}/v1/jobs", api.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allow.headers()["allow"], "GET, POST");
+    let huge = format!(
+        "/v1/jobs?cursor={}.01a21413-792a-75c8-a57e-f7c157450ee5",
+        "9".repeat(38)
+    );
+    let (status, body) = api.get(&huge).await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    );
+    let (status, body) = api.get("/v1/jobs?offset=9223372036854775808").await;
+    assert_problem(
+        status,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation",
+    );
+    let ended = api.create(json!({"kind": "k"})).await;
+    api.delete(&format!("/v1/jobs/{ended}")).await;
+    let (status, body) = api.get(&format!("/v1/jobs/{ended}?wait=1e20")).await;
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (StatusCode::OK, Some("cancelled")),
+        "an absurd wait is capped, not a crash"
+    );
     let (status, body) = api.get("/v1/nothing-here").await;
     assert_problem(status, &body, StatusCode::NOT_FOUND, "not-found");
     let (status, body) = api

@@ -24,24 +24,29 @@ pub struct CreateJob {
     pub queue: Option<String>,
     /// 0..=10, 10 runs first; default 5.
     #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub priority: Option<i16>,
     /// Run no earlier than this instant. Exclusive with `delay_ms`.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub run_at: Option<OffsetDateTime>,
     /// Run no earlier than this many milliseconds from now.
     #[schema(maximum = 315_360_000_000u64)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub delay_ms: Option<u64>,
     /// 1..=1000; default 20.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub max_attempts: Option<i32>,
     /// Per-attempt limit in milliseconds.
     #[schema(minimum = 1, maximum = 315_360_000_000u64)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub timeout_ms: Option<u64>,
     /// After this instant the job fails instead of running or retrying.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub deadline: Option<OffsetDateTime>,
     /// How long the job is kept after it ends, in seconds; default 7 days.
     #[schema(maximum = 315_360_000u64)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub ttl_seconds: Option<u64>,
     /// Per tenant: a second create with this key returns the first job.
     #[schema(min_length = 1, max_length = 255)]
@@ -233,7 +238,9 @@ pub struct ListQuery {
     #[param(maximum = 9_223_372_036_854_775_807u64)]
     pub offset: Option<u64>,
     /// `next_cursor` of the previous page.
-    #[param(pattern = r"^-?[0-9]{1,20}\.[0-9a-fA-F-]{36}$")]
+    #[param(
+        pattern = r"^-?[0-9]{1,17}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -256,9 +263,11 @@ pub struct ClaimBody {
     pub kinds: Option<Vec<String>>,
     /// 1..=100, default 1.
     #[schema(minimum = 1, maximum = 100)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub max_jobs: Option<u32>,
     /// 1..=3600, default 30.
     #[schema(minimum = 1, maximum = 3600)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub lease_seconds: Option<u64>,
     /// Wait up to this long (max 30 s) for a job when none is due.
     #[schema(minimum = 0)]
@@ -281,6 +290,7 @@ pub struct HeartbeatBody {
     pub stage: Option<String>,
     /// Extend the lease by this long; default 30.
     #[schema(minimum = 1, maximum = 3600)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub lease_seconds: Option<u64>,
 }
 
@@ -364,4 +374,35 @@ pub struct Queues {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
+}
+
+/// JSON Schema counts `46.0` as an integer; so do we, for integer fields.
+mod whole {
+    use serde::{Deserialize, Deserializer, de::Error};
+    use serde_json::Number;
+
+    pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<i64> + TryFrom<u64>,
+    {
+        let Some(number) = Option::<Number>::deserialize(deserializer)? else {
+            return Ok(None);
+        };
+        let out_of_range = || D::Error::custom(format!("{number} is out of range"));
+        if let Some(n) = number.as_u64() {
+            return T::try_from(n).map(Some).map_err(|_| out_of_range());
+        }
+        if let Some(n) = number.as_i64() {
+            return T::try_from(n).map(Some).map_err(|_| out_of_range());
+        }
+        match number.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+                T::try_from(f as i64).map(Some).map_err(|_| out_of_range())
+            }
+            _ => Err(D::Error::custom(format!(
+                "invalid type: {number}, expected an integer"
+            ))),
+        }
+    }
 }

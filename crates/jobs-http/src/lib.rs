@@ -121,11 +121,21 @@ fn routes(cfg: &mut web::ServiceConfig) {
 /// No route matched: 405 with `Allow` when the path exists under other methods, else 404.
 async fn unknown_route(req: HttpRequest) -> actix_web::HttpResponse {
     use actix_web::ResponseError;
-    let allowed: Vec<&str> = known_routes()
+    let matching: Vec<_> = known_routes()
         .iter()
         .filter(|(pattern, _)| pattern.is_match(req.path()))
-        .flat_map(|(_, methods)| methods.iter().copied())
         .collect();
+    // A literal path (`/v1/jobs/batch`) shadows a template that also matches it (`/v1/jobs/{id}`).
+    let exact = matching
+        .iter()
+        .find(|(pattern, _)| pattern.pattern() == Some(req.path()));
+    let allowed: Vec<&str> = match exact {
+        Some((_, methods)) => methods.clone(),
+        None => matching
+            .iter()
+            .flat_map(|(_, methods)| methods.iter().copied())
+            .collect(),
+    };
     if allowed.is_empty() {
         return ApiError::not_found(format!("no route for {} {}", req.method(), req.path()))
             .error_response();

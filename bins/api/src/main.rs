@@ -141,6 +141,16 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
+    // Histograms keep their samples until drained; drain them on a timer so memory stays
+    // bounded when nothing scrapes /metrics.
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let worker_on = match opts.embedded_worker.as_str() {
         "on" => true,
         "off" => false,

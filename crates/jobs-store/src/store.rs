@@ -255,19 +255,14 @@ impl SeaOrmStore {
         Ok(found)
     }
 
-    /// Runs an update that targets one job of a tenant; if no row matched, tells
-    /// "unknown job" apart from "job in a state this move cannot start from".
-    async fn move_one(
-        &self,
-        sql: Sql,
-        tenant: Option<&str>,
-        id: JobId,
-        to: State,
-    ) -> Result<Job, JobError> {
+    /// Runs an update that targets one job the caller may see (checked by `get` first:
+    /// a job never changes tenant); if no row matched, the job moved to a state this
+    /// move cannot start from.
+    async fn move_one(&self, sql: Sql, id: JobId, to: State) -> Result<Job, JobError> {
         if let Some(job) = self.fetch_jobs(&self.db, sql).await?.pop() {
             return Ok(job);
         }
-        let current = self.get(tenant, id).await?;
+        let current = self.get(None, id).await?;
         current.state.move_to(to)?;
         // Legal now but not when the update ran: the job moved in between.
         Err(JobError::IllegalTransition {
@@ -282,15 +277,6 @@ impl SeaOrmStore {
             Retry::After(delay) => Some(delay),
             Retry::Never => None,
         }
-    }
-
-    /// `WHERE id = $ [AND tenant = $]`
-    fn where_job(sql: &mut Sql, tenant: Option<&str>, id: JobId) -> String {
-        let mut clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
-        if let Some(tenant) = tenant {
-            clause.push_str(&format!(" AND tenant = {}", sql.bind(tenant.to_owned())));
-        }
-        clause
     }
 
     async fn rescue_expired_leases(&self) -> Result<RescueReport, JobError> {
@@ -386,12 +372,15 @@ impl JobStore for SeaOrmStore {
     }
 
     async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
+        // By primary key alone, tenant compared here: with `AND tenant = $` a cached
+        // generic plan on PostgreSQL may walk a tenant index instead.
         let mut sql = self.sql();
-        let clause = Self::where_job(&mut sql, tenant, id);
-        sql.push("SELECT * FROM jobs").push(&clause);
+        let id_param = sql.bind(id.as_uuid());
+        sql.push(&format!("SELECT * FROM jobs WHERE id = {id_param}"));
         self.fetch_jobs(&self.db, sql)
             .await?
             .pop()
+            .filter(|job| tenant.is_none_or(|t| job.tenant == t))
             .ok_or(JobError::NotFound(id))
     }
 
@@ -636,8 +625,9 @@ impl JobStore for SeaOrmStore {
     async fn cancel(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
         let d = self.dialect;
         let now = d.now();
+        self.get(tenant, id).await?;
         let mut sql = self.sql();
-        let clause = Self::where_job(&mut sql, tenant, id);
+        let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
         sql.push(&format!(
             "UPDATE jobs SET \
                state = CASE WHEN state = 'pending' THEN 'cancelled' ELSE state END, \
@@ -649,14 +639,15 @@ impl JobStore for SeaOrmStore {
             expiry = d.now_plus_ms("retention_ms"),
             from = state_list(&State::sources_of(State::Cancelled)),
         ));
-        self.move_one(sql, tenant, id, State::Cancelled).await
+        self.move_one(sql, id, State::Cancelled).await
     }
 
     async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
         let d = self.dialect;
         let now = d.now();
+        self.get(tenant, id).await?;
         let mut sql = self.sql();
-        let clause = Self::where_job(&mut sql, tenant, id);
+        let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
         sql.push(&format!(
             "UPDATE jobs SET state = 'pending', attempt = 0, run_at = {now}, progress = 0, \
                stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
@@ -664,7 +655,7 @@ impl JobStore for SeaOrmStore {
                expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING *",
             from = state_list(&State::ENDED),
         ));
-        self.move_one(sql, tenant, id, State::Pending).await
+        self.move_one(sql, id, State::Pending).await
     }
 
     async fn rescue(&self) -> Result<RescueReport, JobError> {

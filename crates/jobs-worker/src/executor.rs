@@ -22,6 +22,21 @@ pub(crate) async fn execute(
     let Some(lease) = Lease::of(&job) else { return };
     let running = shared.start(&job);
     let ctx = running.ctx.clone();
+    // A prefetched job waits for a handler slot, and may be cancelled or released first.
+    let handler_permit = tokio::select! {
+        permit = slot.handler_permit() => permit,
+        _ = ctx.cancellation_token().cancelled() => {
+            let outcome = match running.reason() {
+                StopReason::Lost => None,
+                StopReason::Released => Some(Outcome::Released),
+                StopReason::Cancelled => Some(Outcome::Cancelled),
+            };
+            if let Some(outcome) = outcome {
+                shared.complete(Completion::new(slot, lease, outcome, &job));
+            }
+            return;
+        }
+    };
     crate::metrics::started(&job);
     let started = Instant::now();
 
@@ -31,20 +46,13 @@ pub(crate) async fn execute(
         async move { handler.run(args, ctx).await }
     });
     let outcome = supervise(&shared, &job, task, &running, timeout).await;
+    drop(handler_permit);
 
     crate::metrics::stopped(&job, started.elapsed());
     if let Some(outcome) = outcome {
         let ms = started.elapsed().as_millis() as u64;
         tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
-        let failure = matches!(outcome, Outcome::Failed { .. });
-        shared.complete(Completion {
-            _slot: slot,
-            lease,
-            outcome,
-            kind: job.kind.clone(),
-            queue: job.queue.clone(),
-            failure,
-        });
+        shared.complete(Completion::new(slot, lease, outcome, &job));
     }
 }
 

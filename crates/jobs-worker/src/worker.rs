@@ -28,6 +28,10 @@ pub struct WorkerConfig {
     pub worker_id: String,
     /// Queue name and how many of its jobs run at once in this process.
     pub queues: Vec<(String, usize)>,
+    /// Jobs of each queue claimed ahead of its free handler slots, so that short jobs do
+    /// not wait for a claim round trip each. They wait here, leased, for a slot (and are
+    /// released on shutdown without charging an attempt). 0: claim only for free slots.
+    pub prefetch: usize,
     /// Fallback when no wake-up arrives (and for scheduled jobs coming due).
     pub poll_interval: Duration,
     /// How long a claim holds without a heartbeat.
@@ -58,6 +62,7 @@ impl Default for WorkerConfig {
                 &uuid::Uuid::now_v7().simple().to_string()[24..]
             ),
             queues: Vec::new(),
+            prefetch: 0,
             poll_interval: Duration::from_secs(1),
             lease: Duration::from_secs(30),
             cancel_check_interval: Duration::from_millis(500),
@@ -136,6 +141,7 @@ impl WorkerBuilder {
                 .queues
                 .push((jobs_core::limits::DEFAULT_QUEUE.to_owned(), 10));
         }
+        let prefetch = self.config.prefetch;
         let queues = self
             .config
             .queues
@@ -143,7 +149,9 @@ impl WorkerBuilder {
             .map(|(name, concurrency)| {
                 Arc::new(QueueSlots {
                     name: name.clone(),
-                    slots: Arc::new(Semaphore::new(*concurrency)),
+                    capacity: concurrency + prefetch,
+                    slots: Arc::new(Semaphore::new(concurrency + prefetch)),
+                    handlers: Arc::new(Semaphore::new(*concurrency)),
                     wake: Notify::new(),
                     maybe_more: AtomicBool::new(true),
                 })
@@ -276,7 +284,12 @@ impl Worker {
 
 pub(crate) struct QueueSlots {
     name: String,
+    /// Jobs this process may hold at once: concurrency plus prefetch.
+    capacity: usize,
+    /// One permit per held job, from claim until its outcome is written.
     slots: Arc<Semaphore>,
+    /// One permit per running handler.
+    handlers: Arc<Semaphore>,
     wake: Notify,
     /// Whether the last claim could have left jobs behind; only then does a freed slot
     /// trigger an immediate claim instead of waiting for a wake-up.
@@ -333,6 +346,19 @@ pub(crate) struct Completion {
     pub(crate) kind: String,
     pub(crate) queue: String,
     pub(crate) failure: bool,
+}
+
+impl Completion {
+    pub(crate) fn new(slot: Slot, lease: Lease, outcome: Outcome, job: &Job) -> Self {
+        Self {
+            _slot: slot,
+            lease,
+            failure: matches!(outcome, Outcome::Failed { .. }),
+            outcome,
+            kind: job.kind.clone(),
+            queue: job.queue.clone(),
+        }
+    }
 }
 
 pub(crate) struct Shared {
@@ -406,7 +432,7 @@ impl Shared {
                 && self
                     .queues
                     .iter()
-                    .all(|q| q.slots.available_permits() == self.capacity(q))
+                    .all(|q| q.slots.available_permits() == q.capacity)
             {
                 return true;
             }
@@ -416,17 +442,10 @@ impl Shared {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-
-    fn capacity(&self, queue: &QueueSlots) -> usize {
-        self.config
-            .queues
-            .iter()
-            .find(|(n, _)| *n == queue.name)
-            .map_or(0, |(_, c)| *c)
-    }
 }
 
-/// One queue's fetch loop: claim as many jobs as there are free slots, in one statement.
+/// One queue's fetch loop: claim as many jobs as there are free slots (handler slots plus
+/// prefetch), in one statement.
 async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: CancellationToken) {
     let kinds = shared.kinds();
     loop {
@@ -496,9 +515,9 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
     );
 }
 
-/// A claimed job's place in its queue's concurrency limit and in the heartbeat set. It
-/// is held until the job's outcome is written, so a worker never holds more jobs without a
-/// durable outcome than its concurrency, and keeps their leases alive meanwhile: a slow
+/// A claimed job's place in its queue (concurrency plus prefetch) and in the heartbeat
+/// set. It is held until the job's outcome is written, so a worker never holds more jobs
+/// without a durable outcome than that, and keeps their leases alive meanwhile: a slow
 /// database slows claiming instead of letting finished jobs expire and run again.
 /// Freeing it wakes the producer if more jobs may wait.
 pub(crate) struct Slot {
@@ -506,6 +525,18 @@ pub(crate) struct Slot {
     queue: Arc<QueueSlots>,
     running: Arc<RunningMap>,
     job: JobId,
+}
+
+impl Slot {
+    /// Waits for a free handler slot of the queue; held while the handler runs.
+    pub(crate) async fn handler_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.queue
+            .handlers
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the handler semaphore is never closed")
+    }
 }
 
 impl Drop for Slot {

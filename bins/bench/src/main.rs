@@ -1,0 +1,167 @@
+//! `jobs-bench`: how fast jobs go in, get through, start, and how the API and the table
+//! hold up, against `DATABASE_URL` (PostgreSQL or SQLite). Every scenario prints a small
+//! table and one JSON line (`{"scenario": ...}`) for scripts such as bench-compare.
+//!
+//! The database's `jobs` table is emptied before each scenario.
+
+#![allow(clippy::print_stdout)]
+
+mod child;
+mod http;
+mod report;
+mod scenarios;
+mod setup;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://jobs-bench.db?mode=rwc"
+    )]
+    database_url: String,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Bulk enqueue through the library and through `POST /v1/jobs/batch`.
+    Enqueue(EnqueueArgs),
+    /// N no-op jobs pending, one worker process drains them.
+    Drain(DrainArgs),
+    /// Enqueue -> handler start into an idle worker, one job at a time.
+    Latency(LatencyArgs),
+    /// Concurrent clients creating, then reading, jobs over HTTP.
+    Http(HttpArgs),
+    /// Claim and GET latency on a small and on a large table.
+    Scale(ScaleArgs),
+    /// Every scenario above, one after another.
+    All(AllArgs),
+    /// A worker process with a no-op handler (started by `drain`).
+    #[command(hide = true)]
+    Worker(WorkerArgs),
+    /// An api process (started by `enqueue` and `http`); prints its address.
+    #[command(hide = true)]
+    Api,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnqueueArgs {
+    /// Jobs enqueued (each way).
+    #[arg(long, short, default_value_t = 100_000)]
+    pub n: usize,
+    /// Jobs per call.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DrainArgs {
+    #[arg(long, short, default_value_t = 100_000)]
+    pub n: usize,
+    /// Handlers running at once in the worker; several values run one after another.
+    #[arg(long, short, value_delimiter = ',', default_value = "10")]
+    pub concurrency: Vec<usize>,
+    /// Jobs claimed ahead of free handler slots.
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LatencyArgs {
+    #[arg(long, default_value_t = 1_000)]
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    #[arg(long, short = 'k', default_value_t = 64)]
+    pub clients: usize,
+    /// Seconds of creating, then as many of reading.
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Rows in the large table (a tenth of them pending).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: usize,
+    /// Rows in the small table it is compared with (a tenth of them pending).
+    #[arg(long, default_value_t = 10_000)]
+    pub small_rows: usize,
+    /// Claims and GETs timed on each table.
+    #[arg(long, default_value_t = 500)]
+    pub samples: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AllArgs {
+    #[command(flatten)]
+    pub enqueue: EnqueueArgs,
+    #[arg(long, short, value_delimiter = ',', default_value = "10")]
+    pub concurrency: Vec<usize>,
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
+    #[command(flatten)]
+    pub latency: LatencyArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub scale_rows: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub small_rows: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    tokio::runtime::Runtime::new()?.block_on(run(&cli.database_url, cli.scenario))
+}
+
+async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
+    match scenario {
+        Scenario::Enqueue(args) => scenarios::enqueue(url, &args).await,
+        Scenario::Drain(args) => scenarios::drain(url, &args).await,
+        Scenario::Latency(args) => scenarios::latency(url, &args).await,
+        Scenario::Http(args) => http::run(url, &args).await,
+        Scenario::Scale(args) => scenarios::scale(url, &args).await,
+        Scenario::All(args) => {
+            let n = args.enqueue.n;
+            scenarios::enqueue(url, &args.enqueue).await?;
+            let drain = DrainArgs {
+                n,
+                concurrency: args.concurrency.clone(),
+                prefetch: args.prefetch,
+            };
+            scenarios::drain(url, &drain).await?;
+            scenarios::latency(url, &args.latency).await?;
+            http::run(url, &args.http).await?;
+            let scale = ScaleArgs {
+                rows: args.scale_rows,
+                small_rows: args.small_rows,
+                samples: args.latency.samples.min(500),
+            };
+            scenarios::scale(url, &scale).await
+        }
+        Scenario::Worker(args) => child::run_worker(url, &args).await,
+        Scenario::Api => child::run_api(url).await,
+    }
+}

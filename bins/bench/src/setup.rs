@@ -1,0 +1,86 @@
+//! The database side of every scenario: connect, start from an empty table, fill it.
+
+use jobs_core::{JobId, JobStore, NewJob};
+use jobs_store::{SeaOrmStore, migrate_up};
+use sea_orm::ConnectionTrait;
+
+use crate::report::progress;
+
+/// The queue and kind of every benchmark job; the worker children run a no-op for it.
+pub const QUEUE: &str = "bench";
+pub const KIND: &str = "bench_noop";
+
+pub fn job() -> NewJob {
+    NewJob::new(KIND, serde_json::json!({})).queue(QUEUE)
+}
+
+pub async fn connect(url: &str) -> anyhow::Result<SeaOrmStore> {
+    Ok(SeaOrmStore::connect(url).await?)
+}
+
+/// Migrated, with no jobs: each scenario starts from the same empty table.
+pub async fn fresh(url: &str) -> anyhow::Result<SeaOrmStore> {
+    let store = connect(url).await?;
+    migrate_up(store.connection()).await?;
+    let empty = if store.is_postgres() {
+        "TRUNCATE jobs"
+    } else {
+        "DELETE FROM jobs"
+    };
+    store.connection().execute_unprepared(empty).await?;
+    Ok(store)
+}
+
+pub fn backend(store: &SeaOrmStore) -> &'static str {
+    if store.is_postgres() {
+        "postgres"
+    } else {
+        "sqlite"
+    }
+}
+
+/// Enqueues `n` jobs in calls of `batch`; returns their ids.
+pub async fn fill(store: &SeaOrmStore, n: usize, batch: usize) -> anyhow::Result<Vec<JobId>> {
+    let bar = progress(n, "enqueue");
+    let mut ids = Vec::with_capacity(n);
+    while ids.len() < n {
+        let count = batch.min(n - ids.len());
+        let jobs = store
+            .enqueue_many((0..count).map(|_| job()).collect())
+            .await?;
+        ids.extend(jobs.into_iter().map(|e| e.job.id));
+        bar.set_position(ids.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ids)
+}
+
+/// Fresh statistics, as autovacuum would have them on a table that has been in use.
+pub async fn analyze(store: &SeaOrmStore) -> anyhow::Result<()> {
+    store
+        .connection()
+        .execute_unprepared("ANALYZE jobs")
+        .await?;
+    Ok(())
+}
+
+/// Whether any job is still pending or running; each probe reads one partial index.
+pub async fn unfinished(store: &SeaOrmStore) -> anyhow::Result<bool> {
+    for probe in [
+        "SELECT id FROM jobs WHERE queue = 'bench' AND state = 'pending' LIMIT 1",
+        "SELECT id FROM jobs WHERE state = 'running' LIMIT 1",
+    ] {
+        if store
+            .connection()
+            .query_one_raw(sea_orm::Statement::from_string(
+                store.connection().get_database_backend(),
+                probe,
+            ))
+            .await?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -40,9 +40,10 @@ openapi URL="http://127.0.0.1:8080":
 worker *ARGS:
     cargo run --bin jobs-worker -- {{ARGS}}
 
-# Start latency (enqueue -> handler start) into an idle worker; prints p50/p99 as JSON.
-bench-latency URL="postgres:///jobs_bench?host=/var/run/postgresql&user=" + `id -un`:
-    cargo run --release -p jobs-worker --example start_latency -- '{{URL}}' 200
+# Benchmarks (release build): `just bench all`, `just bench drain -n 200000 -c 10,100`,
+# `just bench latency`... against DATABASE_URL (default: ./jobs-bench.db). See `--help`.
+bench *ARGS:
+    cargo run --release -p jobs-bench -- {{ARGS}}
 
 # Load: 64 HTTP clients create and read jobs for 60 s against api + worker on PostgreSQL
 # (drops and recreates jobs_load); prints latencies, throughput, drain, RSS, a JSON summary.
@@ -61,3 +62,9 @@ faults-long:
 # Schemathesis against the api's /openapi.json (installs it into a venv on first use).
 schemathesis *ARGS:
     bash scripts/schemathesis.sh {{ARGS}}
+
+# Peers (graphile-worker, pg-boss, plain-SQL ceiling; apalis with APALIS=1) and ours, measured in
+# the same run; prints one markdown table with ratios ours / best peer (several minutes, wants a
+# quiet machine). SMOKE=1 for a one-minute plumbing check. Settings: see scripts/bench-compare.sh.
+bench-compare:
+    bash scripts/bench-compare.sh

@@ -20,7 +20,7 @@ impl FieldError {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {
     #[error("job {0} not found")]
     NotFound(JobId),

@@ -16,7 +16,7 @@ use actix_web::{
     middleware::{Next, from_fn},
     web,
 };
-use jobs_store::SeaOrmStore;
+use jobs_store::{EnqueueCoalescer, SeaOrmStore};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -51,6 +51,8 @@ pub struct ApiState {
     metrics: Option<PrometheusHandle>,
     /// Fired on every enqueue wake-up, for claim long-polls.
     wake: Arc<Notify>,
+    /// Single creates from concurrent requests share inserts and commits.
+    enqueuer: EnqueueCoalescer,
 }
 
 impl ApiState {
@@ -70,6 +72,7 @@ impl ApiState {
             }
         });
         Ok(Self {
+            enqueuer: EnqueueCoalescer::spawn(store.clone()),
             store,
             config,
             auth: Default::default(),

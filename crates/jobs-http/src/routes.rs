@@ -93,7 +93,7 @@ pub async fn create_job(
 ) -> Result<HttpResponse, ApiError> {
     let wait = wait_of(query.wait, MAX_WAIT)?;
     let enqueued = state
-        .store
+        .enqueuer
         .enqueue(body.into_new_job(&tenant, trace.0))
         .await?;
     let job = enqueued.job;

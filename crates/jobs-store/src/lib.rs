@@ -3,6 +3,7 @@
 //! Every operation is one statement for many jobs (claims, heartbeats, completions);
 //! the SQL is written once in `sql`-dialect fragments and runs on both backends.
 
+mod coalesce;
 mod connect;
 pub mod entity;
 mod keys;
@@ -13,6 +14,7 @@ mod store;
 pub mod testing;
 mod wake;
 
+pub use coalesce::EnqueueCoalescer;
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};
 pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};

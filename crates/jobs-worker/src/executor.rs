@@ -22,20 +22,26 @@ pub(crate) async fn execute(
     let Some(lease) = Lease::of(&job) else { return };
     let running = shared.start(&job);
     let ctx = running.ctx.clone();
-    // A prefetched job waits for a handler slot, and may be cancelled or released first.
-    let handler_permit = tokio::select! {
-        permit = slot.handler_permit() => permit,
-        _ = ctx.cancellation_token().cancelled() => {
-            let outcome = match running.reason() {
-                StopReason::Lost => None,
-                StopReason::Released => Some(Outcome::Released),
-                StopReason::Cancelled => Some(Outcome::Cancelled),
-            };
-            if let Some(outcome) = outcome {
-                shared.complete(Completion::new(slot, lease, outcome, &job));
-            }
-            return;
-        }
+    // A prefetched job waits for a handler slot, and may be cancelled first; once the
+    // worker is stopping, jobs that have not started are released rather than started.
+    let token = ctx.cancellation_token().clone();
+    let permit = tokio::select! {
+        biased;
+        _ = token.cancelled() => None,
+        _ = shared.stopping.cancelled() => None,
+        permit = slot.handler_permit() => Some(permit),
+    };
+    let Some(handler_permit) =
+        permit.filter(|_| !token.is_cancelled() && !shared.stopping.is_cancelled())
+    else {
+        running.stop(StopReason::Released); // unless cancelled or lost already
+        let outcome = match running.reason() {
+            StopReason::Lost => return,
+            StopReason::Released => Outcome::Released,
+            StopReason::Cancelled => Outcome::Cancelled,
+        };
+        shared.complete(Completion::new(slot, lease, outcome, &job));
+        return;
     };
     crate::metrics::started(&job);
     let started = Instant::now();

@@ -166,6 +166,7 @@ impl WorkerBuilder {
                 queues,
                 running: Arc::default(),
                 completions,
+                stopping: CancellationToken::new(),
             }),
             completed,
         }
@@ -261,6 +262,7 @@ impl Worker {
         };
 
         shutdown.cancelled().await;
+        shared.stopping.cancel();
         tracing::info!(
             running = shared.running_count(),
             "shutting down: no new claims"
@@ -297,6 +299,12 @@ pub(crate) struct QueueSlots {
 }
 
 impl QueueSlots {
+    /// Claim when a handler would otherwise sit idle; with prefetch, otherwise only once
+    /// half the room is free, so that claims stay large instead of one job per freed slot.
+    fn wants_claim(&self, free: usize) -> bool {
+        free > 0 && (self.handlers.available_permits() > 0 || free >= self.capacity / 2)
+    }
+
     fn wake_up(&self) {
         self.maybe_more.store(true, Ordering::Relaxed);
         self.wake.notify_one();
@@ -329,7 +337,7 @@ impl Running {
     }
 
     /// The first reason wins: a job released at shutdown stays released.
-    fn stop(&self, reason: StopReason) {
+    pub(crate) fn stop(&self, reason: StopReason) {
         self.reason
             .lock()
             .expect("reason lock")
@@ -368,6 +376,8 @@ pub(crate) struct Shared {
     queues: Vec<Arc<QueueSlots>>,
     running: Arc<RunningMap>,
     completions: mpsc::UnboundedSender<Completion>,
+    /// Fired when shutdown begins: jobs not yet started are released, not started.
+    pub(crate) stopping: CancellationToken,
 }
 
 impl Shared {
@@ -453,7 +463,7 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
             return;
         }
         let free = queue.slots.available_permits();
-        if free > 0 && queue.maybe_more.swap(false, Ordering::Relaxed) {
+        if queue.wants_claim(free) && queue.maybe_more.swap(false, Ordering::Relaxed) {
             let request = ClaimRequest {
                 worker_id: shared.config.worker_id.clone(),
                 queues: vec![queue.name.clone()],
@@ -471,7 +481,7 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
                         spawn_job(&shared, &queue, job);
                     }
                     if queue.maybe_more.load(Ordering::Relaxed)
-                        && queue.slots.available_permits() > 0
+                        && queue.wants_claim(queue.slots.available_permits())
                     {
                         continue;
                     }
@@ -497,7 +507,7 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
         .try_acquire_owned()
         .expect("claimed no more than the free slots");
     let slot = Slot {
-        _permit: permit,
+        permit: Some(permit),
         queue: queue.clone(),
         running: shared.running.clone(),
         job: job.id,
@@ -521,7 +531,7 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
 /// database slows claiming instead of letting finished jobs expire and run again.
 /// Freeing it wakes the producer if more jobs may wait.
 pub(crate) struct Slot {
-    _permit: tokio::sync::OwnedSemaphorePermit,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     queue: Arc<QueueSlots>,
     running: Arc<RunningMap>,
     job: JobId,
@@ -529,19 +539,42 @@ pub(crate) struct Slot {
 
 impl Slot {
     /// Waits for a free handler slot of the queue; held while the handler runs.
-    pub(crate) async fn handler_permit(&self) -> tokio::sync::OwnedSemaphorePermit {
-        self.queue
+    pub(crate) async fn handler_permit(&self) -> HandlerPermit {
+        let permit = self
+            .queue
             .handlers
             .clone()
             .acquire_owned()
             .await
-            .expect("the handler semaphore is never closed")
+            .expect("the handler semaphore is never closed");
+        HandlerPermit {
+            permit: Some(permit),
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+/// A running handler's place; freeing it lets the producer claim if handlers would idle.
+pub(crate) struct HandlerPermit {
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    queue: Arc<QueueSlots>,
+}
+
+impl Drop for HandlerPermit {
+    fn drop(&mut self) {
+        // Returned before the wake-up, so the woken producer sees it.
+        drop(self.permit.take());
+        if self.queue.maybe_more.load(Ordering::Relaxed) {
+            self.queue.wake.notify_one();
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.running.lock().expect("running lock").remove(&self.job);
+        // Returned before the wake-up, so the woken producer sees it.
+        drop(self.permit.take());
         if self.queue.maybe_more.load(Ordering::Relaxed) {
             self.queue.wake.notify_one();
         }
@@ -552,7 +585,7 @@ impl Drop for Slot {
 /// the next statement, so a lone completion is written at once.
 async fn completer(store: SeaOrmStore, mut completed: mpsc::UnboundedReceiver<Completion>) {
     let mut batch = Vec::new();
-    while completed.recv_many(&mut batch, 500).await > 0 {
+    while completed.recv_many(&mut batch, 2_000).await > 0 {
         let finishes: Vec<Finish> = batch
             .iter()
             .map(|c| Finish {

@@ -31,6 +31,7 @@ backend_tests!(
     cancel_from_another_connection_reaches_the_handler,
     a_handler_that_ignores_cancel_is_aborted,
     shutdown_releases_unfinished_jobs_without_charging_an_attempt,
+    prefetched_jobs_wait_for_a_handler_and_can_be_cancelled_or_released,
 );
 
 fn fast(store: &SeaOrmStore) -> WorkerBuilder {
@@ -419,4 +420,64 @@ async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestD
     let released = s.get(None, endless).await.unwrap();
     assert_eq!((released.state, released.attempt), (State::Pending, 0));
     assert!(released.errors.is_empty());
+}
+
+async fn prefetched_jobs_wait_for_a_handler_and_can_be_cancelled_or_released(db: TestDb) {
+    let s = &db.store;
+    let started: Arc<Mutex<Vec<JobId>>> = Arc::default();
+    let handler = {
+        let started = started.clone();
+        move |_args: Value, ctx: JobContext| {
+            let started = started.clone();
+            async move {
+                started.lock().unwrap().push(ctx.id());
+                tokio::time::sleep(Duration::from_secs(3_600)).await;
+                Ok(Value::Null.into())
+            }
+        }
+    };
+    let first = add(s, NewJob::new("hold", json!({})).queue("pre").priority(9)).await;
+    let worker = fast(s)
+        .handler("hold", handler)
+        .queue("pre", 1)
+        .config(|c| c.prefetch = 3)
+        .build()
+        .spawn();
+    wait_for(s, first, |j| j.state == State::Running).await;
+    let waiting: Vec<JobId> = s
+        .enqueue_many(
+            (0..3)
+                .map(|_| NewJob::new("hold", json!({})).queue("pre"))
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.job.id)
+        .collect();
+    for id in &waiting {
+        wait_for(s, *id, |j| j.state == State::Running).await;
+    }
+    assert_eq!(
+        *started.lock().unwrap(),
+        vec![first],
+        "claimed ahead, but only one handler runs"
+    );
+
+    s.cancel(None, waiting[0]).await.unwrap();
+    assert_eq!(ended(s, waiting[0]).await.state, State::Cancelled);
+    worker.shutdown().await.unwrap();
+    assert_eq!(
+        *started.lock().unwrap(),
+        vec![first],
+        "a cancelled or released job waiting for a handler never runs"
+    );
+    for id in [first, waiting[1], waiting[2]] {
+        let job = s.get(None, id).await.unwrap();
+        assert_eq!(
+            (job.state, job.attempt),
+            (State::Pending, 0),
+            "{id} released"
+        );
+    }
 }

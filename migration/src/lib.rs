@@ -5,6 +5,7 @@ pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
 mod m20261125_000001_create_jobs;
 mod m20261125_000002_create_api_keys;
+mod m20261126_000003_lean_listing_indexes;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_create_jobs::Migration),
             Box::new(m20261125_000002_create_api_keys::Migration),
+            Box::new(m20261126_000003_lean_listing_indexes::Migration),
         ]
     }
 }

@@ -22,6 +22,7 @@ async fn migrate_commands_manage_the_schema(migrated: TestDb) {
         [
             "m20261125_000001_create_jobs",
             "m20261125_000002_create_api_keys",
+            "m20261126_000003_lean_listing_indexes",
         ]
         .map(|name| format!("{state}\t{name}\n"))
         .concat()
@@ -39,7 +40,8 @@ async fn migrate_commands_manage_the_schema(migrated: TestDb) {
     migrate("down");
     assert_eq!(
         migrate("status"),
-        "applied\tm20261125_000001_create_jobs\npending\tm20261125_000002_create_api_keys\n",
+        "applied\tm20261125_000001_create_jobs\napplied\tm20261125_000002_create_api_keys\n\
+         pending\tm20261126_000003_lean_listing_indexes\n",
         "down rolls back one step"
     );
     migrate("up");

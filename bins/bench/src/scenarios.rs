@@ -50,7 +50,7 @@ pub async fn drain(url: &str, args: &DrainArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let worker = Process::worker(url, concurrency, args.prefetch)?;
         while setup::unfinished(&store).await? {
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
             bar.set_position(started.elapsed().as_millis() as u64 % args.n as u64);
         }
         let took = started.elapsed();

@@ -4,7 +4,7 @@
 //! SQLite keeps timestamps as fixed-width UTC text (`YYYY-MM-DDTHH:MM:SS.mmmZ`) written
 //! by the store itself, so comparing and ordering them as text is comparing instants.
 
-use sea_orm::{DbBackend, Statement, Value};
+use sea_orm::{DbBackend, Statement, Value, sea_query::sea_value_to_json_value};
 use time::{
     OffsetDateTime, UtcOffset, format_description::BorrowedFormatItem, macros::format_description,
 };
@@ -105,11 +105,14 @@ impl Dialect {
         }
     }
 
-    /// PostgreSQL cannot infer parameter types inside a bare VALUES list.
-    pub(crate) fn typed(self, placeholder: String, pg_type: &str) -> String {
+    /// A time as text that the database reads as an instant (for `rows_cte`).
+    pub(crate) fn time_text(self, at: Option<OffsetDateTime>) -> Value {
         match self {
-            Dialect::Postgres => format!("{placeholder}::{pg_type}"),
-            Dialect::Sqlite => placeholder,
+            Dialect::Postgres => Value::from(at.map(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .expect("an instant within years 0..=9999 formats")
+            })),
+            Dialect::Sqlite => Value::from(at.map(sqlite_time)),
         }
     }
 
@@ -170,6 +173,52 @@ impl Sql {
 
     pub(crate) fn build(self) -> Statement {
         Statement::from_sql_and_values(self.dialect.backend(), self.text, self.values)
+    }
+}
+
+/// A CTE `name` of `rows` with typed `columns`. PostgreSQL gets the rows as one JSON
+/// parameter (`jsonb_to_recordset`), so the statement text and its prepared plan are the
+/// same for any number of rows; a VALUES list of thousands of parameters would be parsed
+/// and planned anew for every batch size. SQLite, whose statements are cheap to prepare,
+/// gets a VALUES list. Times must be passed as `Dialect::time_text`.
+pub(crate) fn rows_cte(
+    sql: &mut Sql,
+    name: &str,
+    columns: &[(&str, &str)],
+    rows: Vec<Vec<Value>>,
+) -> String {
+    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    match sql.dialect {
+        Dialect::Postgres => {
+            let typed: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
+            let objects = rows
+                .iter()
+                .map(|row| {
+                    let fields = names.iter().map(|n| n.to_string());
+                    serde_json::Value::Object(
+                        fields
+                            .zip(row.iter().map(sea_value_to_json_value))
+                            .collect(),
+                    )
+                })
+                .collect();
+            let param = sql.bind(serde_json::Value::Array(objects));
+            format!(
+                "{name} AS (SELECT * FROM jsonb_to_recordset({param}::jsonb) AS x({}))",
+                typed.join(", ")
+            )
+        }
+        Dialect::Sqlite => {
+            let values: Vec<String> = rows
+                .into_iter()
+                .map(|row| format!("({})", sql.bind_list(row)))
+                .collect();
+            format!(
+                "{name}({}) AS (VALUES {})",
+                names.join(", "),
+                values.join(", ")
+            )
+        }
     }
 }
 

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::{
     connect::connect_options,
     entity,
-    sql::{Dialect, Sql, state_list},
+    sql::{Dialect, Sql, rows_cte, state_list},
 };
 
 /// Rows per multi-row INSERT: keeps parameters under SQLite's 32,766 limit.
@@ -186,42 +186,21 @@ impl SeaOrmStore {
     ) -> Result<Vec<Job>, JobError> {
         let d = self.dialect;
         let mut sql = self.sql();
-        sql.push(
-            "INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
-             max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
-             trace_id, metadata, created_at, updated_at) VALUES ",
-        );
-        for (i, job) in jobs.iter().enumerate() {
-            let run_at = match (job.run_at, job.delay) {
-                (Some(at), _) => sql.bind_time(Some(at)),
-                (None, Some(delay)) => d.now_plus_ms(&sql.bind(millis(delay))),
-                (None, None) => d.now().to_owned(),
-            };
-            let row = format!(
-                "{sep}({id}, {tenant}, {queue}, {kind}, {args}, 'pending', {priority}, {run_at}, 0, \
-                 {max_attempts}, {timeout}, {deadline}, {retention}, 0, '[]', {unique_key}, \
-                 {trace_id}, {metadata}, {now}, {now})",
-                sep = if i == 0 { "" } else { ", " },
-                id = sql.bind(job.id.as_uuid()),
-                tenant = sql.bind(job.tenant.clone()),
-                queue = sql.bind(job.queue.clone()),
-                kind = sql.bind(job.kind.clone()),
-                args = sql.bind(job.args.clone()),
-                priority = sql.bind(job.priority),
-                max_attempts = sql.bind(job.max_attempts),
-                timeout = sql.bind(job.timeout.map(millis)),
-                deadline = sql.bind_time(job.deadline),
-                retention = sql.bind(millis(job.retention)),
-                unique_key = sql.bind(job.unique_key.clone()),
-                trace_id = sql.bind(job.trace_id.clone()),
-                metadata = sql.bind(job.metadata.clone()),
-                now = d.now(),
-            );
-            sql.push(&row);
-        }
-        sql.push(
-            " ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING *",
-        );
+        let rows = jobs.iter().map(|job| insert_row(d, job)).collect();
+        let r = rows_cte(&mut sql, "r", INSERT_COLUMNS, rows);
+        // `WHERE true` lets SQLite tell the SELECT from the upsert clause.
+        sql.push(&format!(
+            "WITH {r} \
+             INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
+               max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
+               trace_id, metadata, created_at, updated_at) \
+             SELECT id, tenant, queue, kind, args, 'pending', priority, COALESCE(run_at, {due}), 0, \
+               max_attempts, timeout_ms, deadline, retention_ms, 0, '[]', unique_key, \
+               trace_id, metadata, {now}, {now} FROM r WHERE true \
+             ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING *",
+            due = d.now_plus_ms("delay_ms"),
+            now = d.now(),
+        ));
         self.fetch_jobs(db, sql).await
     }
 
@@ -557,20 +536,18 @@ impl JobStore for SeaOrmStore {
         let d = self.dialect;
         let now = d.now();
         let mut sql = self.sql();
-        let rows: Vec<String> = items
+        let rows = items
             .iter()
             .map(|item| {
                 finish_row(
-                    &mut sql,
-                    d,
                     item,
                     self.retry_delay(item.lease.attempt, retry_of(&item.outcome)),
                 )
             })
             .collect();
+        let v = rows_cte(&mut sql, "v", FINISH_COLUMNS, rows);
         sql.push(&format!(
-            "WITH v(id, attempt, worker_id, outcome, result, item_errors, err_kind, err_message, delay_ms) \
-               AS (VALUES {rows}), \
+            "WITH {v}, \
              t AS (SELECT v.*, CASE \
                  WHEN v.outcome IN ('retry', 'released') AND j.cancel_requested_at IS NOT NULL THEN 'cancelled' \
                  WHEN v.outcome = 'released' THEN 'pending' \
@@ -595,7 +572,6 @@ impl JobStore for SeaOrmStore {
              WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.worker_id = t.worker_id \
                AND jobs.attempt = t.attempt \
              RETURNING jobs.id, jobs.state",
-            rows = rows.join(", "),
             retry_at_j = d.now_plus_ms("v.delay_ms"),
             retry_at_t = d.now_plus_ms("t.delay_ms"),
             errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
@@ -750,7 +726,60 @@ impl JobStore for SeaOrmStore {
 }
 
 /// One `VALUES` row of `finish_many`, with the outcome spelled as the SQL expects it.
-fn finish_row(sql: &mut Sql, d: Dialect, item: &Finish, delay: Option<Duration>) -> String {
+/// The columns of one new job in `insert_chunk`, with their PostgreSQL types.
+const INSERT_COLUMNS: &[(&str, &str)] = &[
+    ("id", "uuid"),
+    ("tenant", "text"),
+    ("queue", "text"),
+    ("kind", "text"),
+    ("args", "jsonb"),
+    ("priority", "smallint"),
+    ("run_at", "timestamptz"),
+    ("delay_ms", "bigint"),
+    ("max_attempts", "integer"),
+    ("timeout_ms", "bigint"),
+    ("deadline", "timestamptz"),
+    ("retention_ms", "bigint"),
+    ("unique_key", "text"),
+    ("trace_id", "text"),
+    ("metadata", "jsonb"),
+];
+
+/// `run_at` when given, else `delay_ms` (0 when neither) from the database clock.
+fn insert_row(d: Dialect, job: &NewJob) -> Vec<sea_orm::Value> {
+    vec![
+        job.id.as_uuid().into(),
+        job.tenant.clone().into(),
+        job.queue.clone().into(),
+        job.kind.clone().into(),
+        job.args.clone().into(),
+        job.priority.into(),
+        d.time_text(job.run_at),
+        job.delay.map(millis).unwrap_or(0).into(),
+        job.max_attempts.into(),
+        job.timeout.map(millis).into(),
+        d.time_text(job.deadline),
+        millis(job.retention).into(),
+        job.unique_key.clone().into(),
+        job.trace_id.clone().into(),
+        job.metadata.clone().into(),
+    ]
+}
+
+/// The columns of one outcome in `finish_many`, with their PostgreSQL types.
+const FINISH_COLUMNS: &[(&str, &str)] = &[
+    ("id", "uuid"),
+    ("attempt", "integer"),
+    ("worker_id", "text"),
+    ("outcome", "text"),
+    ("result", "jsonb"),
+    ("item_errors", "jsonb"),
+    ("err_kind", "text"),
+    ("err_message", "text"),
+    ("delay_ms", "bigint"),
+];
+
+fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
     let (outcome, result, item_errors, error) = match &item.outcome {
         Outcome::Completed { result } => ("completed", Some(result.clone()), None, None),
         Outcome::Partial {
@@ -770,18 +799,17 @@ fn finish_row(sql: &mut Sql, d: Dialect, item: &Finish, delay: Option<Duration>)
         Outcome::Released => ("released", None, None, None),
     };
     let (err_kind, err_message) = error.unzip();
-    let columns = [
-        d.typed(sql.bind(item.lease.job_id.as_uuid()), "uuid"),
-        d.typed(sql.bind(item.lease.attempt), "integer"),
-        d.typed(sql.bind(item.lease.worker_id.clone()), "text"),
-        d.typed(sql.bind(outcome.to_owned()), "text"),
-        d.typed(sql.bind(result), "jsonb"),
-        d.typed(sql.bind(item_errors), "jsonb"),
-        d.typed(sql.bind(err_kind), "text"),
-        d.typed(sql.bind(err_message), "text"),
-        d.typed(sql.bind(delay.map(millis).unwrap_or(0)), "bigint"),
-    ];
-    format!("({})", columns.join(", "))
+    vec![
+        item.lease.job_id.as_uuid().into(),
+        item.lease.attempt.into(),
+        item.lease.worker_id.clone().into(),
+        outcome.into(),
+        result.into(),
+        item_errors.into(),
+        err_kind.into(),
+        err_message.into(),
+        delay.map(millis).unwrap_or(0).into(),
+    ]
 }
 
 fn retry_of(outcome: &Outcome) -> Retry {

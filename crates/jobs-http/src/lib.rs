@@ -16,7 +16,7 @@ use actix_web::{
     middleware::{Next, from_fn},
     web,
 };
-use jobs_store::{EnqueueCoalescer, SeaOrmStore};
+use jobs_store::{EnqueueCoalescer, GetCoalescer, SeaOrmStore};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::Notify;
 use tracing::Instrument;
@@ -53,6 +53,8 @@ pub struct ApiState {
     wake: Arc<Notify>,
     /// Single creates from concurrent requests share inserts and commits.
     enqueuer: EnqueueCoalescer,
+    /// Single reads by id from concurrent requests share a query.
+    reader: GetCoalescer,
 }
 
 impl ApiState {
@@ -73,6 +75,7 @@ impl ApiState {
         });
         Ok(Self {
             enqueuer: EnqueueCoalescer::spawn(store.clone()),
+            reader: GetCoalescer::spawn(store.clone()),
             store,
             config,
             auth: Default::default(),

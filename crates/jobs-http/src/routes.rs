@@ -56,7 +56,7 @@ async fn await_end(
 ) -> Result<Job, ApiError> {
     let until = Instant::now() + wait;
     loop {
-        let job = state.store.get(Some(tenant), id).await?;
+        let job = state.reader.get(Some(tenant), id).await?;
         if job.state.is_ended() || Instant::now() >= until {
             return Ok(job);
         }
@@ -271,7 +271,7 @@ pub async fn job_events(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
-    let first = state.store.get(Some(&tenant), id).await?;
+    let first = state.reader.get(Some(&tenant), id).await?;
     let watch = Watch {
         state,
         tenant,
@@ -418,7 +418,7 @@ async fn lease_held(
     worker_id: &str,
 ) -> Result<Lease, ApiError> {
     check_worker_id(worker_id)?;
-    let job = state.store.get(Some(tenant), id).await?;
+    let job = state.reader.get(Some(tenant), id).await?;
     match Lease::of(&job) {
         Some(lease) if job.state == State::Running && lease.worker_id == worker_id => Ok(lease),
         _ => Err(jobs_core::JobError::LeaseLost(id).into()),

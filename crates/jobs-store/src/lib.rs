@@ -14,7 +14,7 @@ mod store;
 pub mod testing;
 mod wake;
 
-pub use coalesce::EnqueueCoalescer;
+pub use coalesce::{Coalescer, EnqueueCoalescer, GetCoalescer};
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};
 pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};

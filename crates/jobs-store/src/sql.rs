@@ -166,6 +166,16 @@ impl Sql {
         placeholders.join(", ")
     }
 
+    /// ` = ANY($1)` (PostgreSQL: one array parameter, the same statement for any number
+    /// of ids) or ` IN ($1, $2, ...)` (SQLite), to follow a column of job ids.
+    pub(crate) fn in_ids(&mut self, ids: &[jobs_core::JobId]) -> String {
+        let uuids = ids.iter().map(|id| id.as_uuid());
+        match self.dialect {
+            Dialect::Postgres => format!(" = ANY({})", self.bind(uuids.collect::<Vec<_>>())),
+            Dialect::Sqlite => format!(" IN ({})", self.bind_list(uuids)),
+        }
+    }
+
     pub(crate) fn push(&mut self, text: &str) -> &mut Self {
         self.text.push_str(text);
         self

@@ -118,6 +118,18 @@ impl SeaOrmStore {
         Ok(())
     }
 
+    /// The jobs of `ids` that exist, across tenants.
+    pub async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = self.sql();
+        let ids = sql.in_ids(ids);
+        sql.push(&format!("SELECT * FROM jobs WHERE id{ids}"));
+        let jobs = self.fetch_jobs(&self.db, sql).await?;
+        Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
+    }
+
     /// Which of `ids` are still running with a cancel request: a cheap read that lets a
     /// worker hear of cancels made by any process.
     pub async fn cancel_requests(&self, ids: &[JobId]) -> Result<Vec<JobId>, JobError> {
@@ -125,9 +137,9 @@ impl SeaOrmStore {
             return Ok(Vec::new());
         }
         let mut sql = self.sql();
-        let list = sql.bind_list(ids.iter().map(|id| id.as_uuid()));
+        let ids = sql.in_ids(ids);
         sql.push(&format!(
-            "SELECT id FROM jobs WHERE id IN ({list}) AND state = 'running' \
+            "SELECT id FROM jobs WHERE id{ids} AND state = 'running' \
              AND cancel_requested_at IS NOT NULL"
         ));
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
@@ -467,10 +479,10 @@ impl JobStore for SeaOrmStore {
         let mut sql = self.sql();
         let worker = sql.bind(worker_id.to_owned());
         let lease = sql.bind(millis(lease));
-        let list = sql.bind_list(ids.iter().map(|id| id.as_uuid()));
+        let list = sql.in_ids(ids);
         sql.push(&format!(
             "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
-             WHERE state = 'running' AND worker_id = {worker} AND id IN ({list}) \
+             WHERE state = 'running' AND worker_id = {worker} AND id{list} \
              RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested",
             lease_end = d.now_plus_ms(&lease),
             now = d.now(),

@@ -179,7 +179,7 @@ async fn table_latencies(url: &str, rows: usize, samples: usize) -> anyhow::Resu
     let ids = setup::fill(&store, rows, 5_000).await?;
     end_all_but(&store, rows / 10).await?;
     if store.is_postgres() {
-        setup::analyze(&store).await?;
+        setup::vacuum(&store).await?;
     }
 
     let mut gets = Vec::with_capacity(samples);

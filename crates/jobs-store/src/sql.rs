@@ -186,47 +186,47 @@ impl Sql {
     }
 }
 
-/// A CTE `name` of `rows` with typed `columns`. PostgreSQL gets the rows as one JSON
-/// parameter (`jsonb_to_recordset`), so the statement text and its prepared plan are the
-/// same for any number of rows; a VALUES list of thousands of parameters would be parsed
-/// and planned anew for every batch size. SQLite, whose statements are cheap to prepare,
-/// gets a VALUES list. Times must be passed as `Dialect::time_text`.
+/// A CTE `name` of `rows` with typed `columns`, sent as one JSON parameter: the
+/// statement text, and its prepared plan, are the same for any number of rows. A VALUES
+/// list of thousands of parameters would be planned anew for each batch size on
+/// PostgreSQL, and on SQLite binding numbered parameters costs time quadratic in their
+/// number. Times must be passed as `Dialect::time_text`.
 pub(crate) fn rows_cte(
     sql: &mut Sql,
     name: &str,
     columns: &[(&str, &str)],
     rows: Vec<Vec<Value>>,
 ) -> String {
-    let names: Vec<&str> = columns.iter().map(|(n, _)| *n).collect();
+    let objects = rows
+        .iter()
+        .map(|row| {
+            let names = columns.iter().map(|(n, _)| n.to_string());
+            serde_json::Value::Object(names.zip(row.iter().map(sea_value_to_json_value)).collect())
+        })
+        .collect();
+    let param = sql.bind(serde_json::Value::Array(objects));
     match sql.dialect {
         Dialect::Postgres => {
             let typed: Vec<String> = columns.iter().map(|(n, t)| format!("{n} {t}")).collect();
-            let objects = rows
-                .iter()
-                .map(|row| {
-                    let fields = names.iter().map(|n| n.to_string());
-                    serde_json::Value::Object(
-                        fields
-                            .zip(row.iter().map(sea_value_to_json_value))
-                            .collect(),
-                    )
-                })
-                .collect();
-            let param = sql.bind(serde_json::Value::Array(objects));
             format!(
                 "{name} AS (SELECT * FROM jsonb_to_recordset({param}::jsonb) AS x({}))",
                 typed.join(", ")
             )
         }
         Dialect::Sqlite => {
-            let values: Vec<String> = rows
-                .into_iter()
-                .map(|row| format!("({})", sql.bind_list(row)))
+            let fields: Vec<String> = columns
+                .iter()
+                .map(|(n, t)| match *t {
+                    // Ids are stored as 16-byte blobs.
+                    "uuid" => format!("unhex(replace(value ->> '{n}', '-', '')) AS {n}"),
+                    // JSON as text; a JSON null is no value, as on PostgreSQL.
+                    "jsonb" => format!("NULLIF(value -> '{n}', 'null') AS {n}"),
+                    _ => format!("value ->> '{n}' AS {n}"),
+                })
                 .collect();
             format!(
-                "{name}({}) AS (VALUES {})",
-                names.join(", "),
-                values.join(", ")
+                "{name} AS (SELECT {} FROM json_each({param}))",
+                fields.join(", ")
             )
         }
     }

@@ -200,15 +200,17 @@ impl SeaOrmStore {
         let mut sql = self.sql();
         let rows = jobs.iter().map(|job| insert_row(d, job)).collect();
         let r = rows_cte(&mut sql, "r", INSERT_COLUMNS, rows);
+        // A JSON null arrives as no value (see `rows_cte`): it is stored as JSON null.
         // `WHERE true` lets SQLite tell the SELECT from the upsert clause.
         sql.push(&format!(
             "WITH {r} \
              INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
                max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
                trace_id, metadata, created_at, updated_at) \
-             SELECT id, tenant, queue, kind, args, 'pending', priority, COALESCE(run_at, {due}), 0, \
-               max_attempts, timeout_ms, deadline, retention_ms, 0, '[]', unique_key, \
-               trace_id, metadata, {now}, {now} FROM r WHERE true \
+             SELECT id, tenant, queue, kind, COALESCE(args, 'null'), 'pending', priority, \
+               COALESCE(run_at, {due}), 0, max_attempts, timeout_ms, deadline, retention_ms, 0, \
+               '[]', unique_key, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
+             FROM r WHERE true \
              ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING *",
             due = d.now_plus_ms("delay_ms"),
             now = d.now(),

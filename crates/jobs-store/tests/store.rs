@@ -10,10 +10,11 @@ use jobs_core::{
 };
 use jobs_store::{SeaOrmStore, backend_tests, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
-use serde_json::json;
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 backend_tests!(
+    json_of_every_shape_round_trips,
     enqueue_and_get_round_trip,
     enqueue_many_ten_thousand_in_one_call,
     enqueue_many_is_all_or_nothing,
@@ -1020,4 +1021,44 @@ async fn claims_can_be_limited_to_a_tenant(db: TestDb) {
         .map(|j| j.id)
         .collect();
     assert_eq!(got, [mine]);
+}
+
+async fn json_of_every_shape_round_trips(db: TestDb) {
+    let s = &db.store;
+    let shapes = [
+        json!("text"),
+        json!(42),
+        json!(1.5),
+        json!([1, "two", null]),
+        json!({"nested": {"deep": [true]}, "quote": "'\\\"ü"}),
+        json!(null),
+        json!({}),
+    ];
+    let jobs: Vec<NewJob> = shapes
+        .iter()
+        .map(|a| NewJob::new("shape", a.clone()))
+        .collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    s.enqueue_many(jobs).await.unwrap();
+    for (id, shape) in ids.iter().zip(&shapes) {
+        assert_eq!(&s.get(None, *id).await.unwrap().args, shape, "args of {id}");
+    }
+    let finishes = s
+        .claim(&claim_req("w", shapes.len() as u32))
+        .await
+        .unwrap()
+        .iter()
+        .map(|claimed| Finish {
+            lease: Lease::of(claimed).unwrap(),
+            outcome: Outcome::Completed {
+                result: claimed.args.clone(),
+            },
+        })
+        .collect();
+    s.finish_many(finishes).await.unwrap();
+    for (id, shape) in ids.iter().zip(&shapes) {
+        let done = s.get(None, *id).await.unwrap();
+        assert_eq!(done.state, State::Completed);
+        assert_eq!(&done.result.unwrap_or(Value::Null), shape, "result of {id}");
+    }
 }

@@ -23,6 +23,11 @@ struct Cli {
     #[arg(long = "queue", env = "JOBS_QUEUES", value_delimiter = ',', default_value = "default=10", value_parser = parse_queue)]
     queues: Vec<(String, usize)>,
 
+    /// Jobs of each queue claimed ahead of its free slots, waiting here (leased) for one:
+    /// raises the throughput of many short jobs; 0 claims only for free slots.
+    #[arg(long, env = "JOBS_PREFETCH", default_value_t = 0)]
+    prefetch: usize,
+
     /// Poll for due jobs this often when no wake-up arrives (milliseconds).
     #[arg(long, env = "JOBS_POLL_INTERVAL_MS", default_value_t = 1_000)]
     poll_interval_ms: u64,
@@ -105,6 +110,7 @@ async fn main() -> anyhow::Result<()> {
     let mut builder = Worker::builder(store).config(|c| {
         c.poll_interval = Duration::from_millis(cli.poll_interval_ms.max(10));
         c.lease = Duration::from_secs(cli.lease_secs.max(1));
+        c.prefetch = cli.prefetch;
         c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
         c.maintenance = !cli.no_maintenance;
         c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs.max(1));

@@ -101,6 +101,16 @@ pub fn progress(len: usize, what: &str) -> ProgressBar {
     bar
 }
 
+/// A spinner with the elapsed time, for waits whose progress is not counted.
+pub fn spinner(what: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} {spinner} {elapsed}").expect("valid template"),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

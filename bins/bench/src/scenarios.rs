@@ -11,7 +11,7 @@ use crate::{
     DrainArgs, EnqueueArgs, LatencyArgs, ScaleArgs,
     child::Process,
     http,
-    report::{Report, percentile, progress},
+    report::{Report, percentile, progress, spinner},
     setup::{self, KIND, QUEUE},
 };
 
@@ -46,12 +46,12 @@ pub async fn drain(url: &str, args: &DrainArgs) -> anyhow::Result<()> {
         if store.is_postgres() {
             setup::analyze(&store).await?;
         }
-        let bar = progress(args.n, "drain");
+        let bar = spinner("drain");
         let started = Instant::now();
         let worker = Process::worker(url, concurrency, args.prefetch)?;
         while setup::unfinished(&store).await? {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            bar.set_position(started.elapsed().as_millis() as u64 % args.n as u64);
+            bar.tick();
         }
         let took = started.elapsed();
         bar.finish_and_clear();

@@ -53,6 +53,11 @@ pub struct Job {
 }
 
 impl Job {
+    /// Whether a caller of `tenant` may see this job; `None` sees every tenant.
+    pub fn visible_to(&self, tenant: Option<&str>) -> bool {
+        tenant.is_none_or(|t| self.tenant == t)
+    }
+
     /// Wall time of the last attempt, once it has ended.
     pub fn duration_ms(&self) -> Option<i64> {
         let (start, end) = (self.started_at?, self.finished_at?);

@@ -140,9 +140,10 @@ impl GetCoalescer {
     /// As `JobStore::get`: `tenant: None` looks across tenants.
     pub async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
         let job = self.0.call(id).await?;
-        match tenant {
-            Some(t) if job.tenant != t => Err(JobError::NotFound(id)),
-            _ => Ok(job),
+        if job.visible_to(tenant) {
+            Ok(job)
+        } else {
+            Err(JobError::NotFound(id))
         }
     }
 }

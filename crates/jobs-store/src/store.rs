@@ -367,13 +367,10 @@ impl JobStore for SeaOrmStore {
     async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
         // By primary key alone, tenant compared here: with `AND tenant = $` a cached
         // generic plan on PostgreSQL may walk a tenant index instead.
-        let mut sql = self.sql();
-        let id_param = sql.bind(id.as_uuid());
-        sql.push(&format!("SELECT * FROM jobs WHERE id = {id_param}"));
-        self.fetch_jobs(&self.db, sql)
+        self.get_many(&[id])
             .await?
-            .pop()
-            .filter(|job| tenant.is_none_or(|t| job.tenant == t))
+            .remove(&id)
+            .filter(|job| job.visible_to(tenant))
             .ok_or(JobError::NotFound(id))
     }
 
@@ -739,7 +736,6 @@ impl JobStore for SeaOrmStore {
     }
 }
 
-/// One `VALUES` row of `finish_many`, with the outcome spelled as the SQL expects it.
 /// The columns of one new job in `insert_chunk`, with their PostgreSQL types.
 const INSERT_COLUMNS: &[(&str, &str)] = &[
     ("id", "uuid"),
@@ -793,6 +789,7 @@ const FINISH_COLUMNS: &[(&str, &str)] = &[
     ("delay_ms", "bigint"),
 ];
 
+/// One row of `finish_many`, with the outcome spelled as the SQL expects it.
 fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
     let (outcome, result, item_errors, error) = match &item.outcome {
         Outcome::Completed { result } => ("completed", Some(result.clone()), None, None),

@@ -305,6 +305,13 @@ impl QueueSlots {
         free > 0 && (self.handlers.available_permits() > 0 || free >= self.capacity / 2)
     }
 
+    /// A held or handler slot was just returned: claim again if jobs may be waiting.
+    fn slot_returned(&self) {
+        if self.maybe_more.load(Ordering::Relaxed) {
+            self.wake.notify_one();
+        }
+    }
+
     fn wake_up(&self) {
         self.maybe_more.store(true, Ordering::Relaxed);
         self.wake.notify_one();
@@ -564,9 +571,7 @@ impl Drop for HandlerPermit {
     fn drop(&mut self) {
         // Returned before the wake-up, so the woken producer sees it.
         drop(self.permit.take());
-        if self.queue.maybe_more.load(Ordering::Relaxed) {
-            self.queue.wake.notify_one();
-        }
+        self.queue.slot_returned();
     }
 }
 
@@ -575,9 +580,7 @@ impl Drop for Slot {
         self.running.lock().expect("running lock").remove(&self.job);
         // Returned before the wake-up, so the woken producer sees it.
         drop(self.permit.take());
-        if self.queue.maybe_more.load(Ordering::Relaxed) {
-            self.queue.wake.notify_one();
-        }
+        self.queue.slot_returned();
     }
 }
 

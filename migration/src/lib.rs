@@ -6,6 +6,7 @@ pub use sea_orm_migration::{MigrationStatus, prelude::*};
 mod m20261125_000001_create_jobs;
 mod m20261125_000002_create_api_keys;
 mod m20261126_000003_lean_listing_indexes;
+mod m20261201_000004_leases_and_leader;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_create_jobs::Migration),
             Box::new(m20261125_000002_create_api_keys::Migration),
             Box::new(m20261126_000003_lean_listing_indexes::Migration),
+            Box::new(m20261201_000004_leases_and_leader::Migration),
         ]
     }
 }

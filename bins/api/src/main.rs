@@ -156,14 +156,16 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
         "off" => false,
         _ => !store.is_postgres(),
     };
-    let worker = worker_on.then(|| {
-        let builder = Worker::builder(store.clone()).queue("default", 10);
-        tokio::spawn(
-            builtins::register(builder, opts.http_allow_hosts.clone())
+    let worker = match worker_on {
+        true => {
+            let builder = Worker::builder(store.clone()).queue("default", 10);
+            let worker = builtins::register(builder, opts.http_allow_hosts.clone())
                 .build()
-                .run(shutdown.clone()),
-        )
-    });
+                .context("invalid embedded worker configuration")?;
+            Some(tokio::spawn(worker.run(shutdown.clone())))
+        }
+        false => None,
+    };
 
     let config = ApiConfig {
         body_limit: opts.body_limit,

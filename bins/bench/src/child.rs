@@ -100,7 +100,7 @@ pub async fn run_worker(url: &str, args: &WorkerArgs) -> anyhow::Result<()> {
         .handler(setup::KIND, noop)
         .queue(setup::QUEUE, args.concurrency)
         .config(|c| c.prefetch = prefetch)
-        .build()
+        .build()?
         .run(shutdown)
         .await?;
     Ok(())

@@ -112,7 +112,7 @@ pub async fn latency(url: &str, args: &LatencyArgs) -> anyhow::Result<()> {
         .handler(KIND, handler)
         .queue(QUEUE, 10)
         .config(|c| c.poll_interval = Duration::from_secs(5))
-        .build()
+        .build()?
         .spawn();
     tokio::time::sleep(Duration::from_millis(300)).await;
 

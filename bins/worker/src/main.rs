@@ -121,7 +121,8 @@ async fn main() -> anyhow::Result<()> {
     for (queue, concurrency) in &cli.queues {
         builder = builder.queue(queue, *concurrency);
     }
-    let worker = builtins::register(builder, cli.http_allow_hosts).build();
+    let worker = builtins::register(builder, cli.http_allow_hosts).build()
+        .context("invalid worker configuration")?;
 
     worker.run(shutdown).await.context("worker failed")?;
     Ok(())

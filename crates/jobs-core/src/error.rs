@@ -47,6 +47,17 @@ pub enum JobError {
     Storage(String),
 }
 
+impl JobError {
+    /// `Ok` when `errors` is empty, else `Invalid` with all of them.
+    pub fn invalid_if_any(errors: Vec<FieldError>) -> Result<(), JobError> {
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(JobError::Invalid(errors))
+        }
+    }
+}
+
 fn summarize(errors: &[FieldError]) -> String {
     errors
         .iter()

@@ -46,3 +46,36 @@ impl FromStr for JobId {
         Uuid::parse_str(s).map(Self)
     }
 }
+
+/// Names one attempt: minted at random by each claim and stored on the row. Every write a
+/// worker makes for the attempt presents it, so a stale attempt (even under a reused
+/// worker id) changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LeaseToken(Uuid);
+
+impl LeaseToken {
+    pub fn as_uuid(&self) -> Uuid {
+        self.0
+    }
+}
+
+impl From<Uuid> for LeaseToken {
+    fn from(token: Uuid) -> Self {
+        Self(token)
+    }
+}
+
+impl fmt::Display for LeaseToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for LeaseToken {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{JobId, State};
+use crate::{JobId, LeaseToken, State};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -33,6 +33,8 @@ pub struct Job {
     /// One entry per failed attempt, oldest first.
     pub errors: Vec<AttemptError>,
     pub worker_id: Option<String>,
+    /// The running attempt's lease token; only its claimer is told it.
+    pub lease_token: Option<LeaseToken>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub lease_expires_at: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]

@@ -9,10 +9,11 @@ mod job;
 mod new_job;
 mod retry;
 mod state;
+pub mod storable;
 mod store;
 
 pub use error::{FieldError, JobError};
-pub use id::JobId;
+pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
 pub use retry::RetryPolicy;

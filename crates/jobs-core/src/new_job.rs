@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{FieldError, JobError, JobId};
+use crate::{FieldError, JobError, JobId, storable};
 
 /// Bounds that validation enforces; exported so the API can document them.
 pub mod limits {
@@ -19,7 +19,8 @@ pub mod limits {
     pub const DEFAULT_TENANT: &str = "default";
     /// Ended jobs are kept a week unless the job asks otherwise.
     pub const DEFAULT_RETENTION_SECS: u64 = 7 * 24 * 3600;
-    /// Nothing is kept, waited for or delayed longer than ten years.
+    /// Nothing is kept, waited for or delayed longer than ten years; longer retry delays
+    /// (a server's `Retry-After`) are clamped to it.
     pub const DURATION_MAX_SECS: u64 = 10 * 365 * 24 * 3600;
 }
 
@@ -158,11 +159,15 @@ impl NewJob {
                 errors.push(FieldError::new("deadline", "must be after run_at"));
             }
         }
+        storable::check_time(&mut errors, "run_at", self.run_at);
+        storable::check_time(&mut errors, "deadline", self.deadline);
         check_key(&mut errors, "unique_key", self.unique_key.as_deref());
         check_key(&mut errors, "trace_id", self.trace_id.as_deref());
+        storable::check_json(&mut errors, "args", &self.args);
         if !self.metadata.is_object() {
             errors.push(FieldError::new("metadata", "must be a JSON object"));
         }
+        storable::check_json(&mut errors, "metadata", &self.metadata);
         if errors.is_empty() {
             Ok(())
         } else {
@@ -191,7 +196,8 @@ fn check_key(errors: &mut Vec<FieldError>, field: &str, value: Option<&str>) {
         Some(v) if v.len() > limits::KEY_MAX_LEN => {
             errors.push(FieldError::new(field, "must be at most 255 bytes"))
         }
-        _ => {}
+        Some(v) => storable::check_text(errors, field, v),
+        None => {}
     }
 }
 
@@ -264,6 +270,20 @@ mod tests {
                 "metadata"
             ]
         );
+    }
+
+    #[test]
+    fn unstorable_values_are_refused_by_field() {
+        let far = OffsetDateTime::parse(
+            "9999-12-31T23:59:59-23:59",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let job = NewJob::new("k", json!({"a": "x\u{0}"}))
+            .run_at(far)
+            .unique_key("a\0b")
+            .metadata(json!({"m": "\u{0}"}));
+        assert_eq!(fields(&job), ["run_at", "unique_key", "args", "metadata"]);
     }
 
     #[test]

@@ -45,7 +45,7 @@ impl State {
         use State::*;
         matches!(
             (self, to),
-            (Pending, Running | Cancelled)
+            (Pending, Running | Cancelled | Failed)
                 | (Running, Completed | Partial | Pending | Failed | Cancelled)
                 | (Completed | Partial | Failed | Cancelled, Pending)
         )
@@ -104,9 +104,10 @@ mod tests {
     use State::*;
 
     /// The whole table, written out independently of `can_move_to`.
-    const LEGAL: [(State, State); 11] = [
+    const LEGAL: [(State, State); 12] = [
         (Pending, Running),
         (Pending, Cancelled),
+        (Pending, Failed),
         (Running, Completed),
         (Running, Partial),
         (Running, Pending),

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{Job, JobError, JobId, NewJob, State};
+use crate::{Job, JobError, JobId, LeaseToken, NewJob, State, storable};
 
 /// What enqueueing one job produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,6 +41,20 @@ pub struct ListFilter {
     pub created_from: Option<OffsetDateTime>,
     /// Exclusive upper bound on `created_at`.
     pub created_to: Option<OffsetDateTime>,
+}
+
+impl ListFilter {
+    pub fn validate(&self) -> Result<(), JobError> {
+        let mut errors = Vec::new();
+        storable::check_time(&mut errors, "created_after", self.created_from);
+        storable::check_time(&mut errors, "created_before", self.created_to);
+        for (field, value) in [("kind", &self.kind), ("queue", &self.queue), ("tenant", &self.tenant)] {
+            if let Some(value) = value {
+                storable::check_text(&mut errors, field, value);
+            }
+        }
+        JobError::invalid_if_any(errors)
+    }
 }
 
 /// Newest first. `offset` suits shallow pages; `cursor` (from a previous page) stays fast
@@ -83,11 +97,7 @@ impl PageRequest {
                 "must be at most 9223372036854775807",
             ));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(JobError::Invalid(errors))
-        }
+        JobError::invalid_if_any(errors)
     }
 }
 
@@ -119,7 +129,10 @@ impl std::str::FromStr for Cursor {
         let (micros, id) = s.split_once('.').ok_or_else(invalid)?;
         let micros: i128 = micros.parse().map_err(|_| invalid())?;
         let nanos = micros.checked_mul(1_000).ok_or_else(invalid)?;
-        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos).map_err(|_| invalid())?;
+        let created_at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .ok()
+            .filter(|at| storable::time_in_range(*at))
+            .ok_or_else(invalid)?;
         let id = id.parse().map_err(|_| invalid())?;
         Ok(Self { created_at, id })
     }
@@ -146,20 +159,47 @@ pub struct ClaimRequest {
     pub lease: Duration,
 }
 
-/// Names one attempt of one job by one worker. Every write a worker makes is
-/// conditional on all three still matching the row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+impl ClaimRequest {
+    /// Most queues or kinds one claim may name.
+    pub const MAX_NAMES: usize = 100;
+
+    pub fn validate(&self) -> Result<(), JobError> {
+        let mut errors = Vec::new();
+        let id = &self.worker_id;
+        if id.is_empty() || id.len() > 255 {
+            errors.push(crate::FieldError::new("worker_id", "must be 1 to 255 bytes"));
+        }
+        storable::check_text(&mut errors, "worker_id", id);
+        let lists = [("queues", Some(&self.queues)), ("kinds", self.kinds.as_ref())];
+        for (field, names) in lists {
+            let Some(names) = names else { continue };
+            if names.len() > Self::MAX_NAMES {
+                errors.push(crate::FieldError::new(field, "must name at most 100"));
+            }
+            for (i, name) in names.iter().enumerate() {
+                storable::check_text(&mut errors, &format!("{field}[{i}]"), name);
+            }
+        }
+        JobError::invalid_if_any(errors)
+    }
+}
+
+/// Names one attempt of one job. Every write a worker makes is conditional on the row
+/// still running with this token, which each claim mints afresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Lease {
     pub job_id: JobId,
-    pub worker_id: String,
+    pub token: LeaseToken,
+    /// For the error history: which attempt this was.
     pub attempt: i32,
 }
 
 impl Lease {
+    /// The lease of a job as claimed; `None` for a job that is not running.
     pub fn of(job: &Job) -> Option<Self> {
         Some(Self {
             job_id: job.id,
-            worker_id: job.worker_id.clone()?,
+            token: job.lease_token?,
             attempt: job.attempt,
         })
     }
@@ -199,30 +239,81 @@ pub enum Outcome {
     Released,
 }
 
+impl Outcome {
+    /// The error kind of an outcome whose result the database cannot store.
+    pub const UNSTORABLE: &'static str = "unstorable_outcome";
+
+    /// This outcome as the store can write it: error texts capped (`storable::caps`) with
+    /// NUL characters replaced, retry delays clamped to `limits::DURATION_MAX_SECS`, and a
+    /// result or item errors holding a NUL character turned into a permanent failure of
+    /// kind `unstorable_outcome` that says why.
+    pub fn into_storable(self) -> Outcome {
+        use storable::{caps, json_has_nul, storable_text};
+        let unstorable = |what: &str| Outcome::Failed {
+            kind: Self::UNSTORABLE.into(),
+            message: format!(
+                "the handler's {what} holds a NUL character (\\u0000), which the database cannot store"
+            ),
+            retry: Retry::Never,
+        };
+        match self {
+            Outcome::Completed { result } if json_has_nul(&result) => unstorable("result"),
+            Outcome::Partial { result, .. } if json_has_nul(&result) => unstorable("result"),
+            Outcome::Partial { item_errors, .. } if json_has_nul(&item_errors) => {
+                unstorable("item errors")
+            }
+            Outcome::Failed {
+                kind,
+                message,
+                retry,
+            } => Outcome::Failed {
+                kind: storable_text(&kind, caps::ERROR_KIND),
+                message: storable_text(&message, caps::ERROR_MESSAGE),
+                retry: match retry {
+                    Retry::After(delay) => Retry::After(delay.min(Duration::from_secs(
+                        crate::limits::DURATION_MAX_SECS,
+                    ))),
+                    other => other,
+                },
+            },
+            other => other,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Finish {
     pub lease: Lease,
     pub outcome: Outcome,
 }
 
+/// What one heartbeat found, by lease token.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Heartbeat {
-    /// Jobs whose lease was extended.
-    pub renewed: Vec<JobId>,
-    /// Renewed jobs someone asked to cancel.
-    pub cancel_requested: Vec<JobId>,
-    /// Jobs this worker no longer owns; their handlers should stop.
-    pub lost: Vec<JobId>,
+    /// Attempts whose lease was extended.
+    pub renewed: Vec<LeaseToken>,
+    /// Renewed attempts someone asked to cancel.
+    pub cancel_requested: Vec<LeaseToken>,
+    /// Attempts no longer current (rescued, cancelled, claimed again); their handlers
+    /// should stop.
+    pub lost: Vec<LeaseToken>,
 }
 
+/// What one maintenance statement moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RescueReport {
     /// Running jobs with an expired lease, returned to pending.
     pub retried: u64,
     /// Jobs that ended as failed: lease expired on the last attempt, or deadline passed.
     pub failed: u64,
-    /// Running jobs with an expired lease and a cancel request.
+    /// Jobs with a cancel request whose lease expired, or that were pending.
     pub cancelled: u64,
+}
+
+impl RescueReport {
+    pub fn total(&self) -> u64 {
+        self.retried + self.failed + self.cancelled
+    }
 }
 
 /// Per queue: how many jobs are in each state, and how long the oldest due job has waited.
@@ -254,12 +345,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Job>, JobError>;
 
     /// Extends the leases of the worker's running jobs among `ids`.
-    async fn heartbeat(
-        &self,
-        worker_id: &str,
-        ids: &[JobId],
-        lease: Duration,
-    ) -> Result<Heartbeat, JobError>;
+    /// Extends the leases of these attempts, if they are still current.
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Heartbeat, JobError>;
 
     /// Records progress (0.0..=1.0) and a stage text; only the lease holder may.
     async fn progress(
@@ -326,15 +413,19 @@ pub trait JobStore: Send + Sync + 'static {
     /// Runs an ended job again from attempt 0.
     async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError>;
 
-    /// Returns running jobs with expired leases to pending (or failed when no attempt is
-    /// left), and fails pending jobs whose deadline passed.
-    async fn rescue(&self) -> Result<RescueReport, JobError>;
+    /// Returns up to `limit` running jobs whose lease expired to pending (or failed when
+    /// no attempt or time is left, cancelled when a cancel was requested). One statement.
+    async fn rescue_expired(&self, limit: u32) -> Result<RescueReport, JobError>;
+
+    /// Ends up to `limit` pending jobs that may never run: failed when their deadline
+    /// passed, cancelled when a cancel was requested. One statement.
+    async fn end_unrunnable(&self, limit: u32) -> Result<RescueReport, JobError>;
 
     /// Counts per queue and state, for one tenant or all.
     async fn queue_stats(&self, tenant: Option<&str>) -> Result<Vec<QueueStats>, JobError>;
 
-    /// Deletes ended jobs whose retention expired, `batch` rows per statement.
-    async fn purge_expired(&self, batch: u32) -> Result<u64, JobError>;
+    /// Deletes up to `limit` ended jobs whose retention expired. One statement.
+    async fn purge_expired(&self, limit: u32) -> Result<u64, JobError>;
 }
 
 /// A single enqueue reports `priority`, not `jobs[0].priority`.
@@ -358,6 +449,37 @@ fn unprefix(error: JobError) -> JobError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn outcomes_are_made_storable() {
+        let nul = Outcome::Completed {
+            result: serde_json::json!({"body": "a\u{0}b"}),
+        };
+        let Outcome::Failed { kind, retry, .. } = nul.into_storable() else {
+            panic!("a NUL result must become a failure");
+        };
+        assert_eq!((kind.as_str(), retry), (Outcome::UNSTORABLE, Retry::Never));
+        let long = Outcome::Failed {
+            kind: "k\0".repeat(100),
+            message: "m".repeat(100_000),
+            retry: Retry::After(Duration::MAX),
+        };
+        let Outcome::Failed {
+            kind,
+            message,
+            retry,
+        } = long.into_storable()
+        else {
+            panic!("stays a failure");
+        };
+        assert!(kind.len() <= storable::caps::ERROR_KIND && !kind.contains('\0'));
+        assert!(message.len() <= storable::caps::ERROR_MESSAGE);
+        assert!(message.ends_with(storable::TRUNCATED_MARKER));
+        assert_eq!(
+            retry,
+            Retry::After(Duration::from_secs(crate::limits::DURATION_MAX_SECS))
+        );
+    }
 
     #[test]
     fn cursor_round_trips() {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{AttemptError, Job, NewJob, QueueStats, State};
+use jobs_core::{AttemptError, Job, LeaseToken, NewJob, QueueStats, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -276,7 +276,26 @@ pub struct ClaimBody {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Claimed {
-    pub jobs: Vec<JobView>,
+    pub jobs: Vec<ClaimedJob>,
+}
+
+/// A claimed job and the token of this attempt, which heartbeat, complete and fail must
+/// present. Only the claimer is told it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimedJob {
+    #[schema(value_type = String, format = Uuid)]
+    pub lease_token: LeaseToken,
+    #[serde(flatten)]
+    pub job: JobView,
+}
+
+impl ClaimedJob {
+    pub fn of(job: Job) -> Option<Self> {
+        Some(Self {
+            lease_token: job.lease_token?,
+            job: job.into(),
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -284,6 +303,9 @@ pub struct Claimed {
 pub struct HeartbeatBody {
     #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
+    /// The `lease_token` the claim returned; a stale one gets 409 `lease-lost`.
+    #[schema(value_type = String, format = Uuid)]
+    pub lease_token: LeaseToken,
     /// 0.0..=1.0.
     #[schema(minimum = 0, maximum = 1)]
     pub progress: Option<f64>,
@@ -305,6 +327,9 @@ pub struct HeartbeatReply {
 pub struct CompleteBody {
     #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
+    /// The `lease_token` the claim returned; a stale one gets 409 `lease-lost`.
+    #[schema(value_type = String, format = Uuid)]
+    pub lease_token: LeaseToken,
     #[serde(default)]
     pub result: Value,
     /// Present for a partial success: the items that failed.
@@ -316,6 +341,9 @@ pub struct CompleteBody {
 pub struct FailBody {
     #[schema(min_length = 1, max_length = 255)]
     pub worker_id: String,
+    /// The `lease_token` the claim returned; a stale one gets 409 `lease-lost`.
+    #[schema(value_type = String, format = Uuid)]
+    pub lease_token: LeaseToken,
     pub error: FailError,
     /// Default true: retried with backoff while attempts remain.
     pub retryable: Option<bool>,

@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, ListFilter, NewJob, Outcome, PageRequest,
-    Retry, State,
+    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Outcome,
+    PageRequest, Retry, State,
 };
 use tokio::time::Instant;
 
@@ -361,7 +361,6 @@ pub async fn claim(
         ));
     }
     let lease = lease_of(body.lease_seconds)?;
-    check_worker_id(&body.worker_id)?;
     let wait = wait_of(body.wait_seconds, MAX_CLAIM_WAIT)?;
     let request = ClaimRequest {
         worker_id: body.worker_id,
@@ -373,12 +372,13 @@ pub async fn claim(
         limit: max_jobs,
         lease,
     };
+    request.validate()?;
     let until = Instant::now() + wait;
     loop {
         let waiting = state.wake.notified();
         let jobs = state.store.claim(&request).await?;
         if !jobs.is_empty() || Instant::now() >= until {
-            let jobs = jobs.into_iter().map(Into::into).collect();
+            let jobs = jobs.into_iter().filter_map(ClaimedJob::of).collect();
             return Ok(HttpResponse::Ok().json(Claimed { jobs }));
         }
         // Woken by an enqueue, or re-check now and then for scheduled jobs coming due.
@@ -410,19 +410,28 @@ fn check_worker_id(worker_id: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The lease a remote worker holds on a job, if it holds one; else 409 `lease-lost`.
+/// The lease of the attempt that `token` names, if it is still the job's current one;
+/// else 409 `lease-lost` (the job was rescued, cancelled or claimed again since).
 async fn lease_held(
     state: &ApiState,
     tenant: &str,
     id: JobId,
     worker_id: &str,
+    token: LeaseToken,
 ) -> Result<Lease, ApiError> {
     check_worker_id(worker_id)?;
     let job = state.reader.get(Some(tenant), id).await?;
     match Lease::of(&job) {
-        Some(lease) if job.state == State::Running && lease.worker_id == worker_id => Ok(lease),
+        Some(lease) if job.state == State::Running && lease.token == token => Ok(lease),
         _ => Err(jobs_core::JobError::LeaseLost(id).into()),
     }
+}
+
+/// JSON a handler returned, refused (400 naming `field`) when the database cannot store it.
+fn check_storable(field: &str, value: &serde_json::Value) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    jobs_core::storable::check_json(&mut errors, field, value);
+    jobs_core::JobError::invalid_if_any(errors).map_err(Into::into)
 }
 
 /// Remote workers: extend the lease, report progress, hear of cancel requests.
@@ -453,11 +462,8 @@ pub async fn heartbeat(
             "must be between 0.0 and 1.0",
         ));
     }
-    let lease = lease_held(&state, &tenant, id, &body.worker_id).await?;
-    let beat = state
-        .store
-        .heartbeat(&lease.worker_id, &[id], lease_for)
-        .await?;
+    let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
+    let beat = state.store.heartbeat(&[lease], lease_for).await?;
     if beat.renewed.is_empty() {
         return Err(jobs_core::JobError::LeaseLost(id).into());
     }
@@ -492,7 +498,12 @@ pub async fn complete(
     path: web::Path<String>,
     Json(body): Json<CompleteBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let lease = lease_held(&state, &tenant, job_id(&path)?, &body.worker_id).await?;
+    check_storable("result", &body.result)?;
+    if let Some(item_errors) = &body.item_errors {
+        check_storable("item_errors", item_errors)?;
+    }
+    let id = job_id(&path)?;
+    let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
     let outcome = match body.item_errors {
         Some(item_errors) => Outcome::Partial {
             result: body.result,
@@ -526,12 +537,14 @@ pub async fn fail(
     path: web::Path<String>,
     Json(body): Json<FailBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let lease = lease_held(&state, &tenant, job_id(&path)?, &body.worker_id).await?;
+    let id = job_id(&path)?;
+    let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
     let retry = match (body.retryable.unwrap_or(true), body.retry_after_seconds) {
         (false, _) => Retry::Never,
         (true, None) => Retry::Backoff,
         (true, Some(s)) if s.is_finite() && s >= 0.0 => {
-            Retry::After(Duration::from_secs_f64(s.min(1e9)))
+            // Clamped again by the store, to `limits::DURATION_MAX_SECS`.
+            Retry::After(Duration::from_secs_f64(s.min(1e12)))
         }
         (true, Some(_)) => {
             return Err(ApiError::invalid_field(

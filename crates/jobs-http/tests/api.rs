@@ -32,7 +32,7 @@ async fn work_one(api: &Api, worker: &str) -> Value {
     assert_eq!(status, StatusCode::OK, "{claimed}");
     let job = claimed["jobs"][0].clone();
     let id = job["id"].as_str().expect("a job was claimed");
-    let done = json!({"worker_id": worker, "result": {"echo": job["args"]}});
+    let done = json!({"worker_id": worker, "lease_token": job["lease_token"], "result": {"echo": job["args"]}});
     let (status, body) = api.post(&format!("/v1/jobs/{id}/complete"), done).await;
     assert_eq!(
         (status, body["state"].as_str()),
@@ -277,16 +277,17 @@ async fn events_stream_each_change_until_the_job_ends(db: TestDb) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, claimed) = api.post("/v1/claims", json!({"worker_id": "w"})).await;
     assert_eq!(claimed["jobs"][0]["id"], id.as_str());
+    let token = &claimed["jobs"][0]["lease_token"];
     tokio::time::sleep(Duration::from_millis(400)).await;
     api.post(
         &format!("/v1/jobs/{id}/heartbeat"),
-        json!({"worker_id": "w", "progress": 0.5, "stage": "half"}),
+        json!({"worker_id": "w", "lease_token": token, "progress": 0.5, "stage": "half"}),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(400)).await;
     api.post(
         &format!("/v1/jobs/{id}/complete"),
-        json!({"worker_id": "w", "result": 1}),
+        json!({"worker_id": "w", "lease_token": token, "result": 1}),
     )
     .await;
 
@@ -333,8 +334,12 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
         "highest priority first"
     );
     assert_eq!(claimed["jobs"][0]["state"], "running");
+    let token = claimed["jobs"][0]["lease_token"].clone();
+    assert!(token.is_string(), "the claim returns the attempt's lease token");
+    let (_, seen) = api.get(&format!("/v1/jobs/{first}")).await;
+    assert!(seen.get("lease_token").is_none(), "readers are never told the token");
 
-    let beat = json!({"worker_id": "w1", "progress": 0.4, "stage": "thumbnails"});
+    let beat = json!({"worker_id": "w1", "lease_token": token, "progress": 0.4, "stage": "thumbnails"});
     let (status, reply) = api.post(&format!("/v1/jobs/{first}/heartbeat"), beat).await;
     assert_eq!(
         (status, reply["cancel_requested"].as_bool()),
@@ -346,23 +351,18 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
         (Some(0.4), Some("thumbnails"))
     );
 
-    // A stale worker: not the holder.
+    // A stale attempt: the same worker id, another token.
+    let stale = json!({"worker_id": "w1", "lease_token": uuid::Uuid::new_v4()});
     let (status, body) = api
-        .post(
-            &format!("/v1/jobs/{first}/complete"),
-            json!({"worker_id": "w-stale"}),
-        )
+        .post(&format!("/v1/jobs/{first}/complete"), stale.clone())
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "lease-lost");
     let (status, body) = api
-        .post(
-            &format!("/v1/jobs/{first}/heartbeat"),
-            json!({"worker_id": "w-stale"}),
-        )
+        .post(&format!("/v1/jobs/{first}/heartbeat"), stale)
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "lease-lost");
 
-    let partial = json!({"worker_id": "w1", "result": {"done": 3}, "item_errors": [{"item": 2}]});
+    let partial = json!({"worker_id": "w1", "lease_token": token, "result": {"done": 3}, "item_errors": [{"item": 2}]});
     let (status, body) = api
         .post(&format!("/v1/jobs/{first}/complete"), partial)
         .await;
@@ -373,14 +373,15 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
     let (status, body) = api
         .post(
             &format!("/v1/jobs/{first}/complete"),
-            json!({"worker_id": "w1"}),
+            json!({"worker_id": "w1", "lease_token": token}),
         )
         .await;
     assert_problem(status, &body, StatusCode::CONFLICT, "lease-lost");
 
     let (_, claimed) = api.post("/v1/claims", json!({"worker_id": "w2"})).await;
     assert_eq!(claimed["jobs"][0]["id"], second.as_str());
-    let failure = json!({"worker_id": "w2", "error": {"kind": "bad_image", "message": "not a PNG"}, "retryable": false});
+    let token = &claimed["jobs"][0]["lease_token"];
+    let failure = json!({"worker_id": "w2", "lease_token": token, "error": {"kind": "bad_image", "message": "not a PNG"}, "retryable": false});
     let (status, body) = api.post(&format!("/v1/jobs/{second}/fail"), failure).await;
     assert_eq!(
         (status, body["state"].as_str()),
@@ -391,7 +392,8 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
 
     // Cancellation through DELETE is seen in the heartbeat answer.
     let third = api.create(json!({"kind": "resize"})).await;
-    api.post("/v1/claims", json!({"worker_id": "w3"})).await;
+    let (_, claimed) = api.post("/v1/claims", json!({"worker_id": "w3"})).await;
+    let token = &claimed["jobs"][0]["lease_token"];
     let (status, body) = api.delete(&format!("/v1/jobs/{third}")).await;
     assert_eq!(
         (
@@ -404,11 +406,11 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
     let (_, reply) = api
         .post(
             &format!("/v1/jobs/{third}/heartbeat"),
-            json!({"worker_id": "w3"}),
+            json!({"worker_id": "w3", "lease_token": token}),
         )
         .await;
     assert_eq!(reply["cancel_requested"], true);
-    let stop = json!({"worker_id": "w3", "error": {"kind": "cancelled", "message": "stopped"}});
+    let stop = json!({"worker_id": "w3", "lease_token": token, "error": {"kind": "cancelled", "message": "stopped"}});
     let (_, body) = api.post(&format!("/v1/jobs/{third}/fail"), stop).await;
     assert_eq!(body["state"], "cancelled");
 
@@ -622,7 +624,7 @@ async fn tenants_only_see_their_own_jobs(db: TestDb) {
     let (status, _) = b
         .post(
             &format!("/v1/jobs/{mine}/complete"),
-            json!({"worker_id": "a-worker"}),
+            json!({"worker_id": "a-worker", "lease_token": claimed["jobs"][0]["lease_token"]}),
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "b cannot complete a's job");

@@ -36,6 +36,7 @@ pub struct Model {
     pub errors: Json,
     #[sea_orm(column_type = "Text", nullable)]
     pub worker_id: Option<String>,
+    pub lease_token: Option<Uuid>,
     pub lease_expires_at: Option<TimeDateTimeWithTimeZone>,
     pub cancel_requested_at: Option<TimeDateTimeWithTimeZone>,
     #[sea_orm(column_type = "Text", nullable)]

@@ -88,20 +88,20 @@ impl Dialect {
         }
     }
 
+    /// A fresh random uuid per row: a lease token.
+    pub(crate) fn random_uuid(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "gen_random_uuid()",
+            // Ids are stored as 16-byte blobs.
+            Dialect::Sqlite => "randomblob(16)",
+        }
+    }
+
     /// Row locking for claim-style subqueries; SQLite has one writer and needs none.
     pub(crate) fn skip_locked(self) -> &'static str {
         match self {
             Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
             Dialect::Sqlite => "",
-        }
-    }
-
-    /// Every column of `jobs` from an `UPDATE ... FROM`: PostgreSQL would add the other
-    /// table's columns to a bare `*`; SQLite only accepts the bare `*`.
-    pub(crate) fn returning_jobs(self) -> &'static str {
-        match self {
-            Dialect::Postgres => "RETURNING jobs.*",
-            Dialect::Sqlite => "RETURNING *",
         }
     }
 
@@ -166,13 +166,24 @@ impl Sql {
         placeholders.join(", ")
     }
 
-    /// ` = ANY($1)` (PostgreSQL: one array parameter, the same statement for any number
-    /// of ids) or ` IN ($1, $2, ...)` (SQLite), to follow a column of job ids.
+    /// ` = ANY($1)` (PostgreSQL) or ` IN (SELECT ... FROM json_each($1))` (SQLite), to
+    /// follow a column of job ids: one parameter and the same statement text for any
+    /// number of ids (SQLite allows at most 32,766 parameters).
     pub(crate) fn in_ids(&mut self, ids: &[jobs_core::JobId]) -> String {
-        let uuids = ids.iter().map(|id| id.as_uuid());
+        self.in_uuids(ids.iter().map(|id| id.as_uuid()))
+    }
+
+    /// As `in_ids`, for any uuid column.
+    pub(crate) fn in_uuids(&mut self, uuids: impl Iterator<Item = uuid::Uuid>) -> String {
         match self.dialect {
             Dialect::Postgres => format!(" = ANY({})", self.bind(uuids.collect::<Vec<_>>())),
-            Dialect::Sqlite => format!(" IN ({})", self.bind_list(uuids)),
+            Dialect::Sqlite => {
+                let text: Vec<serde_json::Value> =
+                    uuids.map(|u| serde_json::Value::from(u.simple().to_string())).collect();
+                let list = self.bind(serde_json::Value::Array(text));
+                // Ids are stored as 16-byte blobs.
+                format!(" IN (SELECT unhex(value) FROM json_each({list}))")
+            }
         }
     }
 

@@ -10,10 +10,14 @@ use std::{
 use async_trait::async_trait;
 use jobs_core::{
     AttemptError, ClaimRequest, Cursor, Enqueued, FieldError, Finish, Heartbeat, Job, JobError,
-    JobId, JobStore, Lease, ListFilter, NewJob, Outcome, Page, PageRequest, QueueStats,
-    RescueReport, Retry, RetryPolicy, State,
+    JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Outcome, Page, PageRequest,
+    QueueStats, RescueReport, Retry, RetryPolicy, State,
+    storable::{caps, storable_text},
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, TransactionTrait};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, RuntimeErr, TransactionTrait,
+    sqlx,
+};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -23,10 +27,8 @@ use crate::{
     sql::{Dialect, Sql, rows_cte, state_list},
 };
 
-/// Rows per multi-row INSERT: keeps parameters under SQLite's 32,766 limit.
+/// Rows per multi-row INSERT.
 const INSERT_CHUNK: usize = 1_000;
-/// Rows the rescuer moves per statement.
-const RESCUE_BATCH: u32 = 1_000;
 
 /// Clones share the connection pool and the in-process wake-up channel.
 #[derive(Debug, Clone)]
@@ -62,7 +64,11 @@ impl SeaOrmStore {
     ) -> Result<Vec<Enqueued>, JobError> {
         validate_all(&jobs)?;
         let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(jobs.len());
-        for chunk in jobs.chunks(INSERT_CHUNK) {
+        // Rows go in one stable order, by (tenant, unique key): concurrent batches then
+        // wait on each other's keys in the same order and cannot deadlock.
+        let mut ordered: Vec<&NewJob> = jobs.iter().collect();
+        ordered.sort_by(|a, b| (&a.tenant, &a.unique_key).cmp(&(&b.tenant, &b.unique_key)));
+        for chunk in ordered.chunks(INSERT_CHUNK) {
             for job in self.insert_chunk(conn, chunk).await? {
                 inserted.insert(job.id, job);
             }
@@ -125,31 +131,26 @@ impl SeaOrmStore {
         }
         let mut sql = self.sql();
         let ids = sql.in_ids(ids);
-        sql.push(&format!("SELECT * FROM jobs WHERE id{ids}"));
+        sql.push(&format!("SELECT {} FROM jobs WHERE id{ids}", job_columns("")));
         let jobs = self.fetch_jobs(&self.db, sql).await?;
         Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
     }
 
-    /// Which of `ids` are still running with a cancel request: a cheap read that lets a
-    /// worker hear of cancels made by any process.
-    pub async fn cancel_requests(&self, ids: &[JobId]) -> Result<Vec<JobId>, JobError> {
-        if ids.is_empty() {
+    /// Which of these attempts are still current with a cancel request: a cheap read that
+    /// lets a worker hear of cancels made by any process.
+    pub async fn cancel_requests(&self, leases: &[Lease]) -> Result<Vec<LeaseToken>, JobError> {
+        if leases.is_empty() {
             return Ok(Vec::new());
         }
         let mut sql = self.sql();
-        let ids = sql.in_ids(ids);
+        let ids = sql.in_uuids(leases.iter().map(|l| l.job_id.as_uuid()));
+        let tokens = sql.in_uuids(leases.iter().map(|l| l.token.as_uuid()));
         sql.push(&format!(
-            "SELECT id FROM jobs WHERE id{ids} AND state = 'running' \
-             AND cancel_requested_at IS NOT NULL"
+            "SELECT lease_token FROM jobs WHERE id{ids} AND lease_token{tokens} \
+             AND state = 'running' AND cancel_requested_at IS NOT NULL"
         ));
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                Ok(JobId::from(
-                    row.try_get::<Uuid>("", "id").map_err(db_error)?,
-                ))
-            })
-            .collect()
+        rows.iter().map(token_of).collect()
     }
 
     /// Connects with the defaults of `connect_options`.
@@ -182,6 +183,10 @@ impl SeaOrmStore {
         Sql::new(self.dialect)
     }
 
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
     async fn fetch_jobs(&self, db: &impl ConnectionTrait, sql: Sql) -> Result<Vec<Job>, JobError> {
         let models = entity::Model::find_by_statement(sql.build())
             .all(db)
@@ -194,7 +199,7 @@ impl SeaOrmStore {
     async fn insert_chunk(
         &self,
         db: &impl ConnectionTrait,
-        jobs: &[NewJob],
+        jobs: &[&NewJob],
     ) -> Result<Vec<Job>, JobError> {
         let d = self.dialect;
         let mut sql = self.sql();
@@ -211,7 +216,8 @@ impl SeaOrmStore {
                COALESCE(run_at, {due}), 0, max_attempts, timeout_ms, deadline, retention_ms, 0, \
                '[]', unique_key, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
              FROM r WHERE true \
-             ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING *",
+             ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING {columns}",
+            columns = job_columns(""),
             due = d.now_plus_ms("delay_ms"),
             now = d.now(),
         ));
@@ -237,7 +243,7 @@ impl SeaOrmStore {
                     )
                 })
                 .collect();
-            sql.push("SELECT * FROM jobs WHERE ")
+            sql.push(&format!("SELECT {} FROM jobs WHERE ", job_columns("")))
                 .push(&conditions.join(" OR "));
             for job in self.fetch_jobs(db, sql).await? {
                 if let Some(key) = job.unique_key.clone() {
@@ -264,7 +270,13 @@ impl SeaOrmStore {
         })
     }
 
+    /// Never longer than `limits::DURATION_MAX_SECS`, however the delay was asked for.
     fn retry_delay(&self, attempt: i32, retry: Retry) -> Option<Duration> {
+        let max = Duration::from_secs(jobs_core::limits::DURATION_MAX_SECS);
+        self.requested_delay(attempt, retry).map(|d| d.min(max))
+    }
+
+    fn requested_delay(&self, attempt: i32, retry: Retry) -> Option<Duration> {
         match retry {
             Retry::Backoff => Some(self.retry_policy.backoff(attempt)),
             Retry::After(delay) => Some(delay),
@@ -272,44 +284,12 @@ impl SeaOrmStore {
         }
     }
 
-    async fn rescue_expired_leases(&self) -> Result<RescueReport, JobError> {
-        let d = self.dialect;
-        let now = d.now();
-        let mut sql = self.sql();
-        let limit = sql.bind(RESCUE_BATCH as i64);
-        sql.push(&format!(
-            "WITH t AS MATERIALIZED (SELECT id, CASE \
-               WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' \
-               WHEN attempt < max_attempts AND (deadline IS NULL OR deadline > {now}) THEN 'pending' \
-               ELSE 'failed' END AS next_state \
-             FROM jobs WHERE state = 'running' AND lease_expires_at < {now} \
-             ORDER BY lease_expires_at LIMIT {limit}{lock}) \
-             UPDATE jobs SET state = t.next_state, \
-               errors = {errors}, \
-               run_at = CASE WHEN t.next_state = 'pending' THEN {now} ELSE jobs.run_at END, \
-               lease_expires_at = NULL, \
-               finished_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {now} END, \
-               expires_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {expiry} END, \
-               updated_at = {now} \
-             FROM t WHERE jobs.id = t.id AND jobs.state = 'running' \
-             RETURNING jobs.state",
-            lock = d.skip_locked(),
-            errors = d.append_attempt_error(
-                "jobs.errors",
-                "jobs.attempt",
-                "'lease_expired'",
-                "'the lease expired: the worker stopped heartbeating'"
-            ),
-            expiry = d.now_plus_ms("jobs.retention_ms"),
-        ));
+    /// Counts the states that a maintenance statement `RETURNING state` moved jobs to.
+    async fn report(&self, sql: Sql) -> Result<RescueReport, JobError> {
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
         let mut report = RescueReport::default();
         for row in rows {
-            match row
-                .try_get::<String>("", "state")
-                .map_err(db_error)?
-                .as_str()
-            {
+            match row.try_get::<String>("", "state").map_err(db_error)?.as_str() {
                 "pending" => report.retried += 1,
                 "cancelled" => report.cancelled += 1,
                 _ => report.failed += 1,
@@ -318,28 +298,107 @@ impl SeaOrmStore {
         Ok(report)
     }
 
-    async fn fail_past_deadline(&self) -> Result<u64, JobError> {
+    /// Writes outcomes in one statement; the database's own error if it refuses it.
+    async fn finish_rows(&self, items: &[Finish]) -> Result<Vec<Result<State, JobError>>, DbErr> {
         let d = self.dialect;
         let now = d.now();
         let mut sql = self.sql();
-        let limit = sql.bind(RESCUE_BATCH as i64);
+        let rows = items
+            .iter()
+            .map(|item| {
+                finish_row(
+                    item,
+                    self.retry_delay(item.lease.attempt, retry_of(&item.outcome)),
+                )
+            })
+            .collect();
+        let v = rows_cte(&mut sql, "v", FINISH_COLUMNS, rows);
+        // Every decision reads the row as locked (`jobs.`), never a snapshot taken before
+        // the lock: a cancel that commits while this statement waits is seen.
+        let next = format!(
+            "(CASE \
+               WHEN t.outcome IN ('retry', 'released', 'failed') \
+                 AND jobs.cancel_requested_at IS NOT NULL THEN 'cancelled' \
+               WHEN t.outcome = 'released' THEN 'pending' \
+               WHEN t.outcome <> 'retry' THEN t.outcome \
+               WHEN jobs.attempt < jobs.max_attempts \
+                 AND (jobs.deadline IS NULL OR jobs.deadline > {retry_at}) THEN 'pending' \
+               ELSE 'failed' END)",
+            retry_at = d.now_plus_ms("t.delay_ms"),
+        );
         sql.push(&format!(
-            "WITH picked AS MATERIALIZED (SELECT id FROM jobs WHERE state = 'pending' \
-               AND deadline IS NOT NULL AND deadline <= {now} LIMIT {limit}{lock}) \
-             UPDATE jobs SET state = 'failed', errors = {errors}, finished_at = {now}, \
-               expires_at = {expiry}, updated_at = {now} \
-             FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending'",
-            errors = d.append_attempt_error(
-                "errors",
-                "attempt",
-                "'deadline'",
-                "'the deadline passed before the job could run'"
-            ),
-            expiry = d.now_plus_ms("retention_ms"),
-            lock = d.skip_locked(),
+            "WITH {v} \
+             UPDATE jobs SET state = {next}, \
+               attempt = CASE WHEN {next} = 'pending' AND t.outcome = 'released' \
+                 THEN jobs.attempt - 1 ELSE jobs.attempt END, \
+               run_at = CASE WHEN {next} <> 'pending' THEN jobs.run_at \
+                 WHEN t.outcome = 'retry' THEN {retry_at} ELSE {now} END, \
+               result = CASE WHEN t.outcome IN ('completed', 'partial') THEN t.result ELSE jobs.result END, \
+               item_errors = CASE WHEN t.outcome = 'partial' THEN t.item_errors ELSE jobs.item_errors END, \
+               errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
+               progress = CASE WHEN t.outcome IN ('completed', 'partial') THEN 1.0 ELSE jobs.progress END, \
+               lease_expires_at = NULL, lease_token = NULL, \
+               finished_at = CASE WHEN {next} = 'pending' THEN NULL ELSE {now} END, \
+               expires_at = CASE WHEN {next} = 'pending' THEN NULL ELSE {expiry} END, \
+               updated_at = {now} \
+             FROM v AS t \
+             WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.lease_token = t.lease_token \
+             RETURNING jobs.id, jobs.state",
+            retry_at = d.now_plus_ms("t.delay_ms"),
+            errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
+            expiry = d.now_plus_ms("jobs.retention_ms"),
         ));
-        let done = self.db.execute_raw(sql.build()).await.map_err(db_error)?;
-        Ok(done.rows_affected())
+        let returned = self.db.query_all_raw(sql.build()).await?;
+        let mut moved = HashMap::with_capacity(returned.len());
+        for row in returned {
+            let id = JobId::from(row.try_get::<Uuid>("", "id")?);
+            let state: String = row.try_get("", "state")?;
+            moved.insert(id, state);
+        }
+        Ok(items
+            .iter()
+            .map(|item| match moved.get(&item.lease.job_id) {
+                Some(state) => state.parse(),
+                None => Err(JobError::LeaseLost(item.lease.job_id)),
+            })
+            .collect())
+    }
+
+    /// After the database refused a batch: each outcome alone, so one bad value fails
+    /// only its own job. An outcome refused alone ends its job `failed` with kind
+    /// `unstorable_outcome` and the database's reason.
+    async fn finish_each(
+        &self,
+        items: Vec<Finish>,
+    ) -> Result<Vec<Result<State, JobError>>, JobError> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let result = match self.finish_rows(std::slice::from_ref(&item)).await {
+                Ok(mut one) => one.remove(0),
+                Err(error) if refused_value(&error) => {
+                    tracing::warn!(job = %item.lease.job_id, %error, "the database refused an outcome; failing the job");
+                    let failed = Finish {
+                        lease: item.lease,
+                        outcome: Outcome::Failed {
+                            kind: Outcome::UNSTORABLE.into(),
+                            message: storable_text(
+                                &format!("the database refused the outcome: {error}"),
+                                caps::ERROR_MESSAGE,
+                            ),
+                            retry: Retry::Never,
+                        },
+                    };
+                    match self.finish_rows(&[failed]).await {
+                        Ok(mut one) => one.remove(0),
+                        Err(error) if refused_value(&error) => Err(db_error(error)),
+                        Err(error) => return Err(db_error(error)),
+                    }
+                }
+                Err(error) => return Err(db_error(error)),
+            };
+            results.push(result);
+        }
+        Ok(results)
     }
 }
 
@@ -376,6 +435,7 @@ impl JobStore for SeaOrmStore {
 
     async fn list(&self, filter: &ListFilter, page: &PageRequest) -> Result<Page, JobError> {
         page.validate()?;
+        filter.validate()?;
         let mut sql = self.sql();
         let mut conditions = vec!["1 = 1".to_owned()];
         let mut equals = |column: &str, value: Option<String>, sql: &mut Sql| {
@@ -408,7 +468,8 @@ impl JobStore for SeaOrmStore {
         let limit = sql.bind(page.limit as i64 + 1);
         let offset = sql.bind(page.offset.min(i64::MAX as u64) as i64);
         sql.push(&format!(
-            "SELECT * FROM jobs WHERE {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+            "SELECT {} FROM jobs WHERE {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+            job_columns(""),
             conditions.join(" AND ")
         ));
         let mut items = self.fetch_jobs(&self.db, sql).await?;
@@ -448,14 +509,15 @@ impl JobStore for SeaOrmStore {
         sql.push(&format!(
             "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
                WHERE state = 'pending' AND queue IN ({queues}){kinds} AND run_at <= {now} \
-                 AND (deadline IS NULL OR deadline > {now}) \
+                 AND (deadline IS NULL OR deadline > {now}) AND cancel_requested_at IS NULL \
                ORDER BY priority DESC, run_at, id LIMIT {limit}{lock}) \
              UPDATE jobs SET state = 'running', worker_id = {worker}, attempt = attempt + 1, \
-               lease_expires_at = {lease_end}, started_at = {now}, updated_at = {now}, \
-               progress = 0, stage = NULL \
+               lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
+               updated_at = {now}, progress = 0, stage = NULL \
              FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending' \
              {returning}",
-            returning = d.returning_jobs(),
+            returning = format!("RETURNING {}", job_columns("jobs.")),
+            token = d.random_uuid(),
             lease_end = d.now_plus_ms(&lease),
             lock = d.skip_locked(),
         ));
@@ -465,43 +527,39 @@ impl JobStore for SeaOrmStore {
         Ok(jobs)
     }
 
-    async fn heartbeat(
-        &self,
-        worker_id: &str,
-        ids: &[JobId],
-        lease: Duration,
-    ) -> Result<Heartbeat, JobError> {
-        if ids.is_empty() {
+    async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Heartbeat, JobError> {
+        if leases.is_empty() {
             return Ok(Heartbeat::default());
         }
         let d = self.dialect;
         let mut sql = self.sql();
-        let worker = sql.bind(worker_id.to_owned());
         let lease = sql.bind(millis(lease));
-        let list = sql.in_ids(ids);
+        let ids = sql.in_uuids(leases.iter().map(|l| l.job_id.as_uuid()));
+        let tokens = sql.in_uuids(leases.iter().map(|l| l.token.as_uuid()));
         sql.push(&format!(
             "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
-             WHERE state = 'running' AND worker_id = {worker} AND id{list} \
-             RETURNING id, cancel_requested_at IS NOT NULL AS cancel_requested",
+             WHERE state = 'running' AND id{ids} AND lease_token{tokens} \
+             RETURNING lease_token, cancel_requested_at IS NOT NULL AS cancel_requested",
             lease_end = d.now_plus_ms(&lease),
             now = d.now(),
         ));
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
         let mut beat = Heartbeat::default();
         for row in rows {
-            let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
-            beat.renewed.push(id);
+            let token = token_of(&row)?;
+            beat.renewed.push(token);
             if row
                 .try_get::<bool>("", "cancel_requested")
                 .map_err(db_error)?
             {
-                beat.cancel_requested.push(id);
+                beat.cancel_requested.push(token);
             }
         }
-        beat.lost = ids
+        let renewed: HashSet<LeaseToken> = beat.renewed.iter().copied().collect();
+        beat.lost = leases
             .iter()
-            .filter(|id| !beat.renewed.contains(id))
-            .copied()
+            .map(|l| l.token)
+            .filter(|token| !renewed.contains(token))
             .collect();
         Ok(beat)
     }
@@ -519,15 +577,15 @@ impl JobStore for SeaOrmStore {
             )]));
         }
         let mut sql = self.sql();
+        let stage = stage.map(|s| storable_text(s, caps::STAGE));
         let text = format!(
             "UPDATE jobs SET progress = {}, stage = {}, updated_at = {} \
-             WHERE id = {} AND worker_id = {} AND attempt = {} AND state = 'running'",
+             WHERE id = {} AND lease_token = {} AND state = 'running'",
             sql.bind(fraction),
-            sql.bind(stage.map(str::to_owned)),
+            sql.bind(stage),
             self.dialect.now(),
             sql.bind(lease.job_id.as_uuid()),
-            sql.bind(lease.worker_id.clone()),
-            sql.bind(lease.attempt),
+            sql.bind(lease.token.as_uuid()),
         );
         sql.push(&text);
         let done = self.db.execute_raw(sql.build()).await.map_err(db_error)?;
@@ -544,69 +602,18 @@ impl JobStore for SeaOrmStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let d = self.dialect;
-        let now = d.now();
-        let mut sql = self.sql();
-        let rows = items
-            .iter()
-            .map(|item| {
-                finish_row(
-                    item,
-                    self.retry_delay(item.lease.attempt, retry_of(&item.outcome)),
-                )
+        let items: Vec<Finish> = items
+            .into_iter()
+            .map(|item| Finish {
+                lease: item.lease,
+                outcome: item.outcome.into_storable(),
             })
             .collect();
-        let v = rows_cte(&mut sql, "v", FINISH_COLUMNS, rows);
-        sql.push(&format!(
-            "WITH {v}, \
-             t AS (SELECT v.*, CASE \
-                 WHEN v.outcome IN ('retry', 'released') AND j.cancel_requested_at IS NOT NULL THEN 'cancelled' \
-                 WHEN v.outcome = 'released' THEN 'pending' \
-                 WHEN v.outcome <> 'retry' THEN v.outcome \
-                 WHEN j.attempt < j.max_attempts \
-                   AND (j.deadline IS NULL OR j.deadline > {retry_at_j}) THEN 'pending' \
-                 ELSE 'failed' END AS next_state \
-               FROM v JOIN jobs j ON j.id = v.id) \
-             UPDATE jobs SET state = t.next_state, \
-               attempt = CASE WHEN t.outcome = 'released' THEN jobs.attempt - 1 ELSE jobs.attempt END, \
-               run_at = CASE WHEN t.next_state <> 'pending' THEN jobs.run_at \
-                 WHEN t.outcome = 'retry' THEN {retry_at_t} ELSE {now} END, \
-               result = CASE WHEN t.outcome IN ('completed', 'partial') THEN t.result ELSE jobs.result END, \
-               item_errors = CASE WHEN t.outcome = 'partial' THEN t.item_errors ELSE jobs.item_errors END, \
-               errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
-               progress = CASE WHEN t.next_state IN ('completed', 'partial') THEN 1.0 ELSE jobs.progress END, \
-               lease_expires_at = NULL, \
-               finished_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {now} END, \
-               expires_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {expiry} END, \
-               updated_at = {now} \
-             FROM t \
-             WHERE jobs.id = t.id AND jobs.state = 'running' AND jobs.worker_id = t.worker_id \
-               AND jobs.attempt = t.attempt \
-             RETURNING jobs.id, jobs.state",
-            retry_at_j = d.now_plus_ms("v.delay_ms"),
-            retry_at_t = d.now_plus_ms("t.delay_ms"),
-            errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
-            expiry = d.now_plus_ms("jobs.retention_ms"),
-        ));
-        let returned = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
-        let mut moved = HashMap::with_capacity(returned.len());
-        for row in returned {
-            let id = JobId::from(row.try_get::<Uuid>("", "id").map_err(db_error)?);
-            let state: State = row
-                .try_get::<String>("", "state")
-                .map_err(db_error)?
-                .parse()?;
-            moved.insert(id, state);
+        match self.finish_rows(&items).await {
+            Ok(results) => Ok(results),
+            Err(error) if refused_value(&error) => self.finish_each(items).await,
+            Err(error) => Err(db_error(error)),
         }
-        Ok(items
-            .iter()
-            .map(|item| {
-                moved
-                    .get(&item.lease.job_id)
-                    .copied()
-                    .ok_or(JobError::LeaseLost(item.lease.job_id))
-            })
-            .collect())
     }
 
     async fn cancel(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
@@ -622,7 +629,8 @@ impl JobStore for SeaOrmStore {
                  THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
                finished_at = CASE WHEN state = 'pending' THEN {now} ELSE finished_at END, \
                expires_at = CASE WHEN state = 'pending' THEN {expiry} ELSE expires_at END, \
-               updated_at = {now}{clause} AND state IN ({from}) RETURNING *",
+               updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
+            columns = job_columns(""),
             expiry = d.now_plus_ms("retention_ms"),
             from = state_list(&State::sources_of(State::Cancelled)),
         ));
@@ -638,32 +646,72 @@ impl JobStore for SeaOrmStore {
         sql.push(&format!(
             "UPDATE jobs SET state = 'pending', attempt = 0, run_at = {now}, progress = 0, \
                stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
-               cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
-               expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING *",
+               lease_token = NULL, cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
+               expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
+            columns = job_columns(""),
             from = state_list(&State::ENDED),
         ));
         self.move_one(sql, id, State::Pending).await
     }
 
-    async fn rescue(&self) -> Result<RescueReport, JobError> {
-        let mut report = RescueReport::default();
-        loop {
-            let round = self.rescue_expired_leases().await?;
-            report.retried += round.retried;
-            report.failed += round.failed;
-            report.cancelled += round.cancelled;
-            if round.retried + round.failed + round.cancelled < RESCUE_BATCH as u64 {
-                break;
-            }
-        }
-        loop {
-            let failed = self.fail_past_deadline().await?;
-            report.failed += failed;
-            if failed < RESCUE_BATCH as u64 {
-                break;
-            }
-        }
-        Ok(report)
+    async fn rescue_expired(&self, limit: u32) -> Result<RescueReport, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let limit = sql.bind(limit.max(1) as i64);
+        sql.push(&format!(
+            "WITH t AS MATERIALIZED (SELECT id, CASE \
+               WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' \
+               WHEN attempt < max_attempts AND (deadline IS NULL OR deadline > {now}) THEN 'pending' \
+               ELSE 'failed' END AS next_state \
+             FROM jobs WHERE state = 'running' AND lease_expires_at < {now} \
+             ORDER BY lease_expires_at LIMIT {limit}{lock}) \
+             UPDATE jobs SET state = t.next_state, \
+               errors = {errors}, \
+               run_at = CASE WHEN t.next_state = 'pending' THEN {now} ELSE jobs.run_at END, \
+               lease_expires_at = NULL, lease_token = NULL, \
+               finished_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {now} END, \
+               expires_at = CASE WHEN t.next_state = 'pending' THEN NULL ELSE {expiry} END, \
+               updated_at = {now} \
+             FROM t WHERE jobs.id = t.id AND jobs.state = 'running' \
+             RETURNING jobs.state",
+            lock = d.skip_locked(),
+            errors = d.append_attempt_error(
+                "jobs.errors",
+                "jobs.attempt",
+                "'lease_expired'",
+                "'the lease expired: the worker stopped heartbeating'"
+            ),
+            expiry = d.now_plus_ms("jobs.retention_ms"),
+        ));
+        self.report(sql).await
+    }
+
+    async fn end_unrunnable(&self, limit: u32) -> Result<RescueReport, JobError> {
+        let d = self.dialect;
+        let now = d.now();
+        let mut sql = self.sql();
+        let limit = sql.bind(limit.max(1) as i64);
+        sql.push(&format!(
+            "WITH t AS MATERIALIZED (SELECT id, CASE \
+                 WHEN cancel_requested_at IS NOT NULL THEN 'cancelled' ELSE 'failed' END AS next_state \
+               FROM jobs WHERE state = 'pending' AND (cancel_requested_at IS NOT NULL \
+                 OR (deadline IS NOT NULL AND deadline <= {now})) LIMIT {limit}{lock}) \
+             UPDATE jobs SET state = t.next_state, \
+               errors = CASE WHEN t.next_state = 'failed' THEN {errors} ELSE jobs.errors END, \
+               finished_at = {now}, expires_at = {expiry}, updated_at = {now} \
+             FROM t WHERE jobs.id = t.id AND jobs.state = 'pending' \
+             RETURNING jobs.state",
+            errors = d.append_attempt_error(
+                "jobs.errors",
+                "jobs.attempt",
+                "'deadline'",
+                "'the deadline passed before the job could run'"
+            ),
+            expiry = d.now_plus_ms("jobs.retention_ms"),
+            lock = d.skip_locked(),
+        ));
+        self.report(sql).await
     }
 
     async fn queue_stats(&self, tenant: Option<&str>) -> Result<Vec<QueueStats>, JobError> {
@@ -708,31 +756,19 @@ impl JobStore for SeaOrmStore {
         Ok(stats)
     }
 
-    async fn purge_expired(&self, batch: u32) -> Result<u64, JobError> {
-        let batch = batch.max(1);
-        let mut total = 0;
-        loop {
-            let mut sql = self.sql();
-            let limit = sql.bind(batch as i64);
-            sql.push(&format!(
-                "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
-                 WHERE expires_at <= {now} AND state IN ({ended}) LIMIT {limit}{lock}) \
-                 DELETE FROM jobs WHERE id IN (SELECT id FROM picked)",
-                now = self.dialect.now(),
-                ended = state_list(&State::ENDED),
-                lock = self.dialect.skip_locked(),
-            ));
-            let deleted = self
-                .db
-                .execute_raw(sql.build())
-                .await
-                .map_err(db_error)?
-                .rows_affected();
-            total += deleted;
-            if deleted < batch as u64 {
-                return Ok(total);
-            }
-        }
+    async fn purge_expired(&self, limit: u32) -> Result<u64, JobError> {
+        let mut sql = self.sql();
+        let limit = sql.bind(limit.max(1) as i64);
+        sql.push(&format!(
+            "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
+             WHERE expires_at <= {now} AND state IN ({ended}) LIMIT {limit}{lock}) \
+             DELETE FROM jobs WHERE id IN (SELECT id FROM picked)",
+            now = self.dialect.now(),
+            ended = state_list(&State::ENDED),
+            lock = self.dialect.skip_locked(),
+        ));
+        let done = self.db.execute_raw(sql.build()).await.map_err(db_error)?;
+        Ok(done.rows_affected())
     }
 }
 
@@ -756,7 +792,7 @@ const INSERT_COLUMNS: &[(&str, &str)] = &[
 ];
 
 /// `run_at` when given, else `delay_ms` (0 when neither) from the database clock.
-fn insert_row(d: Dialect, job: &NewJob) -> Vec<sea_orm::Value> {
+fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
     vec![
         job.id.as_uuid().into(),
         job.tenant.clone().into(),
@@ -779,8 +815,7 @@ fn insert_row(d: Dialect, job: &NewJob) -> Vec<sea_orm::Value> {
 /// The columns of one outcome in `finish_many`, with their PostgreSQL types.
 const FINISH_COLUMNS: &[(&str, &str)] = &[
     ("id", "uuid"),
-    ("attempt", "integer"),
-    ("worker_id", "text"),
+    ("lease_token", "uuid"),
     ("outcome", "text"),
     ("result", "jsonb"),
     ("item_errors", "jsonb"),
@@ -812,8 +847,7 @@ fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
     let (err_kind, err_message) = error.unzip();
     vec![
         item.lease.job_id.as_uuid().into(),
-        item.lease.attempt.into(),
-        item.lease.worker_id.clone().into(),
+        item.lease.token.as_uuid().into(),
         outcome.into(),
         result.into(),
         item_errors.into(),
@@ -875,6 +909,7 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
         item_errors: m.item_errors,
         errors,
         worker_id: m.worker_id,
+        lease_token: m.lease_token.map(LeaseToken::from),
         lease_expires_at: m.lease_expires_at,
         cancel_requested_at: m.cancel_requested_at,
         unique_key: m.unique_key,
@@ -888,9 +923,90 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
     })
 }
 
+/// The columns of `Job`, by name (each optionally prefixed, as `jobs.`): never `*`, so a
+/// schema with columns this binary does not know still reads, and SQLite's prepared
+/// statements never disagree with the table about how many columns a row has.
+fn job_columns(prefix: &str) -> String {
+    use sea_orm::{IdenStatic, Iterable};
+    let names: Vec<String> = entity::Column::iter()
+        .map(|c| format!("{prefix}{}", c.as_str()))
+        .collect();
+    names.join(", ")
+}
+
+fn token_of(row: &sea_orm::QueryResult) -> Result<LeaseToken, JobError> {
+    Ok(LeaseToken::from(
+        row.try_get::<Uuid>("", "lease_token").map_err(db_error)?,
+    ))
+}
+
+/// The database cannot be reached (503, retry later) or it failed the statement (500).
 pub(crate) fn db_error(error: DbErr) -> JobError {
-    match error {
-        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => JobError::Unavailable(error.to_string()),
-        other => JobError::Storage(other.to_string()),
+    if unreachable(&error) {
+        JobError::Unavailable(error.to_string())
+    } else {
+        JobError::Storage(error.to_string())
+    }
+}
+
+/// The error code a database answered with, if it answered.
+enum Code {
+    /// A PostgreSQL SQLSTATE.
+    Postgres(String),
+    /// An SQLite extended result code.
+    Sqlite(u32),
+}
+
+fn code_of(error: &DbErr) -> Option<Code> {
+    let (DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e))) = error
+    else {
+        return None;
+    };
+    let sqlx::Error::Database(e) = e.as_ref() else {
+        return None;
+    };
+    let code = e.code()?;
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+        Some(Code::Postgres(code.into_owned()))
+    } else {
+        code.parse().ok().map(Code::Sqlite)
+    }
+}
+
+/// Lost connections, exhausted pools and a server shutting down.
+fn unreachable(error: &DbErr) -> bool {
+    if let DbErr::ConnectionAcquire(_) | DbErr::Conn(_) = error {
+        return true;
+    }
+    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = error
+    {
+        if let sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed = e.as_ref()
+        {
+            return true;
+        }
+    }
+    match code_of(error) {
+        // Connection exceptions, insufficient resources, operator intervention (shutdown).
+        Some(Code::Postgres(code)) => ["08", "53", "57P"].iter().any(|c| code.starts_with(c)),
+        // Busy, locked, I/O error, full, cannot open.
+        Some(Code::Sqlite(code)) => matches!(code & 0xff, 5 | 6 | 10 | 13 | 14),
+        None => false,
+    }
+}
+
+/// The database refused a value of the statement (a character or number it cannot
+/// store, a value too large, a check): the same statement would fail again.
+fn refused_value(error: &DbErr) -> bool {
+    match code_of(error) {
+        // Data exception, integrity violation, program limit exceeded.
+        Some(Code::Postgres(code)) => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
+        // Generic error (malformed JSON), too big, constraint, mismatch, range.
+        Some(Code::Sqlite(code)) => matches!(code & 0xff, 1 | 18 | 19 | 20 | 25),
+        None => false,
     }
 }

@@ -1,10 +1,10 @@
-//! Wake-ups for idle workers and leadership for maintenance.
+//! Wake-ups for idle workers.
 //!
 //! An enqueue on PostgreSQL sends `NOTIFY jobs_enqueued, '<queue>'` inside its transaction,
 //! so listeners in every process hear of it when it commits; an enqueue through this store
 //! also signals this process directly, the only path on SQLite.
 
-use sea_orm::sqlx::{self, Postgres, pool::PoolConnection, postgres::PgListener};
+use sea_orm::sqlx::{self, postgres::PgListener};
 use tokio::{sync::broadcast, task::JoinHandle};
 
 use crate::{SeaOrmStore, store::db_error};
@@ -77,44 +77,6 @@ impl SeaOrmStore {
     pub fn wake_workers(&self, queue: &str) {
         // No subscriber is not an error: nobody is idle here.
         let _ = self.local_wake().send(queue.to_owned());
-    }
-
-    /// Becomes the one process that runs maintenance, if no other is. On SQLite, where
-    /// one machine shares one file, every caller leads.
-    pub async fn try_lead(&self) -> Result<Option<Leadership>, JobError> {
-        if !self.is_postgres() {
-            return Ok(Some(Leadership { conn: None }));
-        }
-        let pool = self.connection().get_postgres_connection_pool();
-        let mut conn = pool.acquire().await.map_err(sqlx_error)?;
-        // The lock lives as long as the session: closing it on drop hands leadership on
-        // instead of parking the lock in the pool.
-        conn.close_on_drop();
-        // Per schema, so separate deployments in one database do not exclude each other.
-        let got: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtext('jobs-maintenance:' || current_schema()))",
-        )
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(sqlx_error)?;
-        Ok(got.then_some(Leadership { conn: Some(conn) }))
-    }
-}
-
-/// Held by the maintenance leader: a PostgreSQL session holding an advisory lock. The
-/// lock ends with the session, so a crashed leader is replaced at once.
-#[derive(Debug)]
-pub struct Leadership {
-    conn: Option<PoolConnection<Postgres>>,
-}
-
-impl Leadership {
-    /// False once the session holding the lock is gone.
-    pub async fn still_leading(&mut self) -> bool {
-        match &mut self.conn {
-            None => true,
-            Some(conn) => sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok(),
-        }
     }
 }
 

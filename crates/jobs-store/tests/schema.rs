@@ -91,6 +91,7 @@ fn sample_job() -> entity::Model {
         item_errors: None,
         errors: json!([]),
         worker_id: None,
+        lease_token: None,
         lease_expires_at: None,
         cancel_requested_at: None,
         unique_key: Some("k1".into()),

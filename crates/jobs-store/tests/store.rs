@@ -5,8 +5,8 @@ use std::{collections::HashSet, time::Duration};
 
 use futures::future::join_all;
 use jobs_core::{
-    ClaimRequest, Finish, JobError, JobId, JobStore, Lease, ListFilter, NewJob, Outcome,
-    PageRequest, Retry, RetryPolicy, State,
+    ClaimRequest, Finish, JobError, JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob,
+    Outcome, PageRequest, RescueReport, Retry, RetryPolicy, State,
 };
 use jobs_store::{SeaOrmStore, backend_tests, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
@@ -401,39 +401,32 @@ async fn heartbeat_renews_reports_cancels_and_lost_jobs(db: TestDb) {
     }
     let mut claim = claim_req("w", 3);
     claim.lease = Duration::from_secs(1);
-    let ids: Vec<JobId> = s
+    let leases: Vec<Lease> = s
         .claim(&claim)
         .await
         .unwrap()
         .iter()
-        .map(|j| j.id)
+        .map(|j| Lease::of(j).unwrap())
         .collect();
-    s.cancel(None, ids[1]).await.unwrap();
-    let stranger = JobId::new();
-    let mut asked = ids.clone();
+    s.cancel(None, leases[1].job_id).await.unwrap();
+    // A token this job never had, as a stale or forged attempt would present.
+    let stranger = Lease {
+        token: LeaseToken::from(uuid::Uuid::new_v4()),
+        ..leases[0]
+    };
+    let mut asked = leases.clone();
     asked.push(stranger);
 
-    let beat = s
-        .heartbeat("w", &asked, Duration::from_secs(120))
-        .await
-        .unwrap();
+    let beat = s.heartbeat(&asked, Duration::from_secs(120)).await.unwrap();
     assert_eq!(
         beat.renewed.iter().collect::<HashSet<_>>(),
-        ids.iter().collect()
+        leases.iter().map(|l| &l.token).collect()
     );
-    assert_eq!(beat.cancel_requested, [ids[1]]);
-    assert_eq!(beat.lost, [stranger]);
-    let lease = s.get(None, ids[0]).await.unwrap().lease_expires_at.unwrap();
+    assert_eq!(beat.cancel_requested, [leases[1].token]);
+    assert_eq!(beat.lost, [stranger.token]);
+    let id = leases[0].job_id;
+    let lease = s.get(None, id).await.unwrap().lease_expires_at.unwrap();
     assert!(lease > OffsetDateTime::now_utc() + Duration::from_secs(100));
-
-    let other = s
-        .heartbeat("someone-else", &ids, Duration::from_secs(120))
-        .await
-        .unwrap();
-    assert!(
-        other.renewed.is_empty() && other.lost.len() == 3,
-        "only the owner renews"
-    );
 }
 
 async fn progress_only_by_the_lease_holder(db: TestDb) {
@@ -448,21 +441,21 @@ async fn progress_only_by_the_lease_holder(db: TestDb) {
     );
 
     let stranger = Lease {
-        worker_id: "other".into(),
-        ..lease.clone()
+        token: LeaseToken::from(uuid::Uuid::new_v4()),
+        ..lease
     };
     assert!(matches!(
         s.progress(&stranger, 0.5, None).await,
         Err(JobError::LeaseLost(_))
     ));
-    let stale = Lease {
-        attempt: 7,
-        ..lease.clone()
-    };
-    assert!(matches!(
-        s.progress(&stale, 0.5, None).await,
-        Err(JobError::LeaseLost(_))
-    ));
+    let stage = "x\0".repeat(10_000);
+    s.progress(&lease, 0.25, Some(&stage)).await.unwrap();
+    let capped = s.get(None, id).await.unwrap().stage.unwrap();
+    assert!(
+        capped.len() <= jobs_core::storable::caps::STAGE && !capped.contains('\0'),
+        "a long stage with NUL characters is stored capped and clean"
+    );
+    s.progress(&lease, 0.25, Some("resizing")).await.unwrap();
     for bad in [-0.1, 1.5, f64::NAN] {
         assert!(matches!(
             s.progress(&lease, bad, None).await,
@@ -621,7 +614,7 @@ async fn lease_lost_after_rescue_leaves_second_result_standing(db: TestDb) {
     short.lease = Duration::from_millis(1);
     let first = Lease::of(&s.claim(&short).await.unwrap()[0]).unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let report = s.rescue().await.unwrap();
+    let report = rescue_all(s).await;
     assert_eq!((report.retried, report.failed), (1, 0));
     let rescued = s.get(None, id).await.unwrap();
     assert_eq!(rescued.state, State::Pending);
@@ -679,7 +672,7 @@ async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) 
     .await;
     tokio::time::sleep(Duration::from_millis(60)).await;
 
-    let report = s.rescue().await.unwrap();
+    let report = rescue_all(s).await;
     assert_eq!((report.retried, report.failed, report.cancelled), (0, 2, 1));
     assert_eq!(s.get(None, exhausted).await.unwrap().state, State::Failed);
     assert_eq!(
@@ -697,7 +690,7 @@ async fn rescue_fails_exhausted_cancels_requested_and_past_deadline(db: TestDb) 
         (State::Failed, "deadline")
     );
     assert_eq!(
-        s.rescue().await.unwrap(),
+        rescue_all(s).await,
         Default::default(),
         "a second sweep finds nothing"
     );
@@ -721,7 +714,14 @@ async fn retention_deletes_only_expired_ended_jobs_in_batches(db: TestDb) {
         s.cancel(None, *id).await.unwrap();
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_eq!(s.purge_expired(2).await.unwrap(), 5);
+    // One bounded statement per call: 2 + 2 + 1.
+    let rounds: Vec<u64> = [
+        s.purge_expired(2).await.unwrap(),
+        s.purge_expired(2).await.unwrap(),
+        s.purge_expired(2).await.unwrap(),
+    ]
+    .into();
+    assert_eq!(rounds, [2, 2, 1]);
     assert_eq!(count(s).await, 2);
     assert!(s.get(None, kept).await.is_ok());
     assert!(
@@ -926,34 +926,36 @@ async fn enqueue_in_a_transaction_exists_only_if_it_commits(db: TestDb) {
     assert_eq!(count(s).await, 1);
 }
 
+/// Every maintenance move but retention, in one call.
+async fn rescue_all(s: &SeaOrmStore) -> RescueReport {
+    let leases = s.rescue_expired(10_000).await.unwrap();
+    let pending = s.end_unrunnable(10_000).await.unwrap();
+    RescueReport {
+        retried: leases.retried + pending.retried,
+        failed: leases.failed + pending.failed,
+        cancelled: leases.cancelled + pending.cancelled,
+    }
+}
+
 async fn one_process_at_a_time_leads_maintenance(db: TestDb) {
     let (a, b) = (db.connect_again().await, db.connect_again().await);
-    let mut first = a.try_lead().await.unwrap().expect("the first caller leads");
-    assert!(first.still_leading().await);
-    let second = b.try_lead().await.unwrap();
-    if b.is_postgres() {
-        assert!(
-            second.is_none(),
-            "a second process does not lead while the first does"
-        );
-        drop(first);
-        // The session closes in the background; leadership passes on once it has.
-        let mut next = None;
-        for _ in 0..100 {
-            next = b.try_lead().await.unwrap();
-            if next.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let mut next = next.expect("leadership passes on when the leader goes");
-        assert!(next.still_leading().await);
-    } else {
-        assert!(
-            second.is_some(),
-            "SQLite has one machine and one file: every process leads"
-        );
-    }
+    let ttl = Duration::from_millis(600);
+    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "the first caller leads");
+    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "the leader renews");
+    assert!(
+        !b.lead("maintenance", "b", ttl).await.unwrap(),
+        "a second process does not lead while the first's term runs"
+    );
+    assert!(b.lead("other-role", "b", ttl).await.unwrap(), "roles are separate");
+    // The leader stops renewing (frozen, cut off): its term lapses and another takes over.
+    tokio::time::sleep(ttl + Duration::from_millis(200)).await;
+    assert!(b.lead("maintenance", "b", ttl).await.unwrap(), "a lapsed term is taken over");
+    assert!(
+        !a.lead("maintenance", "a", ttl).await.unwrap(),
+        "the old leader, resumed, does not get it back"
+    );
+    b.resign("maintenance", "b").await.unwrap();
+    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "a resigned role is free at once");
 }
 
 async fn enqueue_wakes_subscribers(db: TestDb) {

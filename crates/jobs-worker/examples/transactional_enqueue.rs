@@ -90,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
     let worker = Worker::builder(store.clone())
         .register::<WelcomeEmail>()
         .queue("default", 4)
-        .build()
+        .build()?
         .spawn();
     let job = loop {
         let job = store.get(None, id).await?;

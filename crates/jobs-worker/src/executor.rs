@@ -15,12 +15,12 @@ use crate::{
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     job: Job,
+    lease: Lease,
     handler: Arc<dyn Handler>,
     timeout: Option<Duration>,
     slot: Slot,
 ) {
-    let Some(lease) = Lease::of(&job) else { return };
-    let running = shared.start(&job);
+    let running = shared.start(&job, lease);
     let ctx = running.ctx.clone();
     // A prefetched job waits for a handler slot, and may be cancelled first; once the
     // worker is stopping, jobs that have not started are released rather than started.

@@ -11,7 +11,9 @@ use std::{
     time::Duration,
 };
 
-use jobs_core::{ClaimRequest, Finish, Job, JobError, JobId, JobStore, Lease, Outcome};
+use jobs_core::{
+    ClaimRequest, FieldError, Finish, Job, JobError, JobStore, Lease, LeaseToken, Outcome,
+};
 use jobs_store::SeaOrmStore;
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
@@ -42,14 +44,57 @@ pub struct WorkerConfig {
     pub cancel_grace: Duration,
     /// How long running jobs may finish after shutdown begins before they are released.
     pub shutdown_grace: Duration,
+    /// After the grace period, how long shutdown waits for outcomes to be written (the
+    /// database may be down); what is still unwritten then is logged and left to the
+    /// rescuer, so shutdown takes at most `shutdown_grace + flush_timeout` and a little.
+    pub flush_timeout: Duration,
     /// Per-attempt limit for kinds and jobs that set none.
     pub default_timeout: Option<Duration>,
-    /// Run the rescuer and the retention cleaner (one process at a time on PostgreSQL).
+    /// Take part in the election of the one process that runs maintenance.
     pub maintenance: bool,
+    /// How long maintenance leadership lasts unless renewed (every third of it): a frozen
+    /// leader is replaced within `leader_ttl * 4 / 3`.
+    pub leader_ttl: Duration,
+    /// How often the leader rescues expired leases and ends pending jobs that cannot run.
     pub maintenance_interval: Duration,
-    pub retention_batch: u32,
+    /// How often the leader deletes ended jobs past their retention.
+    pub retention_interval: Duration,
+    /// Rows per maintenance statement (at most ten statements per service and tick).
+    pub maintenance_batch: u32,
     /// How often coalesced progress reports are written.
     pub progress_interval: Duration,
+}
+
+impl WorkerConfig {
+    /// Every problem at once, named by field: zero intervals would spin or panic inside
+    /// the background services.
+    pub fn validate(&self) -> Result<(), JobError> {
+        let mut errors = Vec::new();
+        let mut at_least = |field: &str, value: Duration, min: Duration, text: &str| {
+            if value < min {
+                errors.push(FieldError::new(field, text));
+            }
+        };
+        let ms = Duration::from_millis(1);
+        let second = Duration::from_secs(1);
+        at_least("poll_interval", self.poll_interval, ms, "must be at least 1 ms");
+        at_least("lease", self.lease, second, "must be at least 1 s");
+        at_least("cancel_check_interval", self.cancel_check_interval, ms, "must be at least 1 ms");
+        at_least("progress_interval", self.progress_interval, ms, "must be at least 1 ms");
+        at_least("leader_ttl", self.leader_ttl, second, "must be at least 1 s");
+        at_least("maintenance_interval", self.maintenance_interval, ms, "must be at least 1 ms");
+        at_least("retention_interval", self.retention_interval, ms, "must be at least 1 ms");
+        if self.maintenance_batch == 0 {
+            errors.push(FieldError::new("maintenance_batch", "must be at least 1"));
+        }
+        if self.worker_id.is_empty() || self.worker_id.len() > 255 || self.worker_id.contains('\0') {
+            errors.push(FieldError::new("worker_id", "must be 1 to 255 bytes without NUL"));
+        }
+        if self.queues.iter().any(|(_, concurrency)| *concurrency == 0) {
+            errors.push(FieldError::new("queues", "concurrency must be at least 1"));
+        }
+        JobError::invalid_if_any(errors)
+    }
 }
 
 impl Default for WorkerConfig {
@@ -68,10 +113,13 @@ impl Default for WorkerConfig {
             cancel_check_interval: Duration::from_millis(500),
             cancel_grace: Duration::from_secs(5),
             shutdown_grace: Duration::from_secs(10),
+            flush_timeout: Duration::from_secs(5),
             default_timeout: None,
             maintenance: true,
+            leader_ttl: Duration::from_secs(10),
             maintenance_interval: Duration::from_secs(5),
-            retention_batch: 1_000,
+            retention_interval: Duration::from_secs(30),
+            maintenance_batch: 1_000,
             progress_interval: Duration::from_millis(250),
         }
     }
@@ -126,7 +174,7 @@ impl WorkerBuilder {
     }
 
     pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
-        self.config.queues.push((name.into(), concurrency.max(1)));
+        self.config.queues.push((name.into(), concurrency));
         self
     }
 
@@ -135,7 +183,9 @@ impl WorkerBuilder {
         self
     }
 
-    pub fn build(mut self) -> Worker {
+    /// The worker, or `Invalid` naming each configuration field at fault.
+    pub fn build(mut self) -> Result<Worker, JobError> {
+        self.config.validate()?;
         if self.config.queues.is_empty() {
             self.config
                 .queues
@@ -158,7 +208,7 @@ impl WorkerBuilder {
             })
             .collect();
         let (completions, completed) = mpsc::unbounded_channel();
-        Worker {
+        Ok(Worker {
             shared: Arc::new(Shared {
                 store: self.store,
                 handlers: self.handlers,
@@ -169,7 +219,7 @@ impl WorkerBuilder {
                 stopping: CancellationToken::new(),
             }),
             completed,
-        }
+        })
     }
 }
 
@@ -233,17 +283,22 @@ impl Worker {
         let mut services = JoinSet::new();
         let mut producers = JoinSet::new();
 
-        services.spawn(completer(shared.store.clone(), self.completed));
-        services.spawn(heartbeater(shared.clone(), background.clone()));
+        // The completer and the heartbeater outlive every other service: leases stay
+        // renewed while outcomes wait to be written.
+        let give_up = CancellationToken::new();
+        let flushed = CancellationToken::new();
+        let completer = tokio::spawn(completer(
+            shared.store.clone(),
+            self.completed,
+            give_up.clone(),
+            flushed.clone(),
+        ));
+        let beats_stop = CancellationToken::new();
+        let heartbeats = tokio::spawn(heartbeater(shared.clone(), beats_stop.clone()));
         services.spawn(cancel_watcher(shared.clone(), background.clone()));
         services.spawn(progress_writer(shared.clone(), background.clone()));
         if config.maintenance {
-            services.spawn(crate::maintenance::run(
-                shared.store.clone(),
-                config.maintenance_interval,
-                config.retention_batch,
-                background.clone(),
-            ));
+            crate::maintenance::spawn(&mut services, &shared.store, config, background.clone());
         }
         for queue in &shared.queues {
             producers.spawn(produce(shared.clone(), queue.clone(), shutdown.clone()));
@@ -272,10 +327,18 @@ impl Worker {
         if !shared.wait_idle(config.shutdown_grace).await {
             let released = shared.release_all();
             tracing::info!(released, "grace period over: releasing unfinished jobs");
-            shared.wait_idle(Duration::MAX).await;
+            if !shared.wait_idle(config.flush_timeout).await {
+                // The database is away: stop waiting for it. The completer logs what it
+                // could not write; those leases expire and the rescuer runs them again.
+                give_up.cancel();
+                shared.wait_idle(Duration::from_secs(1)).await;
+            }
         }
-        // Every executor has queued its outcome; closing the channel lets the completer
-        // write the last batch and stop.
+        // Every slot is back, so every outcome was written or given up on.
+        flushed.cancel();
+        let _ = completer.await;
+        beats_stop.cancel();
+        let _ = heartbeats.await;
         background.cancel();
         drop(shared);
         while services.join_next().await.is_some() {}
@@ -325,9 +388,10 @@ pub(crate) enum StopReason {
     Lost,
 }
 
-/// The jobs this worker holds, from claim until their outcome is written: the
-/// heartbeater renews exactly these leases.
-type RunningMap = Mutex<HashMap<JobId, Arc<Running>>>;
+/// The attempts this worker holds, from claim until their outcome is written, by lease
+/// token (a job lost and claimed again here is a different attempt): the heartbeater
+/// renews exactly these leases.
+type RunningMap = Mutex<HashMap<LeaseToken, Arc<Running>>>;
 
 pub(crate) struct Running {
     pub(crate) ctx: JobContext,
@@ -394,16 +458,16 @@ impl Shared {
         kinds
     }
 
-    pub(crate) fn start(&self, job: &Job) -> Arc<Running> {
+    pub(crate) fn start(&self, job: &Job, lease: Lease) -> Arc<Running> {
         let running = Arc::new(Running {
             ctx: JobContext::new(job.clone(), CancellationToken::new()),
-            lease: Lease::of(job).expect("a claimed job has a worker"),
+            lease,
             reason: Mutex::new(None),
         });
         self.running
             .lock()
             .expect("running lock")
-            .insert(job.id, running.clone());
+            .insert(lease.token, running.clone());
         running
     }
 
@@ -425,10 +489,10 @@ impl Shared {
             .collect()
     }
 
-    /// Stops those of `ids` still running here; returns how many.
-    fn stop_jobs(&self, ids: &[JobId], reason: StopReason) -> usize {
+    /// Stops those of these attempts still running here; returns how many.
+    fn stop_jobs(&self, tokens: &[LeaseToken], reason: StopReason) -> usize {
         let running = self.running.lock().expect("running lock");
-        let found: Vec<&Arc<Running>> = ids.iter().filter_map(|id| running.get(id)).collect();
+        let found: Vec<&Arc<Running>> = tokens.iter().filter_map(|t| running.get(t)).collect();
         found.iter().for_each(|job| job.stop(reason));
         found.len()
     }
@@ -508,6 +572,10 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
 }
 
 fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
+    let Some(lease) = Lease::of(&job) else {
+        tracing::error!(job = %job.id, "claimed a job without a lease token");
+        return;
+    };
     let permit = queue
         .slots
         .clone()
@@ -517,7 +585,7 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
         permit: Some(permit),
         queue: queue.clone(),
         running: shared.running.clone(),
-        job: job.id,
+        token: lease.token,
     };
     let Some(registered) = shared.handlers.get(&job.kind) else {
         // Claims filter by registered kinds, so this cannot happen.
@@ -528,7 +596,8 @@ fn spawn_job(shared: &Arc<Shared>, queue: &Arc<QueueSlots>, job: Job) {
     let timeout = registered.timeout.or(shared.config.default_timeout);
     let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempt, trace_id = job.trace_id.as_deref().unwrap_or(""));
     tokio::spawn(
-        crate::executor::execute(shared.clone(), job, handler, timeout, slot).instrument(span),
+        crate::executor::execute(shared.clone(), job, lease, handler, timeout, slot)
+            .instrument(span),
     );
 }
 
@@ -541,7 +610,7 @@ pub(crate) struct Slot {
     permit: Option<tokio::sync::OwnedSemaphorePermit>,
     queue: Arc<QueueSlots>,
     running: Arc<RunningMap>,
-    job: JobId,
+    token: LeaseToken,
 }
 
 impl Slot {
@@ -577,7 +646,7 @@ impl Drop for HandlerPermit {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.running.lock().expect("running lock").remove(&self.job);
+        self.running.lock().expect("running lock").remove(&self.token);
         // Returned before the wake-up, so the woken producer sees it.
         drop(self.permit.take());
         self.queue.slot_returned();
@@ -585,25 +654,34 @@ impl Drop for Slot {
 }
 
 /// Writes outcomes in batches: whatever queued up while the previous write ran goes in
-/// the next statement, so a lone completion is written at once.
-async fn completer(store: SeaOrmStore, mut completed: mpsc::UnboundedReceiver<Completion>) {
+/// the next statement, so a lone completion is written at once. A failed write is retried
+/// (the slots, and so the leases, stay held) until `give_up` fires at shutdown; then what
+/// is unwritten is logged and dropped. Stops when `flushed` fires.
+async fn completer(
+    store: SeaOrmStore,
+    mut completed: mpsc::UnboundedReceiver<Completion>,
+    give_up: CancellationToken,
+    flushed: CancellationToken,
+) {
     let mut batch = Vec::new();
-    while completed.recv_many(&mut batch, 2_000).await > 0 {
+    loop {
+        tokio::select! {
+            biased;
+            n = completed.recv_many(&mut batch, 2_000) => if n == 0 { return },
+            _ = flushed.cancelled() => return,
+        }
         let finishes: Vec<Finish> = batch
             .iter()
             .map(|c| Finish {
-                lease: c.lease.clone(),
+                lease: c.lease,
                 outcome: c.outcome.clone(),
             })
             .collect();
-        let results = loop {
-            match store.finish_many(finishes.clone()).await {
-                Ok(results) => break results,
-                Err(error) => {
-                    tracing::warn!(%error, jobs = finishes.len(), "writing outcomes failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+        let Some(results) = write_outcomes(&store, finishes, &give_up).await else {
+            for completion in batch.drain(..) {
+                tracing::error!(job = %completion.lease.job_id, attempt = completion.lease.attempt, outcome = ?completion.outcome, "outcome not written before shutdown; the job will run again after its lease expires");
             }
+            continue;
         };
         for (completion, result) in batch.drain(..).zip(results) {
             match result {
@@ -621,6 +699,30 @@ async fn completer(store: SeaOrmStore, mut completed: mpsc::UnboundedReceiver<Co
     }
 }
 
+/// `None` once `give_up` fires before the outcomes could be written.
+async fn write_outcomes(
+    store: &SeaOrmStore,
+    finishes: Vec<Finish>,
+    give_up: &CancellationToken,
+) -> Option<Vec<Result<jobs_core::State, JobError>>> {
+    loop {
+        let attempt = tokio::select! {
+            result = store.finish_many(finishes.clone()) => result,
+            _ = give_up.cancelled() => return None,
+        };
+        match attempt {
+            Ok(results) => return Some(results),
+            Err(error) => {
+                tracing::warn!(%error, jobs = finishes.len(), "writing outcomes failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = give_up.cancelled() => return None,
+                }
+            }
+        }
+    }
+}
+
 /// One statement renews every lease this worker holds; jobs it no longer owns are stopped.
 async fn heartbeater(shared: Arc<Shared>, stop: CancellationToken) {
     let every = shared.config.lease / 3;
@@ -630,15 +732,11 @@ async fn heartbeater(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let ids: Vec<JobId> = shared.snapshot().iter().map(|r| r.lease.job_id).collect();
-        if ids.is_empty() {
+        let leases: Vec<Lease> = shared.snapshot().iter().map(|r| r.lease).collect();
+        if leases.is_empty() {
             continue;
         }
-        match shared
-            .store
-            .heartbeat(&shared.config.worker_id, &ids, shared.config.lease)
-            .await
-        {
+        match shared.store.heartbeat(&leases, shared.config.lease).await {
             Ok(beat) => {
                 // Jobs that ended since the snapshot also come back as lost; only the
                 // ones still running here were really taken away.
@@ -661,13 +759,13 @@ async fn cancel_watcher(shared: Arc<Shared>, stop: CancellationToken) {
             _ = tick.tick() => {}
             _ = stop.cancelled() => return,
         }
-        let ids: Vec<JobId> = shared
+        let leases: Vec<Lease> = shared
             .snapshot()
             .iter()
             .filter(|r| !r.ctx.is_cancelled())
-            .map(|r| r.lease.job_id)
+            .map(|r| r.lease)
             .collect();
-        match shared.store.cancel_requests(&ids).await {
+        match shared.store.cancel_requests(&leases).await {
             Ok(cancelled) => {
                 shared.stop_jobs(&cancelled, StopReason::Cancelled);
             }

@@ -108,6 +108,7 @@ async fn handlers_see_priority_then_fifo_order(db: TestDb) {
         .register::<Record>()
         .queue("default", 1)
         .build()
+        .expect("valid worker configuration")
         .spawn();
     for (_, label, id) in &expected {
         let job = ended(s, *id).await;
@@ -158,6 +159,7 @@ async fn concurrency_limit_is_never_exceeded(db: TestDb) {
         .handler("busy", handler)
         .queue("limited", 3)
         .build()
+        .expect("valid worker configuration")
         .spawn();
     s.enqueue_many(jobs).await.unwrap();
     for id in &ids {
@@ -184,7 +186,7 @@ async fn scheduled_jobs_wait_for_run_at(db: TestDb) {
             }
         }
     };
-    let worker = fast(s).handler("later", handler).build().spawn();
+    let worker = fast(s).handler("later", handler).build().unwrap().spawn();
     let run_at = OffsetDateTime::now_utc() + Duration::from_millis(800);
     let id = add(s, NewJob::new("later", json!({})).run_at(run_at)).await;
     tokio::time::sleep(Duration::from_millis(400)).await;
@@ -221,6 +223,7 @@ async fn retries_follow_the_backoff_and_end_failed(db: TestDb) {
         .handler("flaky", handler)
         .config(|c| c.poll_interval = Duration::from_millis(50))
         .build()
+        .expect("valid worker configuration")
         .spawn();
     let id = add(s, NewJob::new("flaky", json!({})).max_attempts(3)).await;
     let job = ended(s, id).await;
@@ -255,7 +258,7 @@ async fn a_slow_attempt_times_out(db: TestDb) {
         ctx.cancelled().await;
         Ok(json!("stopped").into())
     };
-    let worker = fast(s).handler("slow", handler).build().spawn();
+    let worker = fast(s).handler("slow", handler).build().unwrap().spawn();
     let job = NewJob::new("slow", json!({}))
         .timeout(Duration::from_millis(200))
         .max_attempts(1);
@@ -275,7 +278,7 @@ async fn partial_success_ends_partial(db: TestDb) {
             item_errors: json!([{"item": 4, "error": "bounced"}]),
         })
     };
-    let worker = fast(s).handler("mailing", handler).build().spawn();
+    let worker = fast(s).handler("mailing", handler).build().unwrap().spawn();
     let id = add(s, NewJob::new("mailing", json!({}))).await;
     let job = ended(s, id).await;
     worker.shutdown().await.unwrap();
@@ -296,7 +299,7 @@ async fn progress_is_visible_from_another_connection_while_running(db: TestDb) {
         ctx.cancelled().await;
         Ok(Value::Null.into())
     };
-    let worker = fast(s).handler("report", handler).build().spawn();
+    let worker = fast(s).handler("report", handler).build().unwrap().spawn();
     let id = add(s, NewJob::new("report", json!({}))).await;
     let other = db.connect_again().await;
     let seen = wait_for(&other, id, |j| j.progress == 0.5).await;
@@ -329,6 +332,7 @@ async fn a_panicking_handler_is_retried_and_the_worker_survives(db: TestDb) {
         .handler("fragile", handler)
         .config(|c| c.poll_interval = Duration::from_millis(50))
         .build()
+        .expect("valid worker configuration")
         .spawn();
     let id = add(s, NewJob::new("fragile", json!({}))).await;
     let job = ended(s, id).await;
@@ -358,7 +362,7 @@ async fn cancel_from_another_connection_reaches_the_handler(db: TestDb) {
             }
         }
     };
-    let worker = fast(s).handler("long", handler).build().spawn();
+    let worker = fast(s).handler("long", handler).build().unwrap().spawn();
     let id = add(s, NewJob::new("long", json!({}))).await;
     wait_for(s, id, |j| j.state == State::Running).await;
     let other = db.connect_again().await;
@@ -381,7 +385,7 @@ async fn a_handler_that_ignores_cancel_is_aborted(db: TestDb) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(Value::Null.into())
     };
-    let worker = fast(s).handler("stubborn", handler).build().spawn();
+    let worker = fast(s).handler("stubborn", handler).build().unwrap().spawn();
     let id = add(s, NewJob::new("stubborn", json!({}))).await;
     wait_for(s, id, |j| j.state == State::Running).await;
     let asked = Instant::now();
@@ -406,6 +410,7 @@ async fn shutdown_releases_unfinished_jobs_without_charging_an_attempt(db: TestD
         .handler("nap", handler)
         .config(|c| c.shutdown_grace = Duration::from_secs(1))
         .build()
+        .expect("valid worker configuration")
         .spawn();
     let quick = add(s, NewJob::new("nap", json!({"ms": 300}))).await;
     let endless = add(s, NewJob::new("nap", json!({"ms": 3_600_000}))).await;
@@ -442,6 +447,7 @@ async fn prefetched_jobs_wait_for_a_handler_and_can_be_cancelled_or_released(db:
         .queue("pre", 1)
         .config(|c| c.prefetch = 3)
         .build()
+        .expect("valid worker configuration")
         .spawn();
     wait_for(s, first, |j| j.state == State::Running).await;
     let waiting: Vec<JobId> = s

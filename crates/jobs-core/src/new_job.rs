@@ -211,7 +211,7 @@ fn check_duration(
         Some(d) if positive && d.is_zero() => {
             errors.push(FieldError::new(field, "must be greater than zero"))
         }
-        Some(d) if d.as_secs() > limits::DURATION_MAX_SECS => {
+        Some(d) if d > Duration::from_secs(limits::DURATION_MAX_SECS) => {
             errors.push(FieldError::new(field, "must be at most ten years"))
         }
         _ => {}

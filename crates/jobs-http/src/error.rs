@@ -83,6 +83,8 @@ impl ApiError {
         .with_fields(vec![FieldError::new(field, detail)])
     }
 
+    /// Field values the endpoint does not accept: 400, like a malformed body, with
+    /// `errors` naming each field.
     pub fn invalid(fields: Vec<FieldError>) -> Self {
         let detail = fields
             .iter()
@@ -90,7 +92,7 @@ impl ApiError {
             .collect::<Vec<_>>()
             .join("; ");
         Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "validation",
             "Invalid request",
             detail,

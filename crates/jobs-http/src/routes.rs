@@ -76,11 +76,10 @@ fn created(job: Job, duplicate: bool) -> Created {
     responses(
         (status = 202, description = "Accepted; poll it by id", body = Created),
         (status = 200, description = "Duplicate unique key (the existing job), or ended within `wait`", body = Created),
-        (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs")]
@@ -124,11 +123,10 @@ fn with_status(
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = CreateBatch,
     responses(
         (status = 202, body = CreatedBatch),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field, by item: `jobs[3].priority`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Errors name the item: `jobs[3].priority`", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/batch")]
@@ -163,10 +161,9 @@ pub async fn create_batch(
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), WaitQuery),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs/{id}")]
@@ -186,9 +183,8 @@ pub async fn get_job(
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, body = JobList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs")]
@@ -340,11 +336,10 @@ impl Watch {
 #[utoipa::path(post, path = "/v1/claims", tag = "workers", request_body = ClaimBody,
     responses(
         (status = 200, description = "The claimed jobs (possibly none)", body = Claimed),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/claims")]
@@ -429,13 +424,12 @@ async fn lease_held(
 #[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = HeartbeatBody,
     responses(
         (status = 200, body = HeartbeatReply),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/heartbeat")]
@@ -476,13 +470,12 @@ pub async fn heartbeat(
 #[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)), request_body = CompleteBody,
     responses(
         (status = 200, body = Ended),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/complete")]
@@ -510,13 +503,12 @@ pub async fn complete(
 #[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)), request_body = FailBody,
     responses(
         (status = 200, description = "`pending` (will retry), `failed` or `cancelled`", body = Ended),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/fail")]

@@ -145,12 +145,7 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
             json!({"jobs": [{"kind": "ok"}, {"kind": "ok", "priority": 99}]}),
         )
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     assert_eq!(body["errors"][0]["field"], "jobs[1].priority");
     let (status, body) = api
         .post(
@@ -170,12 +165,7 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
     )
     .await;
     let (status, body) = big.post("/v1/jobs/batch", json!({"jobs": too_many})).await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (_, page) = api.get("/v1/jobs?kind=ok").await;
     assert!(
         page["items"].as_array().unwrap().is_empty(),
@@ -497,12 +487,7 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
             json!({"kind": "", "priority": 11, "max_attempts": 0}),
         )
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -511,21 +496,11 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
         .collect();
     assert_eq!(fields, ["kind", "priority", "max_attempts"]);
     let (status, body) = api.get("/v1/jobs?limit=500").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.get("/v1/jobs?state=bogus").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed-request");
     let (status, body) = api.get("/v1/jobs?cursor=zzz").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.delete("/healthz").await;
     assert_problem(
         status,
@@ -545,19 +520,9 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
         "9".repeat(38)
     );
     let (status, body) = api.get(&huge).await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.get("/v1/jobs?offset=9223372036854775808").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let ended = api.create(json!({"kind": "k"})).await;
     api.delete(&format!("/v1/jobs/{ended}")).await;
     let (status, body) = api.get(&format!("/v1/jobs/{ended}?wait=1e20")).await;
@@ -571,12 +536,7 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
     let (status, body) = api
         .post("/v1/claims", json!({"worker_id": "w", "max_jobs": 101}))
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
 }
 
 async fn tenants_only_see_their_own_jobs(db: TestDb) {
@@ -716,6 +676,7 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is documented");
         for (code, response) in operation["responses"].as_object().unwrap() {
+            assert_ne!(code, "422", "{method} {path}: invalid values are 400");
             if code.starts_with('4') || code.starts_with('5') {
                 assert!(
                     response["content"]["application/problem+json"].is_object(),

@@ -15,7 +15,7 @@ use crate::{
     ApiState,
     dto::*,
     error::{ApiError, Problem},
-    extract::{Json, Query, Tenant, TraceId},
+    extract::{Json, MetricsAccess, Query, Tenant, TraceId},
 };
 
 type Data = web::Data<ApiState>;
@@ -590,10 +590,15 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
 }
 
 /// Prometheus metrics of this process.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+///
+/// Open, unless the api runs with `--metrics-require-key`: then any tenant's API key.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Only with `--metrics-require-key`: no valid API key", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[get("/metrics")]
-pub async fn metrics(state: Data) -> HttpResponse {
+pub async fn metrics(state: Data, _access: MetricsAccess) -> HttpResponse {
     let body = state
         .metrics
         .as_ref()

@@ -161,6 +161,7 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
         jobs_http::ApiConfig {
             body_limit: 1 << 20,
             workers: Some(1),
+            ..Default::default()
         },
     )
     .await;

@@ -22,7 +22,7 @@ use actix_web::{
 };
 use jobs_store::{EnqueueCoalescer, GetCoalescer, SeaOrmStore};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 use utoipa::OpenApi;
 
@@ -46,6 +46,14 @@ pub struct ApiConfig {
     /// exists (for [`AuthMode::Auto`] and the revoked-keys answer) is re-read every
     /// 2 s, or this often if shorter.
     pub key_cache_ttl: Duration,
+    /// An event stream with nothing to report sends a `: keep-alive` comment this often,
+    /// so proxies keep it open. It is also how a client that went away is noticed: the
+    /// server learns of it only when a write fails, within about two intervals, and the
+    /// stream's slot (see `max_event_streams`) comes back then.
+    pub event_keep_alive: Duration,
+    /// Most event streams open at once on this process; past that, 429
+    /// `too-many-streams` with `Retry-After: 1`.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -56,6 +64,8 @@ impl Default for ApiConfig {
             auth: AuthMode::Auto,
             metrics_require_key: false,
             key_cache_ttl: Duration::from_secs(5),
+            event_keep_alive: Duration::from_secs(15),
+            max_event_streams: 1_000,
         }
     }
 }
@@ -113,6 +123,8 @@ pub struct ApiState {
     enqueuer: EnqueueCoalescer,
     /// Single reads by id from concurrent requests share a query.
     reader: GetCoalescer,
+    /// One permit per open event stream, held by the stream until it is dropped.
+    event_streams: Arc<Semaphore>,
 }
 
 impl ApiState {
@@ -135,12 +147,15 @@ impl ApiState {
         });
         let auth = extract::Auth::new(config.key_cache_ttl);
         auth.warn_at_start(&store, config.auth).await;
+        let streams = config.max_event_streams.min(Semaphore::MAX_PERMITS);
+        let event_streams = Arc::new(Semaphore::new(streams));
         Ok(Self {
             enqueuer: EnqueueCoalescer::spawn(store.clone()),
             reader: GetCoalescer::spawn(store.clone()),
             store,
             config,
             auth,
+            event_streams,
             metrics,
             wake,
         })

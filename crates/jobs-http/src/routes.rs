@@ -253,11 +253,16 @@ pub async fn retry_job(
 }
 
 /// Server-Sent Events: one `job` event per change of state or progress, until it ends.
+///
+/// With nothing to report, a `: keep-alive` comment every 15 s. Each api process serves
+/// a bounded number of streams at once (1,000 by default); past that, 429.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
     responses(
-        (status = 200, description = "`text/event-stream` of `job` events, each a JobView", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream` of `job` events, each a JobView, and `: keep-alive` comments while nothing changes", content_type = "text/event-stream", body = String),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This api serves as many event streams as it may (`too-many-streams`); retry after `Retry-After`", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs/{id}/events")]
@@ -267,14 +272,22 @@ pub async fn job_events(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
+    let slot = state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_streams(state.config.max_event_streams))?;
     let first = state.reader.get(Some(&tenant), id).await?;
     let watch = Watch {
+        keep_alive: state.config.event_keep_alive,
         state,
         tenant,
         id,
         first: Some(first),
         last: None,
+        sent_at: Instant::now(),
         done: false,
+        _slot: slot,
     };
     let events = stream::unfold(watch, |mut watch| async move {
         let frame = watch.next_frame().await?;
@@ -286,19 +299,26 @@ pub async fn job_events(
         .streaming(events))
 }
 
-/// The state of one event stream: the last change sent, and whether the job has ended.
+/// The state of one event stream: the last change sent, when anything was last sent,
+/// and whether the job has ended. Holds the stream's slot until the stream is dropped:
+/// the job ended, or the client went away (noticed only when a write fails, so within
+/// about two keep-alive intervals).
 struct Watch {
     state: Data,
     tenant: String,
     id: JobId,
     first: Option<Job>,
     last: Option<(State, u64, Option<String>, i32)>,
+    keep_alive: Duration,
+    sent_at: Instant,
     done: bool,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Watch {
-    /// The next `job` event, waiting for a change; `None` once the ended job was sent
-    /// (or the job vanished).
+    /// The next `job` event, waiting for a change, or a keep-alive comment once nothing
+    /// was sent for `keep_alive`; `None` once the ended job was sent (or the job
+    /// vanished).
     async fn next_frame(&mut self) -> Option<String> {
         if self.done {
             return None;
@@ -307,7 +327,7 @@ impl Watch {
             let job = match self.first.take() {
                 Some(job) => job,
                 None => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(200).min(self.keep_alive)).await;
                     self.state
                         .store
                         .get(Some(&self.tenant), self.id)
@@ -322,9 +342,14 @@ impl Watch {
                 job.attempt,
             );
             if self.last.as_ref() == Some(&key) {
+                if self.sent_at.elapsed() >= self.keep_alive {
+                    self.sent_at = Instant::now();
+                    return Some(": keep-alive\n\n".to_owned());
+                }
                 continue;
             }
             self.last = Some(key);
+            self.sent_at = Instant::now();
             self.done = job.state.is_ended();
             let data = serde_json::to_string(&JobView::from(job)).unwrap_or_default();
             return Some(format!("event: job\nid: {}\ndata: {data}\n\n", self.id));

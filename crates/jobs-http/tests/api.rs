@@ -18,6 +18,8 @@ backend_tests!(
     wait_answers_with_the_finished_job_or_202,
     cancel_and_retry_follow_the_state_machine,
     events_stream_each_change_until_the_job_ends,
+    an_idle_event_stream_sends_keep_alives,
+    event_streams_are_limited_per_process,
     remote_worker_claims_heartbeats_completes_and_fails,
     bad_requests_get_precise_problems,
     tenants_only_see_their_own_jobs,
@@ -304,6 +306,75 @@ async fn events_stream_each_change_until_the_job_ends(db: TestDb) {
         "progress is an event: {states:?}"
     );
     assert!(text.contains("event: job"));
+}
+
+async fn an_idle_event_stream_sends_keep_alives(db: TestDb) {
+    let config = jobs_http::ApiConfig {
+        workers: Some(1),
+        event_keep_alive: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
+    let id = api.create(json!({"kind": "k"})).await;
+    let url = format!("{}/v1/jobs/{id}/events", api.base);
+    let mut stream = api.http.get(url).send().await.unwrap();
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("\n: keep-alive\n\n") {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), read)
+        .await
+        .expect("a keep-alive within the interval");
+    assert!(text.starts_with("event: job\n"), "{text}");
+}
+
+async fn event_streams_are_limited_per_process(db: TestDb) {
+    let config = jobs_http::ApiConfig {
+        workers: Some(1),
+        max_event_streams: 1,
+        event_keep_alive: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
+    let id = api.create(json!({"kind": "k"})).await;
+    let open = || {
+        api.http
+            .get(format!("{}/v1/jobs/{id}/events", api.base))
+            .send()
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open().await.unwrap();
+    assert_eq!(second.headers()["retry-after"], "1");
+    let (status, body) = (second.status(), second.json::<Value>().await.unwrap());
+    assert_problem(
+        status,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-streams",
+    );
+
+    drop(first);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = open().await.unwrap();
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < until,
+            "the dropped stream's slot comes back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use jobs_http::{ApiConfig, ApiState};
+use jobs_http::{ApiConfig, ApiState, AuthMode};
 use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_down, migrate_up, migration_status};
 use jobs_worker::{CancellationToken, Worker, builtins};
 
@@ -35,7 +35,7 @@ enum Command {
         #[command(subcommand)]
         action: MigrateAction,
     },
-    /// Manage API keys; with none, the api runs single-tenant without auth.
+    /// Manage API keys; until the first, the api runs single-tenant without auth (see --auth).
     Keys {
         #[command(subcommand)]
         action: KeysAction,
@@ -71,6 +71,19 @@ struct Serve {
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "JOBS_HTTP_WORKERS")]
     http_workers: Option<usize>,
+
+    /// API keys: `auto` requires one once any was ever created (revoked ones count),
+    /// `required` always (even before the first), `off` never (one tenant; warned at start).
+    #[arg(long, env = "JOBS_AUTH", default_value = "auto", value_parser = parse_auth)]
+    auth: AuthMode,
+
+    /// `/metrics` answers only requests with a valid API key (any tenant's).
+    #[arg(long, env = "JOBS_METRICS_REQUIRE_KEY")]
+    metrics_require_key: bool,
+}
+
+fn parse_auth(value: &str) -> Result<AuthMode, String> {
+    value.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,11 +146,6 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
             .await
             .context("applying migrations")?;
     }
-    if !store.has_active_keys().await.unwrap_or(false) {
-        tracing::warn!(
-            "no API keys configured: serving a single tenant without authentication (create one with `jobs-api keys create --tenant NAME`)"
-        );
-    }
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -170,7 +178,11 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
     let config = ApiConfig {
         body_limit: opts.body_limit,
         workers: opts.http_workers,
+        auth: opts.auth,
+        metrics_require_key: opts.metrics_require_key,
+        ..ApiConfig::default()
     };
+    // Warns when it will serve without authentication, or refuse every request.
     let state = ApiState::new(store, config, Some(metrics))
         .await
         .context("starting the API")?;

@@ -35,6 +35,8 @@ pub struct ProblemField {
 pub struct ApiError {
     status: StatusCode,
     problem: Problem,
+    /// Seconds for the `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -49,6 +51,7 @@ impl ApiError {
                 errors: Vec::new(),
                 state: None,
             },
+            retry_after: None,
         }
     }
 
@@ -83,6 +86,8 @@ impl ApiError {
         .with_fields(vec![FieldError::new(field, detail)])
     }
 
+    /// Field values the endpoint does not accept: 400, like a malformed body, with
+    /// `errors` naming each field.
     pub fn invalid(fields: Vec<FieldError>) -> Self {
         let detail = fields
             .iter()
@@ -90,7 +95,7 @@ impl ApiError {
             .collect::<Vec<_>>()
             .join("; ");
         Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
+            StatusCode::BAD_REQUEST,
             "validation",
             "Invalid request",
             detail,
@@ -136,6 +141,18 @@ impl ApiError {
             "Unauthorized",
             detail,
         )
+    }
+
+    /// The process already serves `limit` event streams: 429 with `Retry-After: 1`.
+    pub fn too_many_streams(limit: usize) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too-many-streams",
+            "Too many event streams",
+            format!("this api serves at most {limit} event streams at once; retry in a second"),
+        );
+        e.retry_after = Some(1);
+        e
     }
 
     pub fn unavailable(detail: impl Into<String>) -> Self {
@@ -205,6 +222,9 @@ impl ResponseError for ApiError {
         response.content_type("application/problem+json");
         if self.status == StatusCode::UNAUTHORIZED {
             response.insert_header(("WWW-Authenticate", "Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response.insert_header(("Retry-After", seconds.to_string()));
         }
         response.body(body)
     }

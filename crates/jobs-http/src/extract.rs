@@ -1,19 +1,18 @@
 //! Request extractors that fail with problem documents: a size-limited JSON body that
-//! names the offending field, query strings, the caller's tenant, and the trace id.
+//! names the offending field, query strings, the caller's tenant (API keys, cached), leave
+//! to read metrics, and the trace id.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
 use futures::StreamExt;
+use jobs_core::JobError;
 use jobs_store::SeaOrmStore;
+use moka::future::Cache;
 use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
 
-use crate::{ApiState, error::ApiError};
+use crate::{ApiState, AuthMode, error::ApiError};
 
 type Pending<T> = Pin<Box<dyn Future<Output = Result<T, ApiError>>>>;
 
@@ -91,8 +90,8 @@ fn serde_urlencoded_path<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
         .map_err(|e| ApiError::malformed("query".into(), e.to_string()))
 }
 
-/// The tenant the caller acts for: from its API key, or the single default tenant when
-/// no keys are configured.
+/// The tenant the caller acts for: from its API key, or the default tenant while
+/// authentication is off (see [`AuthMode`]).
 #[derive(Debug, Clone)]
 pub struct Tenant(pub String);
 
@@ -102,47 +101,189 @@ impl FromRequest for Tenant {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let state = state(req);
-        let bearer = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.strip_prefix("Bearer ").map(str::trim).map(str::to_owned));
+        let credentials = bearer_token(req);
         Box::pin(async move {
-            if !state.auth.keys_configured(&state.store).await? {
+            let required = match state.config.auth {
+                AuthMode::Off => false,
+                AuthMode::Required => true,
+                AuthMode::Auto => state.auth.census(&state.store).await?.any,
+            };
+            if !required {
                 return Ok(Tenant(jobs_core::limits::DEFAULT_TENANT.to_owned()));
             }
-            let Some(Some(secret)) = bearer else {
-                return Err(ApiError::unauthorized(
-                    "send Authorization: Bearer <api key>",
-                ));
-            };
-            match state.store.tenant_for_key(&secret).await? {
-                Some(tenant) => Ok(Tenant(tenant)),
-                None => Err(ApiError::unauthorized("unknown or revoked API key")),
-            }
+            state
+                .auth
+                .authenticate(&state.store, credentials)
+                .await
+                .map(Tenant)
         })
     }
 }
 
-/// Whether any API key exists, re-read every few seconds so new keys take effect
-/// without a restart.
-#[derive(Debug, Default)]
-pub struct Auth {
-    cached: Mutex<Option<(bool, Instant)>>,
+/// Leave to read `/metrics`: always, unless `ApiConfig::metrics_require_key`; then only
+/// with a valid API key, of any tenant.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsAccess;
+
+impl FromRequest for MetricsAccess {
+    type Error = ApiError;
+    type Future = Pending<Self>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = state(req);
+        let credentials = bearer_token(req);
+        Box::pin(async move {
+            if state.config.metrics_require_key {
+                state.auth.authenticate(&state.store, credentials).await?;
+            }
+            Ok(MetricsAccess)
+        })
+    }
 }
 
-const AUTH_REFRESH: Duration = Duration::from_secs(2);
+macro_rules! send_bearer {
+    ($what:literal) => {
+        concat!($what, "; send `Authorization: Bearer <api key>`")
+    };
+}
+
+/// The secret of `Authorization: Bearer <secret>`: the scheme in any case, any amount
+/// of whitespace after it. `Err` says what is wrong and what to send instead.
+fn bearer_token(req: &HttpRequest) -> Result<String, &'static str> {
+    let value = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .ok_or(send_bearer!("no Authorization header"))?
+        .to_str()
+        .map_err(|_| send_bearer!("the Authorization header is not plain text"))?
+        .trim();
+    let (scheme, token) = value
+        .split_once(|c: char| c.is_ascii_whitespace())
+        .unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(send_bearer!("the Authorization scheme is not Bearer"));
+    }
+    match token.trim() {
+        "" => Err(send_bearer!("the bearer token is empty")),
+        token => Ok(token.to_owned()),
+    }
+}
+
+/// Whether keys exist at all, and whether any is active.
+#[derive(Debug, Clone, Copy)]
+pub struct Census {
+    /// A key was created at some time, revoked or not.
+    pub any: bool,
+    pub active: bool,
+}
+
+const NO_KEY_YET: &str = "authentication is required and no API key exists; create one with `jobs-api keys create --tenant NAME`";
+const ALL_REVOKED: &str =
+    "every API key is revoked; create one with `jobs-api keys create --tenant NAME`";
+
+/// What the api knows of API keys, cached: each key lookup (found or not) by the SHA-256
+/// of its secret for `key_cache_ttl`, and the [`Census`] for at most `CENSUS_REFRESH`,
+/// so new and revoked keys take effect without a restart and a request costs no
+/// database round trip while its key is cached. Concurrent lookups of one key share a
+/// query; errors are not cached.
+pub struct Auth {
+    keys: Cache<[u8; 32], Option<Arc<str>>>,
+    census: Cache<(), Census>,
+}
+
+/// Most keys remembered; past that the least useful are dropped (and looked up again).
+const KEY_CACHE_CAPACITY: u64 = 10_000;
+/// Longest time before new or revoked keys are noticed by [`AuthMode::Auto`].
+const CENSUS_REFRESH: Duration = Duration::from_secs(2);
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("cached_keys", &self.keys.entry_count())
+            .finish_non_exhaustive()
+    }
+}
 
 impl Auth {
-    async fn keys_configured(&self, store: &SeaOrmStore) -> Result<bool, ApiError> {
-        if let Some((configured, at)) = *self.cached.lock().expect("auth cache") {
-            if at.elapsed() < AUTH_REFRESH {
-                return Ok(configured);
-            }
+    pub fn new(key_ttl: Duration) -> Self {
+        Self {
+            keys: Cache::builder()
+                .max_capacity(KEY_CACHE_CAPACITY)
+                .time_to_live(key_ttl)
+                .build(),
+            census: Cache::builder()
+                .max_capacity(1)
+                .time_to_live(key_ttl.min(CENSUS_REFRESH))
+                .build(),
         }
-        let configured = store.has_active_keys().await?;
-        *self.cached.lock().expect("auth cache") = Some((configured, Instant::now()));
-        Ok(configured)
+    }
+
+    pub async fn census(&self, store: &SeaOrmStore) -> Result<Census, ApiError> {
+        self.census
+            .try_get_with((), async {
+                let any = store.has_any_keys().await?;
+                let active = any && store.has_active_keys().await?;
+                Ok::<_, JobError>(Census { any, active })
+            })
+            .await
+            .map_err(|e| ApiError::from(JobError::clone(&e)))
+    }
+
+    /// The tenant of a valid key; else 401 saying why (no active key at all, nothing
+    /// usable sent, or an unknown or revoked key).
+    async fn authenticate(
+        &self,
+        store: &SeaOrmStore,
+        credentials: Result<String, &'static str>,
+    ) -> Result<String, ApiError> {
+        let census = self.census(store).await?;
+        if !census.active {
+            let why = if census.any { ALL_REVOKED } else { NO_KEY_YET };
+            return Err(ApiError::unauthorized(why));
+        }
+        let secret = credentials.map_err(ApiError::unauthorized)?;
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let tenant = self
+            .keys
+            .try_get_with(digest, async {
+                let tenant = store.tenant_for_key(&secret).await?;
+                Ok::<_, JobError>(tenant.map(Arc::from))
+            })
+            .await
+            .map_err(|e| ApiError::from(JobError::clone(&e)))?;
+        match tenant {
+            Some(tenant) => Ok(tenant.to_string()),
+            None => Err(ApiError::unauthorized("unknown or revoked API key")),
+        }
+    }
+
+    /// Warns when the api will serve without authentication, or refuse every request.
+    pub async fn warn_at_start(&self, store: &SeaOrmStore, mode: AuthMode) {
+        const CREATE: &str = "create one with `jobs-api keys create --tenant NAME`";
+        if mode == AuthMode::Off {
+            tracing::warn!(
+                "authentication is off (auth mode `off`): every request acts for the default tenant and API keys are ignored"
+            );
+            return;
+        }
+        match self.census(store).await {
+            Ok(Census { any: false, .. }) if mode == AuthMode::Auto => tracing::warn!(
+                "no API key was ever created: serving a single tenant without authentication ({CREATE}; auth mode `required` refuses requests until then)"
+            ),
+            Ok(Census { active: false, any }) => {
+                let why = if any {
+                    "every API key is revoked"
+                } else {
+                    "authentication is required and no API key exists"
+                };
+                tracing::warn!("{why}: every request is refused with 401 ({CREATE})");
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(
+                %error,
+                "could not read the API keys at start; each request checks them again"
+            ),
+        }
     }
 }
 

@@ -7,7 +7,11 @@ mod error;
 mod extract;
 mod routes;
 
-use std::{net::TcpListener, sync::Arc, time::Instant};
+use std::{
+    net::TcpListener,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     App, HttpMessage, HttpRequest, HttpServer,
@@ -18,7 +22,7 @@ use actix_web::{
 };
 use jobs_store::{EnqueueCoalescer, GetCoalescer, SeaOrmStore};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 use utoipa::OpenApi;
 
@@ -31,6 +35,25 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// HTTP worker threads; `None`: one per core.
     pub workers: Option<usize>,
+    /// Whether requests must carry an API key.
+    pub auth: AuthMode,
+    /// `/metrics` answers only requests with a valid API key (any tenant's), whatever
+    /// `auth` says.
+    pub metrics_require_key: bool,
+    /// How long a key lookup is remembered, found or not (at most 10,000 keys, by the
+    /// SHA-256 of the secret, never the secret): a revoked key keeps working, and a key
+    /// tried before it was created keeps failing, for up to this long. Whether any key
+    /// exists (for [`AuthMode::Auto`] and the revoked-keys answer) is re-read every
+    /// 2 s, or this often if shorter.
+    pub key_cache_ttl: Duration,
+    /// An event stream with nothing to report sends a `: keep-alive` comment this often,
+    /// so proxies keep it open. It is also how a client that went away is noticed: the
+    /// server learns of it only when a write fails, within about two intervals, and the
+    /// stream's slot (see `max_event_streams`) comes back then.
+    pub event_keep_alive: Duration,
+    /// Most event streams open at once on this process; past that, 429
+    /// `too-many-streams` with `Retry-After: 1`.
+    pub max_event_streams: usize,
 }
 
 impl Default for ApiConfig {
@@ -38,7 +61,52 @@ impl Default for ApiConfig {
         Self {
             body_limit: 1 << 20,
             workers: None,
+            auth: AuthMode::Auto,
+            metrics_require_key: false,
+            key_cache_ttl: Duration::from_secs(5),
+            event_keep_alive: Duration::from_secs(15),
+            max_event_streams: 1_000,
         }
+    }
+}
+
+/// Whether requests must carry an API key (`Authorization: Bearer <key>`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The laptop default: no authentication only while no API key was ever created;
+    /// once one was (revoked ones count), every request needs a valid key, so revoking
+    /// them all refuses every request instead of switching authentication off.
+    #[default]
+    Auto,
+    /// Every request needs a valid key, even while none exists: fail closed.
+    Required,
+    /// No authentication: every request acts for the default tenant and keys are
+    /// ignored. Logged as a warning at start.
+    Off,
+}
+
+impl std::str::FromStr for AuthMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "required" => Ok(Self::Required),
+            "off" => Ok(Self::Off),
+            other => Err(format!(
+                "unknown auth mode {other:?}: expected auto, required or off"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Required => "required",
+            Self::Off => "off",
+        })
     }
 }
 
@@ -55,10 +123,14 @@ pub struct ApiState {
     enqueuer: EnqueueCoalescer,
     /// Single reads by id from concurrent requests share a query.
     reader: GetCoalescer,
+    /// One permit per open event stream, held by the stream until it is dropped.
+    event_streams: Arc<Semaphore>,
 }
 
 impl ApiState {
-    /// Subscribes to enqueue wake-ups (LISTEN on PostgreSQL) for claim long-polls.
+    /// Subscribes to enqueue wake-ups (LISTEN on PostgreSQL) for claim long-polls, and
+    /// logs a warning when the api will serve without authentication, or refuse every
+    /// request for want of an active key.
     pub async fn new(
         store: SeaOrmStore,
         config: ApiConfig,
@@ -73,12 +145,17 @@ impl ApiState {
                 notify.notify_waiters();
             }
         });
+        let auth = extract::Auth::new(config.key_cache_ttl);
+        auth.warn_at_start(&store, config.auth).await;
+        let streams = config.max_event_streams.min(Semaphore::MAX_PERMITS);
+        let event_streams = Arc::new(Semaphore::new(streams));
         Ok(Self {
             enqueuer: EnqueueCoalescer::spawn(store.clone()),
             reader: GetCoalescer::spawn(store.clone()),
             store,
             config,
-            auth: Default::default(),
+            auth,
+            event_streams,
             metrics,
             wake,
         })

@@ -15,7 +15,7 @@ use crate::{
     ApiState,
     dto::*,
     error::{ApiError, Problem},
-    extract::{Json, Query, Tenant, TraceId},
+    extract::{Json, MetricsAccess, Query, Tenant, TraceId},
 };
 
 type Data = web::Data<ApiState>;
@@ -76,11 +76,10 @@ fn created(job: Job, duplicate: bool) -> Created {
     responses(
         (status = 202, description = "Accepted; poll it by id", body = Created),
         (status = 200, description = "Duplicate unique key (the existing job), or ended within `wait`", body = Created),
-        (status = 400, description = "Malformed JSON, wrong type or unknown field", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid field values", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs")]
@@ -124,11 +123,10 @@ fn with_status(
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = CreateBatch,
     responses(
         (status = 202, body = CreatedBatch),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field, by item: `jobs[3].priority`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Errors name the item: `jobs[3].priority`", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/batch")]
@@ -163,10 +161,9 @@ pub async fn create_batch(
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs", params(("id" = String, Path), WaitQuery),
     responses(
         (status = 200, body = JobView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs/{id}")]
@@ -186,9 +183,8 @@ pub async fn get_job(
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, body = JobList),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs")]
@@ -257,11 +253,16 @@ pub async fn retry_job(
 }
 
 /// Server-Sent Events: one `job` event per change of state or progress, until it ends.
+///
+/// With nothing to report, a `: keep-alive` comment every 15 s. Each api process serves
+/// a bounded number of streams at once (1,000 by default); past that, 429.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
     responses(
-        (status = 200, description = "`text/event-stream` of `job` events, each a JobView", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream` of `job` events, each a JobView, and `: keep-alive` comments while nothing changes", content_type = "text/event-stream", body = String),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "This api serves as many event streams as it may (`too-many-streams`); retry after `Retry-After`", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u32, description = "Seconds to wait before retrying"))),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[get("/v1/jobs/{id}/events")]
@@ -271,14 +272,22 @@ pub async fn job_events(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
+    let slot = state
+        .event_streams
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_streams(state.config.max_event_streams))?;
     let first = state.reader.get(Some(&tenant), id).await?;
     let watch = Watch {
+        keep_alive: state.config.event_keep_alive,
         state,
         tenant,
         id,
         first: Some(first),
         last: None,
+        sent_at: Instant::now(),
         done: false,
+        _slot: slot,
     };
     let events = stream::unfold(watch, |mut watch| async move {
         let frame = watch.next_frame().await?;
@@ -290,19 +299,26 @@ pub async fn job_events(
         .streaming(events))
 }
 
-/// The state of one event stream: the last change sent, and whether the job has ended.
+/// The state of one event stream: the last change sent, when anything was last sent,
+/// and whether the job has ended. Holds the stream's slot until the stream is dropped:
+/// the job ended, or the client went away (noticed only when a write fails, so within
+/// about two keep-alive intervals).
 struct Watch {
     state: Data,
     tenant: String,
     id: JobId,
     first: Option<Job>,
     last: Option<(State, u64, Option<String>, i32)>,
+    keep_alive: Duration,
+    sent_at: Instant,
     done: bool,
+    _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 impl Watch {
-    /// The next `job` event, waiting for a change; `None` once the ended job was sent
-    /// (or the job vanished).
+    /// The next `job` event, waiting for a change, or a keep-alive comment once nothing
+    /// was sent for `keep_alive`; `None` once the ended job was sent (or the job
+    /// vanished).
     async fn next_frame(&mut self) -> Option<String> {
         if self.done {
             return None;
@@ -311,7 +327,7 @@ impl Watch {
             let job = match self.first.take() {
                 Some(job) => job,
                 None => {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    tokio::time::sleep(Duration::from_millis(200).min(self.keep_alive)).await;
                     self.state
                         .store
                         .get(Some(&self.tenant), self.id)
@@ -326,9 +342,14 @@ impl Watch {
                 job.attempt,
             );
             if self.last.as_ref() == Some(&key) {
+                if self.sent_at.elapsed() >= self.keep_alive {
+                    self.sent_at = Instant::now();
+                    return Some(": keep-alive\n\n".to_owned());
+                }
                 continue;
             }
             self.last = Some(key);
+            self.sent_at = Instant::now();
             self.done = job.state.is_ended();
             let data = serde_json::to_string(&JobView::from(job)).unwrap_or_default();
             return Some(format!("event: job\nid: {}\ndata: {data}\n\n", self.id));
@@ -340,11 +361,10 @@ impl Watch {
 #[utoipa::path(post, path = "/v1/claims", tag = "workers", request_body = ClaimBody,
     responses(
         (status = 200, description = "The claimed jobs (possibly none)", body = Claimed),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/claims")]
@@ -438,13 +458,12 @@ fn check_storable(field: &str, value: &serde_json::Value) -> Result<(), ApiError
 #[utoipa::path(post, path = "/v1/jobs/{id}/heartbeat", tag = "workers", params(("id" = String, Path)), request_body = HeartbeatBody,
     responses(
         (status = 200, body = HeartbeatReply),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/heartbeat")]
@@ -482,13 +501,12 @@ pub async fn heartbeat(
 #[utoipa::path(post, path = "/v1/jobs/{id}/complete", tag = "workers", params(("id" = String, Path)), request_body = CompleteBody,
     responses(
         (status = 200, body = Ended),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/complete")]
@@ -521,13 +539,12 @@ pub async fn complete(
 #[utoipa::path(post, path = "/v1/jobs/{id}/fail", tag = "workers", params(("id" = String, Path)), request_body = FailBody,
     responses(
         (status = 200, description = "`pending` (will retry), `failed` or `cancelled`", body = Ended),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "This worker no longer holds the job", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/fail")]
@@ -611,10 +628,15 @@ pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
 }
 
 /// Prometheus metrics of this process.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+///
+/// Open, unless the api runs with `--metrics-require-key`: then any tenant's API key.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "Only with `--metrics-require-key`: no valid API key", body = Problem, content_type = "application/problem+json"),
+    ))]
 #[get("/metrics")]
-pub async fn metrics(state: Data) -> HttpResponse {
+pub async fn metrics(state: Data, _access: MetricsAccess) -> HttpResponse {
     let body = state
         .metrics
         .as_ref()

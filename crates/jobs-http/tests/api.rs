@@ -18,6 +18,8 @@ backend_tests!(
     wait_answers_with_the_finished_job_or_202,
     cancel_and_retry_follow_the_state_machine,
     events_stream_each_change_until_the_job_ends,
+    an_idle_event_stream_sends_keep_alives,
+    event_streams_are_limited_per_process,
     remote_worker_claims_heartbeats_completes_and_fails,
     bad_requests_get_precise_problems,
     tenants_only_see_their_own_jobs,
@@ -145,12 +147,7 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
             json!({"jobs": [{"kind": "ok"}, {"kind": "ok", "priority": 99}]}),
         )
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     assert_eq!(body["errors"][0]["field"], "jobs[1].priority");
     let (status, body) = api
         .post(
@@ -166,16 +163,12 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
         jobs_http::ApiConfig {
             body_limit: 1 << 20,
             workers: Some(1),
+            ..Default::default()
         },
     )
     .await;
     let (status, body) = big.post("/v1/jobs/batch", json!({"jobs": too_many})).await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (_, page) = api.get("/v1/jobs?kind=ok").await;
     assert!(
         page["items"].as_array().unwrap().is_empty(),
@@ -314,6 +307,75 @@ async fn events_stream_each_change_until_the_job_ends(db: TestDb) {
         "progress is an event: {states:?}"
     );
     assert!(text.contains("event: job"));
+}
+
+async fn an_idle_event_stream_sends_keep_alives(db: TestDb) {
+    let config = jobs_http::ApiConfig {
+        workers: Some(1),
+        event_keep_alive: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
+    let id = api.create(json!({"kind": "k"})).await;
+    let url = format!("{}/v1/jobs/{id}/events", api.base);
+    let mut stream = api.http.get(url).send().await.unwrap();
+    let mut text = String::new();
+    let read = async {
+        while !text.contains("\n: keep-alive\n\n") {
+            let chunk = stream
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the stream stays open");
+            text.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(3), read)
+        .await
+        .expect("a keep-alive within the interval");
+    assert!(text.starts_with("event: job\n"), "{text}");
+}
+
+async fn event_streams_are_limited_per_process(db: TestDb) {
+    let config = jobs_http::ApiConfig {
+        workers: Some(1),
+        max_event_streams: 1,
+        event_keep_alive: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
+    let id = api.create(json!({"kind": "k"})).await;
+    let open = || {
+        api.http
+            .get(format!("{}/v1/jobs/{id}/events", api.base))
+            .send()
+    };
+    let first = open().await.unwrap();
+    assert_eq!(first.status(), StatusCode::OK);
+    let second = open().await.unwrap();
+    assert_eq!(second.headers()["retry-after"], "1");
+    let (status, body) = (second.status(), second.json::<Value>().await.unwrap());
+    assert_problem(
+        status,
+        &body,
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-streams",
+    );
+
+    drop(first);
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let again = open().await.unwrap();
+        if again.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(
+            Instant::now() < until,
+            "the dropped stream's slot comes back"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
@@ -499,12 +561,7 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
             json!({"kind": "", "priority": 11, "max_attempts": 0}),
         )
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let fields: Vec<&str> = body["errors"]
         .as_array()
         .unwrap()
@@ -513,21 +570,11 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
         .collect();
     assert_eq!(fields, ["kind", "priority", "max_attempts"]);
     let (status, body) = api.get("/v1/jobs?limit=500").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.get("/v1/jobs?state=bogus").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed-request");
     let (status, body) = api.get("/v1/jobs?cursor=zzz").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.delete("/healthz").await;
     assert_problem(
         status,
@@ -547,19 +594,9 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
         "9".repeat(38)
     );
     let (status, body) = api.get(&huge).await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.get("/v1/jobs?offset=9223372036854775808").await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let ended = api.create(json!({"kind": "k"})).await;
     api.delete(&format!("/v1/jobs/{ended}")).await;
     let (status, body) = api.get(&format!("/v1/jobs/{ended}?wait=1e20")).await;
@@ -573,12 +610,7 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
     let (status, body) = api
         .post("/v1/claims", json!({"worker_id": "w", "max_jobs": 101}))
         .await;
-    assert_problem(
-        status,
-        &body,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "validation",
-    );
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
 }
 
 async fn tenants_only_see_their_own_jobs(db: TestDb) {
@@ -718,6 +750,7 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         let operation = &doc["paths"][path][method];
         assert!(operation.is_object(), "{method} {path} is documented");
         for (code, response) in operation["responses"].as_object().unwrap() {
+            assert_ne!(code, "422", "{method} {path}: invalid values are 400");
             if code.starts_with('4') || code.starts_with('5') {
                 assert!(
                     response["content"]["application/problem+json"].is_object(),

@@ -166,7 +166,20 @@ impl SeaOrmStore {
             .transpose()
     }
 
-    /// Whether any key is active: the API may require keys only once one exists.
+    /// Whether any key was ever created, revoked ones included: once one was, the API
+    /// keeps requiring keys (revoking them all must not switch authentication off).
+    pub async fn has_any_keys(&self) -> Result<bool, JobError> {
+        let mut sql = self.key_sql();
+        sql.push("SELECT 1 AS one FROM api_keys LIMIT 1");
+        let row = self
+            .connection()
+            .query_one_raw(sql.build())
+            .await
+            .map_err(db_error)?;
+        Ok(row.is_some())
+    }
+
+    /// Whether any key is active (not revoked).
     pub async fn has_active_keys(&self) -> Result<bool, JobError> {
         let mut sql = self.key_sql();
         sql.push("SELECT 1 AS one FROM api_keys WHERE revoked_at IS NULL LIMIT 1");

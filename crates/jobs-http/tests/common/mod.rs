@@ -1,4 +1,5 @@
 //! A real server on a real socket for each test, and a small client for it.
+#![allow(dead_code)] // each test binary uses a part of it
 
 use std::{net::TcpListener, sync::OnceLock};
 
@@ -33,6 +34,7 @@ impl Api {
             ApiConfig {
                 body_limit: 64 * 1024,
                 workers: Some(1),
+                ..Default::default()
             },
         )
         .await

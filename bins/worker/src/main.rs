@@ -40,9 +40,24 @@ struct Cli {
     #[arg(long, env = "JOBS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     shutdown_grace_secs: u64,
 
-    /// Seconds between maintenance sweeps (rescue, retention); one worker leads on PostgreSQL.
+    /// After the grace period, how long shutdown waits to write outcomes (the database may
+    /// be down) before it logs what is unwritten and exits (seconds).
+    #[arg(long, env = "JOBS_FLUSH_TIMEOUT_SECS", default_value_t = 5)]
+    flush_timeout_secs: u64,
+
+    /// Seconds between lease rescues and sweeps of pending jobs that cannot run; one
+    /// process at a time leads maintenance.
     #[arg(long, env = "JOBS_MAINTENANCE_INTERVAL_SECS", default_value_t = 5)]
     maintenance_interval_secs: u64,
+
+    /// Seconds between deletions of ended jobs past their retention.
+    #[arg(long, env = "JOBS_RETENTION_INTERVAL_SECS", default_value_t = 30)]
+    retention_interval_secs: u64,
+
+    /// Seconds a maintenance leader's term lasts unless renewed: a frozen leader is
+    /// replaced within 4/3 of it.
+    #[arg(long, env = "JOBS_LEADER_TTL_SECS", default_value_t = 10)]
+    leader_ttl_secs: u64,
 
     /// Do not run maintenance in this process.
     #[arg(long, env = "JOBS_NO_MAINTENANCE")]
@@ -108,12 +123,15 @@ async fn main() -> anyhow::Result<()> {
     }
 
     let mut builder = Worker::builder(store).config(|c| {
-        c.poll_interval = Duration::from_millis(cli.poll_interval_ms.max(10));
-        c.lease = Duration::from_secs(cli.lease_secs.max(1));
+        c.poll_interval = Duration::from_millis(cli.poll_interval_ms);
+        c.lease = Duration::from_secs(cli.lease_secs);
         c.prefetch = cli.prefetch;
         c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
+        c.flush_timeout = Duration::from_secs(cli.flush_timeout_secs);
         c.maintenance = !cli.no_maintenance;
-        c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs.max(1));
+        c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
+        c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
+        c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
         if let Some(id) = &cli.worker_id {
             c.worker_id = id.clone();
         }

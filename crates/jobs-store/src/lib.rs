@@ -8,6 +8,7 @@ mod connect;
 pub mod entity;
 mod keys;
 mod migrate;
+mod schema;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
@@ -18,6 +19,10 @@ pub use coalesce::{Coalescer, EnqueueCoalescer, GetCoalescer};
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};
 pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};
+pub use schema::{
+    SCHEMA_RECHECK, SchemaStatus, binary_schema_version, known_migrations, run_while_schema_fits,
+    schema_check, wait_for_schema,
+};
 pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use store::SeaOrmStore;
 pub use wake::{ENQUEUED_CHANNEL, Leadership, Wake, Wakeups};

@@ -1,17 +1,22 @@
 //! The HTTP API of the job system (actix-web): jobs, remote workers, queues, health,
 //! metrics and the OpenAPI document. Errors are problem+json; the caller's API key
-//! decides its tenant.
+//! decides its tenant. While the database's schema does not fit this binary (older, or
+//! newer and incompatible) every `/v1` request is answered 503 without touching a row.
 
 mod dto;
 mod error;
 mod extract;
 mod routes;
 
-use std::{net::TcpListener, sync::Arc, time::Instant};
+use std::{
+    net::TcpListener,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
 use actix_web::{
-    App, HttpMessage, HttpRequest, HttpServer,
-    body::MessageBody,
+    App, HttpMessage, HttpRequest, HttpServer, ResponseError,
+    body::{EitherBody, MessageBody},
     dev::{Server, ServiceRequest, ServiceResponse},
     middleware::{Next, from_fn},
     web,
@@ -55,6 +60,9 @@ pub struct ApiState {
     enqueuer: EnqueueCoalescer,
     /// Single reads by id from concurrent requests share a query.
     reader: GetCoalescer,
+    /// Why `/v1` requests are refused: the schema does not fit this binary. Checked at
+    /// start and every `SCHEMA_RECHECK`; an unreachable database leaves it as it was.
+    schema_refusal: Arc<RwLock<Option<String>>>,
 }
 
 impl ApiState {
@@ -73,6 +81,17 @@ impl ApiState {
                 notify.notify_waiters();
             }
         });
+        let schema_refusal = Arc::new(RwLock::new(None));
+        check_schema(&store, &schema_refusal).await;
+        tokio::spawn({
+            let (store, refusal) = (store.clone(), schema_refusal.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(jobs_store::SCHEMA_RECHECK).await;
+                    check_schema(&store, &refusal).await;
+                }
+            }
+        });
         Ok(Self {
             enqueuer: EnqueueCoalescer::spawn(store.clone()),
             reader: GetCoalescer::spawn(store.clone()),
@@ -81,7 +100,44 @@ impl ApiState {
             auth: Default::default(),
             metrics,
             wake,
+            schema_refusal,
         })
+    }
+
+    fn schema_refusal(&self) -> Option<String> {
+        self.schema_refusal
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Sets or clears the reason to refuse `/v1` requests from the schema's fit.
+async fn check_schema(store: &SeaOrmStore, refusal: &RwLock<Option<String>>) {
+    let Ok(status) = tokio::time::timeout(
+        Duration::from_secs(5),
+        jobs_store::schema_check(store.connection()),
+    )
+    .await
+    else {
+        return;
+    };
+    let reason = if status.is_ready() {
+        None
+    } else if status.blocks_work() {
+        Some(status.to_string())
+    } else {
+        return;
+    };
+    let mut current = refusal
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *current != reason {
+        match &reason {
+            Some(reason) => tracing::error!("refusing /v1 requests: {reason}"),
+            None => tracing::info!("{status}: serving /v1 requests"),
+        }
+        *current = reason;
     }
 }
 
@@ -92,6 +148,7 @@ pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server>
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(schema_gate))
             .wrap(from_fn(observe))
             .configure(routes)
             .default_service(web::to(unknown_route))
@@ -126,7 +183,6 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 /// No route matched: 405 with `Allow` when the path exists under other methods, else 404.
 async fn unknown_route(req: HttpRequest) -> actix_web::HttpResponse {
-    use actix_web::ResponseError;
     let matching: Vec<_> = known_routes()
         .iter()
         .filter(|(pattern, _)| pattern.is_match(req.path()))
@@ -182,6 +238,26 @@ fn known_routes() -> &'static [(actix_web::dev::ResourceDef, Vec<&'static str>)]
             })
             .collect()
     })
+}
+
+/// Answers `/v1` requests 503, naming the schema versions, while the schema does not fit
+/// this binary; health, readiness, metrics and the OpenAPI document stay served.
+async fn schema_gate<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let api = req.path() == "/v1" || req.path().starts_with("/v1/");
+    let refusal = api
+        .then(|| req.app_data::<web::Data<ApiState>>())
+        .flatten()
+        .and_then(|state| state.schema_refusal());
+    match refusal {
+        Some(detail) => {
+            let response = ApiError::unavailable(detail).error_response();
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// Per request: the trace id for handlers and logs, request counts and latencies.

@@ -1,5 +1,12 @@
 //! Every schema change of the job system, in order. Each migration has a working `down`,
 //! so `up`, `down`, `up` leaves the same schema on PostgreSQL and SQLite.
+//!
+//! A binary's schema version is the number of migrations it knows; the database's is the
+//! number it has applied. The one-row table `jobs_schema` (from `000005`) records the
+//! oldest binary version that may still run on the schema: a migration that breaks older
+//! binaries raises `oldest_compatible` in its `up` and restores it in its `down`; an
+//! additive one leaves it. Add every migration at the end of the list. docs/OPERATIONS.md
+//! lists them, with their rollbacks.
 
 pub use sea_orm_migration::{MigrationStatus, prelude::*};
 
@@ -7,6 +14,7 @@ mod m20261125_000001_create_jobs;
 mod m20261125_000002_create_api_keys;
 mod m20261126_000003_lean_listing_indexes;
 mod m20261201_000004_leases_and_leader;
+mod m20261201_000005_schema_compatibility;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -19,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000002_create_api_keys::Migration),
             Box::new(m20261126_000003_lean_listing_indexes::Migration),
             Box::new(m20261201_000004_leases_and_leader::Migration),
+            Box::new(m20261201_000005_schema_compatibility::Migration),
         ]
     }
 }

@@ -1,6 +1,8 @@
 //! `jobs-api`: the api process. Wiring only: serve the HTTP API (the default command),
 //! manage the schema, manage API keys. On the embedded SQLite default it also runs a
-//! worker with the built-in handlers, so a job posted to it actually runs.
+//! worker with the built-in handlers, so a job posted to it actually runs. On a schema
+//! that does not fit this binary it serves `/healthz` and `/readyz` (503) and refuses
+//! every `/v1` request, and its embedded worker claims nothing.
 
 #![allow(clippy::print_stdout)]
 
@@ -9,7 +11,10 @@ use std::net::{SocketAddr, TcpListener};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use jobs_http::{ApiConfig, ApiState, AuthMode};
-use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_down, migrate_up, migration_status};
+use jobs_store::{
+    DEFAULT_DATABASE_URL, SCHEMA_RECHECK, SeaOrmStore, migrate_down, migrate_up, migration_status,
+    run_while_schema_fits, schema_check,
+};
 use jobs_worker::{CancellationToken, Worker, builtins};
 
 #[derive(Debug, Parser)]
@@ -90,7 +95,7 @@ fn parse_auth(value: &str) -> Result<AuthMode, String> {
 enum MigrateAction {
     /// Apply every pending migration.
     Up,
-    /// Roll back the newest migrations.
+    /// Roll back the newest migrations (back up the database first: see docs/OPERATIONS.md).
     Down {
         /// How many to roll back.
         #[arg(long, default_value_t = 1)]
@@ -146,6 +151,12 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
             .await
             .context("applying migrations")?;
     }
+    let schema = schema_check(store.connection()).await;
+    if schema.blocks_work() {
+        tracing::error!(
+            "{schema}: serving /healthz and /readyz only until the schema fits (see docs/OPERATIONS.md)"
+        );
+    }
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;
@@ -166,11 +177,23 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
     };
     let worker = match worker_on {
         true => {
-            let builder = Worker::builder(store.clone()).queue("default", 10);
-            let worker = builtins::register(builder, opts.http_allow_hosts.clone())
-                .build()
-                .context("invalid embedded worker configuration")?;
-            Some(tokio::spawn(worker.run(shutdown.clone())))
+            let build = {
+                let (store, allow) = (store.clone(), opts.http_allow_hosts.clone());
+                move || {
+                    let builder = Worker::builder(store.clone()).queue("default", 10);
+                    builtins::register(builder, allow.clone()).build()
+                }
+            };
+            build().context("invalid embedded worker configuration")?;
+            let (db, shutdown) = (store.connection().clone(), shutdown.clone());
+            Some(tokio::spawn(async move {
+                // As in `jobs-worker`: claims only while the schema fits.
+                run_while_schema_fits(&db, SCHEMA_RECHECK, &shutdown, |stop| {
+                    let worker = build();
+                    async move { worker?.run(stop).await }
+                })
+                .await
+            }))
         }
         false => None,
     };
@@ -210,10 +233,19 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
 async fn migrate(store: &SeaOrmStore, action: MigrateAction) -> anyhow::Result<()> {
     let db = store.connection();
     match action {
-        MigrateAction::Up => migrate_up(db).await.context("migrate up")?,
-        MigrateAction::Down { steps } => migrate_down(db, Some(steps))
-            .await
-            .context("migrate down")?,
+        MigrateAction::Up => {
+            migrate_up(db).await.context("migrate up")?;
+            // Nothing to apply on a newer schema; say whether this binary may run on it.
+            let schema = schema_check(db).await;
+            anyhow::ensure!(schema.is_ready(), "{schema}");
+            eprintln!("{schema}");
+        }
+        MigrateAction::Down { steps } => {
+            migrate_down(db, Some(steps))
+                .await
+                .context("migrate down")?;
+            eprintln!("{}", schema_check(db).await);
+        }
         MigrateAction::Status => {
             for migration in migration_status(db).await.context("migration status")? {
                 let state = if migration.applied {
@@ -221,8 +253,14 @@ async fn migrate(store: &SeaOrmStore, action: MigrateAction) -> anyhow::Result<(
                 } else {
                     "pending"
                 };
-                println!("{state}\t{}", migration.name);
+                let note = if migration.known {
+                    ""
+                } else {
+                    "\t(unknown to this binary: applied by a newer release)"
+                };
+                println!("{state}\t{}{note}", migration.name);
             }
+            eprintln!("{}", schema_check(db).await);
         }
     }
     Ok(())

@@ -1,11 +1,14 @@
 //! `jobs-worker`: the standalone worker process. Wiring only: configuration, connection,
-//! built-in handlers, metrics exporter, signals.
+//! built-in handlers, metrics exporter, signals, and claiming only while the database's
+//! schema fits this binary.
 
 use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
-use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};
+use jobs_store::{
+    DEFAULT_DATABASE_URL, SCHEMA_RECHECK, SeaOrmStore, migrate_up, run_while_schema_fits,
+};
 use jobs_worker::{Worker, builtins};
 
 #[derive(Debug, Parser)]
@@ -122,26 +125,37 @@ async fn main() -> anyhow::Result<()> {
             .context("applying migrations")?;
     }
 
-    let mut builder = Worker::builder(store).config(|c| {
-        c.poll_interval = Duration::from_millis(cli.poll_interval_ms);
-        c.lease = Duration::from_secs(cli.lease_secs);
-        c.prefetch = cli.prefetch;
-        c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
-        c.flush_timeout = Duration::from_secs(cli.flush_timeout_secs);
-        c.maintenance = !cli.no_maintenance;
-        c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
-        c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
-        c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
-        if let Some(id) = &cli.worker_id {
-            c.worker_id = id.clone();
+    let db = store.connection().clone();
+    let build = || {
+        let mut builder = Worker::builder(store.clone()).config(|c| {
+            c.poll_interval = Duration::from_millis(cli.poll_interval_ms);
+            c.lease = Duration::from_secs(cli.lease_secs);
+            c.prefetch = cli.prefetch;
+            c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
+            c.flush_timeout = Duration::from_secs(cli.flush_timeout_secs);
+            c.maintenance = !cli.no_maintenance;
+            c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
+            c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
+            c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
+            if let Some(id) = &cli.worker_id {
+                c.worker_id = id.clone();
+            }
+        });
+        for (queue, concurrency) in &cli.queues {
+            builder = builder.queue(queue, *concurrency);
         }
-    });
-    for (queue, concurrency) in &cli.queues {
-        builder = builder.queue(queue, *concurrency);
-    }
-    let worker = builtins::register(builder, cli.http_allow_hosts).build()
-        .context("invalid worker configuration")?;
+        builtins::register(builder, cli.http_allow_hosts.clone()).build()
+    };
+    build().context("invalid worker configuration")?;
 
-    worker.run(shutdown).await.context("worker failed")?;
+    // On a schema that does not fit (older, or newer and incompatible) the worker claims
+    // nothing: it logs why and checks again every few seconds; once running it stops
+    // (as on SIGTERM) if the schema stops fitting, and waits again.
+    run_while_schema_fits(&db, SCHEMA_RECHECK, &shutdown, |stop| {
+        let worker = build();
+        async move { worker?.run(stop).await }
+    })
+    .await
+    .context("worker failed")?;
     Ok(())
 }

@@ -48,7 +48,11 @@ impl ListFilter {
         let mut errors = Vec::new();
         storable::check_time(&mut errors, "created_after", self.created_from);
         storable::check_time(&mut errors, "created_before", self.created_to);
-        for (field, value) in [("kind", &self.kind), ("queue", &self.queue), ("tenant", &self.tenant)] {
+        for (field, value) in [
+            ("kind", &self.kind),
+            ("queue", &self.queue),
+            ("tenant", &self.tenant),
+        ] {
             if let Some(value) = value {
                 storable::check_text(&mut errors, field, value);
             }
@@ -167,10 +171,16 @@ impl ClaimRequest {
         let mut errors = Vec::new();
         let id = &self.worker_id;
         if id.is_empty() || id.len() > 255 {
-            errors.push(crate::FieldError::new("worker_id", "must be 1 to 255 bytes"));
+            errors.push(crate::FieldError::new(
+                "worker_id",
+                "must be 1 to 255 bytes",
+            ));
         }
         storable::check_text(&mut errors, "worker_id", id);
-        let lists = [("queues", Some(&self.queues)), ("kinds", self.kinds.as_ref())];
+        let lists = [
+            ("queues", Some(&self.queues)),
+            ("kinds", self.kinds.as_ref()),
+        ];
         for (field, names) in lists {
             let Some(names) = names else { continue };
             if names.len() > Self::MAX_NAMES {
@@ -270,9 +280,9 @@ impl Outcome {
                 kind: storable_text(&kind, caps::ERROR_KIND),
                 message: storable_text(&message, caps::ERROR_MESSAGE),
                 retry: match retry {
-                    Retry::After(delay) => Retry::After(delay.min(Duration::from_secs(
-                        crate::limits::DURATION_MAX_SECS,
-                    ))),
+                    Retry::After(delay) => Retry::After(
+                        delay.min(Duration::from_secs(crate::limits::DURATION_MAX_SECS)),
+                    ),
                     other => other,
                 },
             },

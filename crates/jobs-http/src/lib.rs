@@ -1,6 +1,7 @@
 //! The HTTP API of the job system (actix-web): jobs, remote workers, queues, health,
 //! metrics and the OpenAPI document. Errors are problem+json; the caller's API key
-//! decides its tenant.
+//! decides its tenant. While the database's schema does not fit this binary (older, or
+//! newer and incompatible) every `/v1` request is answered 503 without touching a row.
 
 mod dto;
 mod error;
@@ -9,13 +10,13 @@ mod routes;
 
 use std::{
     net::TcpListener,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use actix_web::{
-    App, HttpMessage, HttpRequest, HttpServer,
-    body::MessageBody,
+    App, HttpMessage, HttpRequest, HttpServer, ResponseError,
+    body::{EitherBody, MessageBody},
     dev::{Server, ServiceRequest, ServiceResponse},
     middleware::{Next, from_fn},
     web,
@@ -125,6 +126,9 @@ pub struct ApiState {
     reader: GetCoalescer,
     /// One permit per open event stream, held by the stream until it is dropped.
     event_streams: Arc<Semaphore>,
+    /// Why `/v1` requests are refused: the schema does not fit this binary. Checked at
+    /// start and every `SCHEMA_RECHECK`; an unreachable database leaves it as it was.
+    schema_refusal: Arc<RwLock<Option<String>>>,
 }
 
 impl ApiState {
@@ -149,6 +153,17 @@ impl ApiState {
         auth.warn_at_start(&store, config.auth).await;
         let streams = config.max_event_streams.min(Semaphore::MAX_PERMITS);
         let event_streams = Arc::new(Semaphore::new(streams));
+        let schema_refusal = Arc::new(RwLock::new(None));
+        check_schema(&store, &schema_refusal).await;
+        tokio::spawn({
+            let (store, refusal) = (store.clone(), schema_refusal.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(jobs_store::SCHEMA_RECHECK).await;
+                    check_schema(&store, &refusal).await;
+                }
+            }
+        });
         Ok(Self {
             enqueuer: EnqueueCoalescer::spawn(store.clone()),
             reader: GetCoalescer::spawn(store.clone()),
@@ -158,7 +173,44 @@ impl ApiState {
             event_streams,
             metrics,
             wake,
+            schema_refusal,
         })
+    }
+
+    fn schema_refusal(&self) -> Option<String> {
+        self.schema_refusal
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// Sets or clears the reason to refuse `/v1` requests from the schema's fit.
+async fn check_schema(store: &SeaOrmStore, refusal: &RwLock<Option<String>>) {
+    let Ok(status) = tokio::time::timeout(
+        Duration::from_secs(5),
+        jobs_store::schema_check(store.connection()),
+    )
+    .await
+    else {
+        return;
+    };
+    let reason = if status.is_ready() {
+        None
+    } else if status.blocks_work() {
+        Some(status.to_string())
+    } else {
+        return;
+    };
+    let mut current = refusal
+        .write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if *current != reason {
+        match &reason {
+            Some(reason) => tracing::error!("refusing /v1 requests: {reason}"),
+            None => tracing::info!("{status}: serving /v1 requests"),
+        }
+        *current = reason;
     }
 }
 
@@ -169,6 +221,7 @@ pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server>
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .wrap(from_fn(schema_gate))
             .wrap(from_fn(observe))
             .configure(routes)
             .default_service(web::to(unknown_route))
@@ -203,7 +256,6 @@ fn routes(cfg: &mut web::ServiceConfig) {
 
 /// No route matched: 405 with `Allow` when the path exists under other methods, else 404.
 async fn unknown_route(req: HttpRequest) -> actix_web::HttpResponse {
-    use actix_web::ResponseError;
     let matching: Vec<_> = known_routes()
         .iter()
         .filter(|(pattern, _)| pattern.is_match(req.path()))
@@ -259,6 +311,26 @@ fn known_routes() -> &'static [(actix_web::dev::ResourceDef, Vec<&'static str>)]
             })
             .collect()
     })
+}
+
+/// Answers `/v1` requests 503, naming the schema versions, while the schema does not fit
+/// this binary; health, readiness, metrics and the OpenAPI document stay served.
+async fn schema_gate<B: MessageBody + 'static>(
+    req: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    let api = req.path() == "/v1" || req.path().starts_with("/v1/");
+    let refusal = api
+        .then(|| req.app_data::<web::Data<ApiState>>())
+        .flatten()
+        .and_then(|state| state.schema_refusal());
+    match refusal {
+        Some(detail) => {
+            let response = ApiError::unavailable(detail).error_response();
+            Ok(req.into_response(response).map_into_right_body())
+        }
+        None => Ok(next.call(req).await?.map_into_left_body()),
+    }
 }
 
 /// Per request: the trace id for handlers and logs, request counts and latencies.

@@ -397,11 +397,18 @@ async fn remote_worker_claims_heartbeats_completes_and_fails(db: TestDb) {
     );
     assert_eq!(claimed["jobs"][0]["state"], "running");
     let token = claimed["jobs"][0]["lease_token"].clone();
-    assert!(token.is_string(), "the claim returns the attempt's lease token");
+    assert!(
+        token.is_string(),
+        "the claim returns the attempt's lease token"
+    );
     let (_, seen) = api.get(&format!("/v1/jobs/{first}")).await;
-    assert!(seen.get("lease_token").is_none(), "readers are never told the token");
+    assert!(
+        seen.get("lease_token").is_none(),
+        "readers are never told the token"
+    );
 
-    let beat = json!({"worker_id": "w1", "lease_token": token, "progress": 0.4, "stage": "thumbnails"});
+    let beat =
+        json!({"worker_id": "w1", "lease_token": token, "progress": 0.4, "stage": "thumbnails"});
     let (status, reply) = api.post(&format!("/v1/jobs/{first}/heartbeat"), beat).await;
     assert_eq!(
         (status, reply["cancel_requested"].as_bool()),

@@ -9,6 +9,7 @@ pub mod entity;
 mod keys;
 mod leader;
 mod migrate;
+mod schema;
 mod sql;
 mod store;
 #[cfg(feature = "testing")]
@@ -18,8 +19,12 @@ mod wake;
 pub use coalesce::{Coalescer, EnqueueCoalescer, GetCoalescer};
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};
-pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};
-pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use leader::MAINTENANCE_ROLE;
+pub use migrate::{MigrationState, migrate_down, migrate_up, migration_status, readiness};
+pub use schema::{
+    SCHEMA_RECHECK, SchemaStatus, binary_schema_version, known_migrations, run_while_schema_fits,
+    schema_check, wait_for_schema,
+};
+pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use store::SeaOrmStore;
 pub use wake::{ENQUEUED_CHANNEL, Wake, Wakeups};

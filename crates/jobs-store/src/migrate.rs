@@ -3,17 +3,25 @@
 use migration::{Migrator, MigratorTrait};
 use sea_orm::{DatabaseConnection, DbBackend, DbErr, sqlx};
 
+use crate::schema::{known_migrations, read_schema, schema_check};
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationState {
     pub name: String,
     pub applied: bool,
+    /// Whether this binary knows the migration; `false` for one a newer release applied.
+    pub known: bool,
 }
 
 /// Applies pending migrations. On PostgreSQL an advisory lock serializes processes that
 /// start at once, so the second finds the work done instead of failing halfway.
+///
+/// On a schema with migrations this binary does not know (a newer release applied them)
+/// it applies nothing and returns `Ok`: whether the binary may run on that schema is for
+/// [`schema_check`] to say.
 pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
-        return Migrator::up(db, None).await;
+        return up_unless_newer(db).await;
     }
     let pool = db.get_postgres_connection_pool();
     let mut lock = pool.acquire().await.map_err(conn_error)?;
@@ -21,7 +29,7 @@ pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
         .execute(&mut *lock)
         .await
         .map_err(conn_error)?;
-    let result = Migrator::up(db, None).await;
+    let result = up_unless_newer(db).await;
     // Closing the session would release it too; unlocking keeps the pooled connection clean.
     let _ = sqlx::query("SELECT pg_advisory_unlock(hashtext('jobs-migrate:' || current_schema()))")
         .execute(&mut *lock)
@@ -29,44 +37,66 @@ pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
     result
 }
 
+async fn up_unless_newer(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let unknown = read_schema(db).await?.unknown(&known_migrations());
+    if !unknown.is_empty() {
+        tracing::warn!(
+            unknown = %unknown.join(", "),
+            "the database has migrations this binary does not know: applying none"
+        );
+        return Ok(());
+    }
+    Migrator::up(db, None).await
+}
+
 fn conn_error(error: sqlx::Error) -> DbErr {
     DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
 }
 
-/// Rolls back `steps` migrations, or all of them.
+/// Rolls back `steps` migrations, or all of them. Refuses while migrations this binary
+/// does not know are applied: only the release that applied them can roll them back.
 pub async fn migrate_down(db: &DatabaseConnection, steps: Option<u32>) -> Result<(), DbErr> {
+    let unknown = read_schema(db).await?.unknown(&known_migrations());
+    if !unknown.is_empty() {
+        return Err(DbErr::Custom(format!(
+            "the database has migrations this binary does not know ({}): roll them back \
+             first with the jobs-api of the release that applied them",
+            unknown.join(", ")
+        )));
+    }
     Migrator::down(db, steps).await
 }
 
+/// Each migration this binary knows, applied or not, then any applied one it does not
+/// know. Reads only: on a fresh database it creates no migration table.
 pub async fn migration_status(db: &DatabaseConnection) -> Result<Vec<MigrationState>, DbErr> {
-    let migrations = Migrator::get_migration_with_status(db).await?;
-    Ok(migrations
-        .iter()
-        .map(|m| MigrationState {
-            name: m.name().to_owned(),
-            applied: matches!(m.status(), migration::MigrationStatus::Applied),
+    let found = read_schema(db).await?;
+    let unknown = found.unknown(&known_migrations());
+    let mut states: Vec<MigrationState> = known_migrations()
+        .into_iter()
+        .map(|name| MigrationState {
+            applied: found.applied.contains(&name),
+            name,
+            known: true,
         })
-        .collect())
+        .collect();
+    states.extend(unknown.into_iter().map(|name| MigrationState {
+        name,
+        applied: true,
+        known: false,
+    }));
+    Ok(states)
 }
 
-/// Why the database cannot serve yet, if it cannot: unreachable, migrations pending, or
-/// the jobs table missing. Reads only, so probing readiness never changes the schema.
+/// Why the database cannot serve this binary, if it cannot: unreachable, the jobs table
+/// missing, an older schema (migrations pending) or a newer one this binary must not run
+/// on; the reason names both schema versions. Reads only, so probing readiness never
+/// changes the schema.
 pub async fn readiness(db: &DatabaseConnection) -> Result<(), String> {
-    let migrations = Migrator::get_migration_with_status_read_only(db)
-        .await
-        .map_err(|e| format!("database unreachable: {e}"))?;
-    let pending: Vec<String> = migrations
-        .iter()
-        .filter(|m| !matches!(m.status(), migration::MigrationStatus::Applied))
-        .map(|m| m.name().to_owned())
-        .collect();
-    if !pending.is_empty() {
-        return Err(format!("migrations not applied: {}", pending.join(", ")));
+    let status = schema_check(db).await;
+    if status.is_ready() {
+        Ok(())
+    } else {
+        Err(status.to_string())
     }
-    let probe =
-        sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id FROM jobs LIMIT 1");
-    sea_orm::ConnectionTrait::query_all_raw(db, probe)
-        .await
-        .map_err(|e| format!("jobs table not usable: {e}"))?;
-    Ok(())
 }

@@ -178,8 +178,9 @@ impl Sql {
         match self.dialect {
             Dialect::Postgres => format!(" = ANY({})", self.bind(uuids.collect::<Vec<_>>())),
             Dialect::Sqlite => {
-                let text: Vec<serde_json::Value> =
-                    uuids.map(|u| serde_json::Value::from(u.simple().to_string())).collect();
+                let text: Vec<serde_json::Value> = uuids
+                    .map(|u| serde_json::Value::from(u.simple().to_string()))
+                    .collect();
                 let list = self.bind(serde_json::Value::Array(text));
                 // Ids are stored as 16-byte blobs.
                 format!(" IN (SELECT unhex(value) FROM json_each({list}))")

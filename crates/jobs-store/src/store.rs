@@ -10,13 +10,12 @@ use std::{
 use async_trait::async_trait;
 use jobs_core::{
     AttemptError, ClaimRequest, Cursor, Enqueued, FieldError, Finish, Heartbeat, Job, JobError,
-    JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Outcome, Page, PageRequest,
-    QueueStats, RescueReport, Retry, RetryPolicy, State,
+    JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Outcome, Page, PageRequest, QueueStats,
+    RescueReport, Retry, RetryPolicy, State,
     storable::{caps, storable_text},
 };
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, RuntimeErr, TransactionTrait,
-    sqlx,
+    ConnectionTrait, DatabaseConnection, DbErr, FromQueryResult, RuntimeErr, TransactionTrait, sqlx,
 };
 use tokio::sync::broadcast;
 use uuid::Uuid;
@@ -131,7 +130,10 @@ impl SeaOrmStore {
         }
         let mut sql = self.sql();
         let ids = sql.in_ids(ids);
-        sql.push(&format!("SELECT {} FROM jobs WHERE id{ids}", job_columns("")));
+        sql.push(&format!(
+            "SELECT {} FROM jobs WHERE id{ids}",
+            job_columns("")
+        ));
         let jobs = self.fetch_jobs(&self.db, sql).await?;
         Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
     }
@@ -289,7 +291,11 @@ impl SeaOrmStore {
         let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
         let mut report = RescueReport::default();
         for row in rows {
-            match row.try_get::<String>("", "state").map_err(db_error)?.as_str() {
+            match row
+                .try_get::<String>("", "state")
+                .map_err(db_error)?
+                .as_str()
+            {
                 "pending" => report.retried += 1,
                 "cancelled" => report.cancelled += 1,
                 _ => report.failed += 1,
@@ -966,7 +972,9 @@ fn code_of(error: &DbErr) -> Option<Code> {
         return None;
     };
     let code = e.code()?;
-    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
+    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+    {
         Some(Code::Postgres(code.into_owned()))
     } else {
         code.parse().ok().map(Code::Sqlite)
@@ -978,8 +986,7 @@ fn unreachable(error: &DbErr) -> bool {
     if let DbErr::ConnectionAcquire(_) | DbErr::Conn(_) = error {
         return true;
     }
-    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = error
-    {
+    if let DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) = error {
         if let sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::Protocol(_)

@@ -1,11 +1,16 @@
 //! The migrations go up, down and up again with their indexes, and the SeaORM entity
 //! agrees with the migrated `jobs` table on every column's name, type and nullability.
+//! The schema check tells a current schema from an older, a newer-compatible and a
+//! newer-incompatible one, naming the versions, and work runs only while it fits.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use jobs_store::entity::{self, Column, Entity};
 use jobs_store::testing::TestDb;
-use jobs_store::{migrate_down, migrate_up, migration_status};
+use jobs_store::{
+    SchemaStatus, binary_schema_version, known_migrations, migrate_down, migrate_up,
+    migration_status, readiness, run_while_schema_fits, schema_check,
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ColumnType, ConnectionTrait, DatabaseConnection, DbBackend,
     EntityTrait, IdenStatic, IntoActiveModel, Iterable, QueryResult, Statement,
@@ -297,7 +302,274 @@ async fn entity_matches_migrated_schema(db: TestDb) {
     assert!(!Column::Id.def().is_null(), "entity id must be NOT NULL");
 }
 
+/// A migration no release of this binary knows, as a newer release would have applied.
+const FUTURE: &str = "m20991231_000099_from_the_future";
+
+async fn execute(db: &DatabaseConnection, sql: &str) {
+    db.execute_unprepared(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Records `FUTURE` as applied, as a newer release's `migrate up` would.
+async fn apply_future_migration(db: &DatabaseConnection) {
+    execute(
+        db,
+        &format!("INSERT INTO seaql_migrations (version, applied_at) VALUES ('{FUTURE}', 0)"),
+    )
+    .await;
+}
+
+async fn set_oldest_compatible(db: &DatabaseConnection, version: usize) {
+    execute(
+        db,
+        &format!("UPDATE jobs_schema SET oldest_compatible = {version}"),
+    )
+    .await;
+}
+
+async fn a_migrated_schema_is_current(db: TestDb) {
+    let conn = db.store.connection();
+    let binary = binary_schema_version();
+    assert_eq!(binary, known_migrations().len());
+    assert_eq!(
+        schema_check(conn).await,
+        SchemaStatus::Current { version: binary }
+    );
+    assert_eq!(readiness(conn).await, Ok(()));
+    let recorded: i32 = get(
+        &rows(conn, "SELECT oldest_compatible FROM jobs_schema").await[0],
+        "oldest_compatible",
+    );
+    let recorded = usize::try_from(recorded).unwrap();
+    assert!(
+        (1..=binary).contains(&recorded),
+        "this binary runs on its own schema: oldest_compatible {recorded}, binary {binary}"
+    );
+    // One row only.
+    let second = Statement::from_string(
+        conn.get_database_backend(),
+        "INSERT INTO jobs_schema (id, oldest_compatible) VALUES (2, 1)",
+    );
+    assert!(conn.execute_raw(second).await.is_err());
+}
+
+async fn an_empty_database_misses_the_jobs_table(migrated: TestDb) {
+    let db = migrated.empty_twin().await;
+    let conn = db.store.connection();
+    let binary = binary_schema_version();
+    assert_eq!(
+        schema_check(conn).await,
+        SchemaStatus::JobsTableMissing {
+            database: 0,
+            binary
+        }
+    );
+    let reason = readiness(conn).await.unwrap_err();
+    assert!(
+        reason.contains("jobs table missing")
+            && reason.contains(&format!("schema version 0, this binary needs {binary}")),
+        "{reason}"
+    );
+    // Reading the status creates nothing.
+    let status = migration_status(conn).await.unwrap();
+    assert!(status.iter().all(|m| !m.applied && m.known), "{status:?}");
+    let tables = match conn.get_database_backend() {
+        DbBackend::Postgres => {
+            "SELECT COUNT(*) AS n FROM information_schema.tables              WHERE table_schema = current_schema()"
+        }
+        _ => "SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'table'",
+    };
+    assert_eq!(get::<i64>(&rows(conn, tables).await[0], "n"), 0);
+}
+
+async fn a_rolled_back_schema_is_older(db: TestDb) {
+    let conn = db.store.connection();
+    let binary = binary_schema_version();
+    migrate_down(conn, Some(1)).await.unwrap();
+    let newest = known_migrations().pop().unwrap();
+    assert_eq!(
+        schema_check(conn).await,
+        SchemaStatus::Older {
+            database: binary - 1,
+            binary,
+            pending: vec![newest.clone()]
+        }
+    );
+    let reason = readiness(conn).await.unwrap_err();
+    let want = format!(
+        "schema version {}, this binary needs {binary}: run `jobs-api migrate up`",
+        binary - 1
+    );
+    assert!(
+        reason.starts_with(&want) && reason.contains(&newest),
+        "{reason}"
+    );
+
+    let again = db.connect_again().await;
+    migrate_up(again.connection()).await.unwrap();
+    assert_eq!(
+        schema_check(again.connection()).await,
+        SchemaStatus::Current { version: binary }
+    );
+}
+
+async fn a_newer_schema_that_breaks_this_binary_is_refused(db: TestDb) {
+    let conn = db.store.connection();
+    let binary = binary_schema_version();
+    apply_future_migration(conn).await;
+    set_oldest_compatible(conn, binary + 1).await;
+    assert_eq!(
+        schema_check(conn).await,
+        SchemaStatus::NewerIncompatible {
+            database: binary + 1,
+            binary,
+            oldest_compatible: Some(binary + 1),
+            unknown: vec![FUTURE.to_owned()],
+        }
+    );
+    let reason = readiness(conn).await.unwrap_err();
+    let want = format!(
+        "schema version {} is newer than this binary ({binary}) and needs binaries of version >= {}",
+        binary + 1,
+        binary + 1
+    );
+    assert!(
+        reason.starts_with(&want) && reason.contains(FUTURE),
+        "{reason}"
+    );
+
+    // Starting the binary (which migrates) neither fails nor changes anything.
+    migrate_up(conn).await.unwrap();
+    assert!(matches!(
+        schema_check(conn).await,
+        SchemaStatus::NewerIncompatible { .. }
+    ));
+    // Only the release that knows the newest migration can roll it back.
+    let refused = migrate_down(conn, Some(1)).await.unwrap_err().to_string();
+    assert!(refused.contains(FUTURE), "{refused}");
+    assert!(matches!(
+        schema_check(conn).await,
+        SchemaStatus::NewerIncompatible { .. }
+    ));
+    // The status lists it, as applied and unknown.
+    let status = migration_status(conn).await.unwrap();
+    assert_eq!(status.len(), binary + 1);
+    assert!(status[..binary].iter().all(|m| m.applied && m.known));
+    assert_eq!(
+        (
+            status[binary].name.as_str(),
+            status[binary].applied,
+            status[binary].known
+        ),
+        (FUTURE, true, false)
+    );
+}
+
+async fn a_newer_additive_schema_still_serves(db: TestDb) {
+    let conn = db.store.connection();
+    let binary = binary_schema_version();
+    apply_future_migration(conn).await;
+    let status = schema_check(conn).await;
+    assert!(
+        matches!(
+            status,
+            SchemaStatus::NewerCompatible { database, binary: b, oldest_compatible, .. }
+                if database == binary + 1 && b == binary && oldest_compatible <= binary
+        ),
+        "{status:?}"
+    );
+    assert!(status.is_ready() && !status.blocks_work());
+    assert_eq!(readiness(conn).await, Ok(()));
+    // Exactly at the bound still runs.
+    set_oldest_compatible(conn, binary).await;
+    assert!(schema_check(conn).await.is_ready());
+}
+
+async fn work_runs_only_while_the_schema_fits(db: TestDb) {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    let conn = db.store.connection().clone();
+    let binary = binary_schema_version();
+    apply_future_migration(&conn).await;
+    set_oldest_compatible(&conn, binary + 1).await;
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let shutdown = CancellationToken::new();
+    let supervisor = tokio::spawn({
+        let (conn, started, stopped, shutdown) = (
+            conn.clone(),
+            started.clone(),
+            stopped.clone(),
+            shutdown.clone(),
+        );
+        async move {
+            run_while_schema_fits(&conn, Duration::from_millis(50), &shutdown, |stop| {
+                let (started, stopped) = (started.clone(), stopped.clone());
+                async move {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    stop.cancelled().await;
+                    stopped.fetch_add(1, Ordering::SeqCst);
+                    Ok::<(), String>(())
+                }
+            })
+            .await
+        }
+    });
+    // Waits until `count` reaches `want` (at most 10 s), then a little longer, so that
+    // a count that should stay put had the chance to move.
+    let reaches = async |count: &AtomicUsize, want: usize, what: &str| {
+        let give_up = tokio::time::Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < want {
+            assert!(tokio::time::Instant::now() < give_up, "timed out: {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(count.load(Ordering::SeqCst), want, "{what}");
+    };
+    reaches(
+        &started,
+        0,
+        "work does not start on a schema that breaks it",
+    )
+    .await;
+
+    set_oldest_compatible(&conn, binary).await;
+    reaches(&started, 1, "work starts once the schema fits").await;
+    assert_eq!(stopped.load(Ordering::SeqCst), 0);
+
+    set_oldest_compatible(&conn, binary + 1).await;
+    reaches(&stopped, 1, "work stops when the schema breaks it").await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        1,
+        "and does not start again"
+    );
+
+    set_oldest_compatible(&conn, binary).await;
+    reaches(&started, 2, "it resumes once the schema fits again").await;
+    shutdown.cancel();
+    let result = tokio::time::timeout(Duration::from_secs(5), supervisor)
+        .await
+        .expect("shutdown ends the supervisor")
+        .unwrap();
+    assert_eq!(result, Ok(()));
+    assert_eq!(stopped.load(Ordering::SeqCst), 2);
+}
+
 jobs_store::backend_tests!(
     migrations_go_up_down_and_up_again,
-    entity_matches_migrated_schema
+    entity_matches_migrated_schema,
+    a_migrated_schema_is_current,
+    an_empty_database_misses_the_jobs_table,
+    a_rolled_back_schema_is_older,
+    a_newer_schema_that_breaks_this_binary_is_refused,
+    a_newer_additive_schema_still_serves,
+    work_runs_only_while_the_schema_fits,
 );

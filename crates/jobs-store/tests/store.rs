@@ -940,22 +940,37 @@ async fn rescue_all(s: &SeaOrmStore) -> RescueReport {
 async fn one_process_at_a_time_leads_maintenance(db: TestDb) {
     let (a, b) = (db.connect_again().await, db.connect_again().await);
     let ttl = Duration::from_millis(600);
-    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "the first caller leads");
-    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "the leader renews");
+    assert!(
+        a.lead("maintenance", "a", ttl).await.unwrap(),
+        "the first caller leads"
+    );
+    assert!(
+        a.lead("maintenance", "a", ttl).await.unwrap(),
+        "the leader renews"
+    );
     assert!(
         !b.lead("maintenance", "b", ttl).await.unwrap(),
         "a second process does not lead while the first's term runs"
     );
-    assert!(b.lead("other-role", "b", ttl).await.unwrap(), "roles are separate");
+    assert!(
+        b.lead("other-role", "b", ttl).await.unwrap(),
+        "roles are separate"
+    );
     // The leader stops renewing (frozen, cut off): its term lapses and another takes over.
     tokio::time::sleep(ttl + Duration::from_millis(200)).await;
-    assert!(b.lead("maintenance", "b", ttl).await.unwrap(), "a lapsed term is taken over");
+    assert!(
+        b.lead("maintenance", "b", ttl).await.unwrap(),
+        "a lapsed term is taken over"
+    );
     assert!(
         !a.lead("maintenance", "a", ttl).await.unwrap(),
         "the old leader, resumed, does not get it back"
     );
     b.resign("maintenance", "b").await.unwrap();
-    assert!(a.lead("maintenance", "a", ttl).await.unwrap(), "a resigned role is free at once");
+    assert!(
+        a.lead("maintenance", "a", ttl).await.unwrap(),
+        "a resigned role is free at once"
+    );
 }
 
 async fn enqueue_wakes_subscribers(db: TestDb) {

@@ -77,18 +77,52 @@ impl WorkerConfig {
         };
         let ms = Duration::from_millis(1);
         let second = Duration::from_secs(1);
-        at_least("poll_interval", self.poll_interval, ms, "must be at least 1 ms");
+        at_least(
+            "poll_interval",
+            self.poll_interval,
+            ms,
+            "must be at least 1 ms",
+        );
         at_least("lease", self.lease, second, "must be at least 1 s");
-        at_least("cancel_check_interval", self.cancel_check_interval, ms, "must be at least 1 ms");
-        at_least("progress_interval", self.progress_interval, ms, "must be at least 1 ms");
-        at_least("leader_ttl", self.leader_ttl, second, "must be at least 1 s");
-        at_least("maintenance_interval", self.maintenance_interval, ms, "must be at least 1 ms");
-        at_least("retention_interval", self.retention_interval, ms, "must be at least 1 ms");
+        at_least(
+            "cancel_check_interval",
+            self.cancel_check_interval,
+            ms,
+            "must be at least 1 ms",
+        );
+        at_least(
+            "progress_interval",
+            self.progress_interval,
+            ms,
+            "must be at least 1 ms",
+        );
+        at_least(
+            "leader_ttl",
+            self.leader_ttl,
+            second,
+            "must be at least 1 s",
+        );
+        at_least(
+            "maintenance_interval",
+            self.maintenance_interval,
+            ms,
+            "must be at least 1 ms",
+        );
+        at_least(
+            "retention_interval",
+            self.retention_interval,
+            ms,
+            "must be at least 1 ms",
+        );
         if self.maintenance_batch == 0 {
             errors.push(FieldError::new("maintenance_batch", "must be at least 1"));
         }
-        if self.worker_id.is_empty() || self.worker_id.len() > 255 || self.worker_id.contains('\0') {
-            errors.push(FieldError::new("worker_id", "must be 1 to 255 bytes without NUL"));
+        if self.worker_id.is_empty() || self.worker_id.len() > 255 || self.worker_id.contains('\0')
+        {
+            errors.push(FieldError::new(
+                "worker_id",
+                "must be 1 to 255 bytes without NUL",
+            ));
         }
         if self.queues.iter().any(|(_, concurrency)| *concurrency == 0) {
             errors.push(FieldError::new("queues", "concurrency must be at least 1"));
@@ -646,7 +680,10 @@ impl Drop for HandlerPermit {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.running.lock().expect("running lock").remove(&self.token);
+        self.running
+            .lock()
+            .expect("running lock")
+            .remove(&self.token);
         // Returned before the wake-up, so the woken producer sees it.
         drop(self.permit.take());
         self.queue.slot_returned();

@@ -385,7 +385,11 @@ async fn a_handler_that_ignores_cancel_is_aborted(db: TestDb) {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         Ok(Value::Null.into())
     };
-    let worker = fast(s).handler("stubborn", handler).build().unwrap().spawn();
+    let worker = fast(s)
+        .handler("stubborn", handler)
+        .build()
+        .unwrap()
+        .spawn();
     let id = add(s, NewJob::new("stubborn", json!({}))).await;
     wait_for(s, id, |j| j.state == State::Running).await;
     let asked = Instant::now();

@@ -492,6 +492,7 @@ impl JobStore for SeaOrmStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Job>, JobError> {
+        request.validate()?;
         if request.limit == 0 || request.queues.is_empty() {
             return Ok(Vec::new());
         }

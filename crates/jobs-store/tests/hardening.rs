@@ -158,7 +158,10 @@ async fn a_stale_attempt_under_the_same_worker_id_changes_nothing(db: TestDb) {
     assert_eq!((second.job_id, second.attempt), (first.job_id, 2));
     assert_ne!(second.token, first.token, "each claim mints a new token");
 
-    let beat = s.heartbeat(&[first], Duration::from_secs(60)).await.unwrap();
+    let beat = s
+        .heartbeat(&[first], Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(beat.lost, [first.token]);
     assert!(matches!(
         s.complete(&first, json!("old")).await,
@@ -216,12 +219,7 @@ async fn a_cancel_committed_while_a_retry_waits_ends_cancelled(db: TestDb) {
 
 async fn a_pending_job_with_a_cancel_request_is_never_claimed_and_ends_cancelled(db: TestDb) {
     let s = &db.store;
-    let id = s
-        .enqueue(NewJob::new("k", json!({})))
-        .await
-        .unwrap()
-        .job
-        .id;
+    let id = s.enqueue(NewJob::new("k", json!({}))).await.unwrap().job.id;
     // As a cancel that lost a race to a retry would have left it.
     s.connection()
         .execute_unprepared("UPDATE jobs SET cancel_requested_at = updated_at")

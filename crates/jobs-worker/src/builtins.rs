@@ -6,6 +6,8 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use jobs_core::storable::{TRUNCATED_MARKER, storable_text};
+
 use crate::{HandlerError, JobContext, Output, WorkerBuilder};
 
 /// Registers `sleep`, `echo`, `fail`, and `http` when `http_allowed_hosts` is not empty.
@@ -71,8 +73,16 @@ async fn fail(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerErro
     Ok(json!({"succeeded_on_attempt": ctx.attempt()}).into())
 }
 
-/// POSTs `body` to `url`. 2xx completes with status and body; 5xx, 429, timeouts and
-/// connection errors are retried; other 4xx fail for good. Only allowed hosts are called.
+/// Most bytes of a response body that are read and kept; the rest is dropped and the body
+/// ends with `storable::TRUNCATED_MARKER`.
+pub const HTTP_BODY_MAX: usize = 1 << 20;
+/// Most bytes of a response body quoted in a failed attempt's error message.
+const HTTP_BODY_IN_ERROR: usize = 1024;
+
+/// POSTs `body` to `url`. 2xx completes with status and body (JSON when it parses, else
+/// text; cut at `HTTP_BODY_MAX`); 5xx, 429, timeouts and connection errors are retried
+/// (429 after its `Retry-After`, clamped by the store); other 4xx fail for good. Only
+/// allowed hosts are called.
 struct HttpHandler {
     client: reqwest::Client,
     allowed_hosts: Vec<String>,
@@ -125,6 +135,37 @@ impl HttpHandler {
     }
 }
 
+/// The body as text, read up to `cap` bytes (cut at a character boundary); true when
+/// more followed.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<(String, bool), HandlerError> {
+    let mut bytes = Vec::new();
+    let mut truncated = false;
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| HandlerError::retryable("connection", e.to_string()))?
+    {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            truncated = true;
+            break;
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
+    if truncated {
+        // A multi-byte character cut in two decodes as U+FFFD at the end: drop it.
+        while text.len() > cap.saturating_sub(TRUNCATED_MARKER.len()) {
+            text.pop();
+        }
+    }
+    Ok((text, truncated))
+}
+
 #[async_trait::async_trait]
 impl crate::Handler for HttpHandler {
     async fn run(&self, args: Value, _ctx: JobContext) -> Result<Output<Value>, HandlerError> {
@@ -161,13 +202,16 @@ impl crate::Handler for HttpHandler {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| HandlerError::retryable("connection", e.to_string()))?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        let (text, truncated) = read_capped(response, HTTP_BODY_MAX).await?;
+        let message = format!(
+            "HTTP {status}: {}",
+            storable_text(&text, HTTP_BODY_IN_ERROR)
+        );
+        let body = match truncated {
+            false => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+            true => Value::String(format!("{text}{TRUNCATED_MARKER}")),
+        };
         let result = json!({"status": status.as_u16(), "body": body});
-        let message = format!("HTTP {status}: {}", result["body"]);
         match status.as_u16() {
             200..=299 => Ok(result.into()),
             429 => Err(match retry_after {

@@ -375,7 +375,7 @@ pub trait JobStore: Send + Sync + 'static {
 
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<State, JobError> {
         let item = Finish {
-            lease: lease.clone(),
+            lease: *lease,
             outcome,
         };
         self.finish_many(vec![item]).await?.remove(0)

@@ -522,8 +522,8 @@ impl JobStore for SeaOrmStore {
                lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
                updated_at = {now}, progress = 0, stage = NULL \
              FROM picked WHERE jobs.id = picked.id AND jobs.state = 'pending' \
-             {returning}",
-            returning = format!("RETURNING {}", job_columns("jobs.")),
+             RETURNING {returning}",
+            returning = job_columns("jobs."),
             token = d.random_uuid(),
             lease_end = d.now_plus_ms(&lease),
             lock = d.skip_locked(),

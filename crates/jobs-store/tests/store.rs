@@ -485,7 +485,7 @@ async fn complete_partial_and_permanent_failure(db: TestDb) {
         .iter()
         .map(|j| Lease::of(j).unwrap())
         .collect();
-    let lease_of = |id: JobId| leases.iter().find(|l| l.job_id == id).unwrap().clone();
+    let lease_of = |id: JobId| *leases.iter().find(|l| l.job_id == id).unwrap();
     let outcomes = vec![
         Finish {
             lease: lease_of(ids[0]),

@@ -947,9 +947,11 @@ fn token_of(row: &sea_orm::QueryResult) -> Result<LeaseToken, JobError> {
     ))
 }
 
-/// The database cannot be reached (503, retry later) or it failed the statement (500).
+/// The database cannot serve now (503: unreachable, shutting down, a deadlock or
+/// serialization failure; the same request may succeed when retried), or it failed the
+/// statement (500).
 pub(crate) fn db_error(error: DbErr) -> JobError {
-    if unreachable(&error) {
+    if transient(&error) {
         JobError::Unavailable(error.to_string())
     } else {
         JobError::Storage(error.to_string())
@@ -982,8 +984,8 @@ fn code_of(error: &DbErr) -> Option<Code> {
     }
 }
 
-/// Lost connections, exhausted pools and a server shutting down.
-fn unreachable(error: &DbErr) -> bool {
+/// Lost connections, exhausted pools, a server shutting down, transaction rollbacks.
+fn transient(error: &DbErr) -> bool {
     if let DbErr::ConnectionAcquire(_) | DbErr::Conn(_) = error {
         return true;
     }
@@ -999,8 +1001,11 @@ fn unreachable(error: &DbErr) -> bool {
         }
     }
     match code_of(error) {
-        // Connection exceptions, insufficient resources, operator intervention (shutdown).
-        Some(Code::Postgres(code)) => ["08", "53", "57P"].iter().any(|c| code.starts_with(c)),
+        // Connection exceptions, transaction rollback (deadlock, serialization),
+        // insufficient resources, operator intervention (shutdown).
+        Some(Code::Postgres(code)) => ["08", "40", "53", "57P"]
+            .iter()
+            .any(|c| code.starts_with(c)),
         // Busy, locked, I/O error, full, cannot open.
         Some(Code::Sqlite(code)) => matches!(code & 0xff, 5 | 6 | 10 | 13 | 14),
         None => false,

@@ -108,9 +108,11 @@ impl Dialect {
     /// A time as text that the database reads as an instant (for `rows_cte`).
     pub(crate) fn time_text(self, at: Option<OffsetDateTime>) -> Value {
         match self {
+            // In UTC: PostgreSQL reads offsets up to ±15:59 only, RFC 3339 allows ±23:59.
             Dialect::Postgres => Value::from(at.map(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .expect("an instant within years 0..=9999 formats")
+                t.to_offset(UtcOffset::UTC)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .expect("an instant within years 1..=9999 formats")
             })),
             Dialect::Sqlite => Value::from(at.map(sqlite_time)),
         }

@@ -84,10 +84,16 @@ impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
     }
 }
 
+/// Errors name the parameter at fault (`created_after`), or `query` when no one is.
 fn serde_urlencoded_path<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(query)
-        .map(web::Query::into_inner)
-        .map_err(|e| ApiError::malformed("query".into(), e.to_string()))
+    let pairs = form_urlencoded::parse(query.as_bytes());
+    serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(pairs)).map_err(|e| {
+        let field = match e.path().to_string() {
+            path if path == "." => "query".to_owned(),
+            path => path,
+        };
+        ApiError::malformed(field, e.into_inner().to_string())
+    })
 }
 
 /// The tenant the caller acts for: from its API key, or the default tenant while

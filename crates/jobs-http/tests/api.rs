@@ -580,6 +580,13 @@ async fn bad_requests_get_precise_problems(db: TestDb) {
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.get("/v1/jobs?state=bogus").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed-request");
+    assert_eq!(
+        body["errors"][0]["field"], "state",
+        "the parameter is named"
+    );
+    let (status, body) = api.get("/v1/jobs?created_after=x").await;
+    assert_problem(status, &body, StatusCode::BAD_REQUEST, "malformed-request");
+    assert_eq!(body["errors"][0]["field"], "created_after");
     let (status, body) = api.get("/v1/jobs?cursor=zzz").await;
     assert_problem(status, &body, StatusCode::BAD_REQUEST, "validation");
     let (status, body) = api.delete("/healthz").await;

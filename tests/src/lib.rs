@@ -12,10 +12,29 @@ pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--workspace", "--bins"])
-            .status()
-            .expect("run cargo build");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--workspace", "--bins"]);
+        // `cargo test` gives the test process the package's own variables; build scripts
+        // that track one (ring's reads CARGO_MANIFEST_DIR and OUT_DIR) would otherwise see
+        // it change between this build and a build from a shell, and rebuild half the tree
+        // each time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "OUT_DIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
+        let status = build.status().expect("run cargo build");
         assert!(status.success(), "building the binaries failed");
     });
     let exe = std::env::current_exe().expect("test executable path");

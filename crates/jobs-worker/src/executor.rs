@@ -57,6 +57,13 @@ pub(crate) async fn execute(
     crate::metrics::stopped(&job, started.elapsed());
     if let Some(outcome) = outcome {
         let ms = started.elapsed().as_millis() as u64;
+        // As the store will write it, so the log tells the outcome that is recorded.
+        let outcome = outcome.into_storable();
+        if let Outcome::Failed { kind, message, .. } = &outcome {
+            if kind == Outcome::UNSTORABLE {
+                tracing::warn!(%message, "the handler's outcome cannot be stored; failing the job");
+            }
+        }
         tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
         shared.complete(Completion::new(slot, lease, outcome, &job));
     }

@@ -4,6 +4,7 @@
 
 #[cfg(feature = "builtins")]
 pub mod builtins;
+mod config;
 mod context;
 mod executor;
 mod handler;
@@ -12,8 +13,9 @@ mod metrics;
 pub mod signals;
 mod worker;
 
+pub use config::WorkerConfig;
 pub use context::JobContext;
 pub use handler::{Handler, HandlerError, Output, TypedJob};
 pub use jobs_core::Retry;
 pub use tokio_util::sync::CancellationToken;
-pub use worker::{Worker, WorkerBuilder, WorkerConfig, WorkerHandle};
+pub use worker::{Worker, WorkerBuilder, WorkerHandle};

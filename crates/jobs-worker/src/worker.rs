@@ -11,9 +11,7 @@ use std::{
     time::Duration,
 };
 
-use jobs_core::{
-    ClaimRequest, FieldError, Finish, Job, JobError, JobStore, Lease, LeaseToken, Outcome,
-};
+use jobs_core::{ClaimRequest, Finish, Job, JobError, JobStore, Lease, LeaseToken, Outcome};
 use jobs_store::SeaOrmStore;
 use tokio::{
     sync::{Notify, Semaphore, mpsc},
@@ -22,142 +20,7 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::{Handler, JobContext, TypedJob, handler::Typed};
-
-#[derive(Debug, Clone)]
-pub struct WorkerConfig {
-    /// Names this process in job rows; unique per process.
-    pub worker_id: String,
-    /// Queue name and how many of its jobs run at once in this process.
-    pub queues: Vec<(String, usize)>,
-    /// Jobs of each queue claimed ahead of its free handler slots, so that short jobs do
-    /// not wait for a claim round trip each. They wait here, leased, for a slot (and are
-    /// released on shutdown without charging an attempt). 0: claim only for free slots.
-    pub prefetch: usize,
-    /// Fallback when no wake-up arrives (and for scheduled jobs coming due).
-    pub poll_interval: Duration,
-    /// How long a claim holds without a heartbeat.
-    pub lease: Duration,
-    /// How often cancel requests made elsewhere are looked for.
-    pub cancel_check_interval: Duration,
-    /// How long a cancelled handler may take to stop before it is aborted.
-    pub cancel_grace: Duration,
-    /// How long running jobs may finish after shutdown begins before they are released.
-    pub shutdown_grace: Duration,
-    /// After the grace period, how long shutdown waits for outcomes to be written (the
-    /// database may be down); what is still unwritten then is logged and left to the
-    /// rescuer, so shutdown takes at most `shutdown_grace + flush_timeout` and a little.
-    pub flush_timeout: Duration,
-    /// Per-attempt limit for kinds and jobs that set none.
-    pub default_timeout: Option<Duration>,
-    /// Take part in the election of the one process that runs maintenance.
-    pub maintenance: bool,
-    /// How long maintenance leadership lasts unless renewed (every third of it): a frozen
-    /// leader is replaced within `leader_ttl * 4 / 3`.
-    pub leader_ttl: Duration,
-    /// How often the leader rescues expired leases and ends pending jobs that cannot run.
-    pub maintenance_interval: Duration,
-    /// How often the leader deletes ended jobs past their retention.
-    pub retention_interval: Duration,
-    /// Rows per maintenance statement (at most ten statements per service and tick).
-    pub maintenance_batch: u32,
-    /// How often coalesced progress reports are written.
-    pub progress_interval: Duration,
-}
-
-impl WorkerConfig {
-    /// Every problem at once, named by field: zero intervals would spin or panic inside
-    /// the background services.
-    pub fn validate(&self) -> Result<(), JobError> {
-        let mut errors = Vec::new();
-        let mut at_least = |field: &str, value: Duration, min: Duration, text: &str| {
-            if value < min {
-                errors.push(FieldError::new(field, text));
-            }
-        };
-        let ms = Duration::from_millis(1);
-        let second = Duration::from_secs(1);
-        at_least(
-            "poll_interval",
-            self.poll_interval,
-            ms,
-            "must be at least 1 ms",
-        );
-        at_least("lease", self.lease, second, "must be at least 1 s");
-        at_least(
-            "cancel_check_interval",
-            self.cancel_check_interval,
-            ms,
-            "must be at least 1 ms",
-        );
-        at_least(
-            "progress_interval",
-            self.progress_interval,
-            ms,
-            "must be at least 1 ms",
-        );
-        at_least(
-            "leader_ttl",
-            self.leader_ttl,
-            second,
-            "must be at least 1 s",
-        );
-        at_least(
-            "maintenance_interval",
-            self.maintenance_interval,
-            ms,
-            "must be at least 1 ms",
-        );
-        at_least(
-            "retention_interval",
-            self.retention_interval,
-            ms,
-            "must be at least 1 ms",
-        );
-        if self.maintenance_batch == 0 {
-            errors.push(FieldError::new("maintenance_batch", "must be at least 1"));
-        }
-        if self.worker_id.is_empty() || self.worker_id.len() > 255 || self.worker_id.contains('\0')
-        {
-            errors.push(FieldError::new(
-                "worker_id",
-                "must be 1 to 255 bytes without NUL",
-            ));
-        }
-        if self.queues.iter().any(|(_, concurrency)| *concurrency == 0) {
-            errors.push(FieldError::new("queues", "concurrency must be at least 1"));
-        }
-        JobError::invalid_if_any(errors)
-    }
-}
-
-impl Default for WorkerConfig {
-    fn default() -> Self {
-        Self {
-            worker_id: format!(
-                "{}-{}-{}",
-                hostname(),
-                std::process::id(),
-                &uuid::Uuid::now_v7().simple().to_string()[24..]
-            ),
-            queues: Vec::new(),
-            prefetch: 0,
-            poll_interval: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
-            cancel_check_interval: Duration::from_millis(500),
-            cancel_grace: Duration::from_secs(5),
-            shutdown_grace: Duration::from_secs(10),
-            flush_timeout: Duration::from_secs(5),
-            default_timeout: None,
-            maintenance: true,
-            leader_ttl: Duration::from_secs(10),
-            maintenance_interval: Duration::from_secs(5),
-            retention_interval: Duration::from_secs(30),
-            maintenance_batch: 1_000,
-            progress_interval: Duration::from_millis(250),
-        }
-    }
-}
+use crate::{Handler, JobContext, TypedJob, WorkerConfig, handler::Typed};
 
 struct Registered {
     handler: Arc<dyn Handler>,
@@ -831,12 +694,4 @@ async fn progress_writer(shared: Arc<Shared>, stop: CancellationToken) {
             }
         }
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into())
 }

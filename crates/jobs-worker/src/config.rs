@@ -1,0 +1,119 @@
+//! How a worker is configured, and the checks that keep a configuration from breaking
+//! the background services.
+
+use std::time::Duration;
+
+use jobs_core::{FieldError, JobError};
+
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Names this process in job rows; unique per process.
+    pub worker_id: String,
+    /// Queue name and how many of its jobs run at once in this process.
+    pub queues: Vec<(String, usize)>,
+    /// Jobs of each queue claimed ahead of its free handler slots, so that short jobs do
+    /// not wait for a claim round trip each. They wait here, leased, for a slot (and are
+    /// released on shutdown without charging an attempt). 0: claim only for free slots.
+    pub prefetch: usize,
+    /// Fallback when no wake-up arrives (and for scheduled jobs coming due).
+    pub poll_interval: Duration,
+    /// How long a claim holds without a heartbeat.
+    pub lease: Duration,
+    /// How often cancel requests made elsewhere are looked for.
+    pub cancel_check_interval: Duration,
+    /// How long a cancelled handler may take to stop before it is aborted.
+    pub cancel_grace: Duration,
+    /// How long running jobs may finish after shutdown begins before they are released.
+    pub shutdown_grace: Duration,
+    /// After the grace period, how long shutdown waits for outcomes to be written (the
+    /// database may be down); what is still unwritten then is logged and left to the
+    /// rescuer, so shutdown takes at most `shutdown_grace + flush_timeout` and a little.
+    pub flush_timeout: Duration,
+    /// Per-attempt limit for kinds and jobs that set none.
+    pub default_timeout: Option<Duration>,
+    /// Take part in the election of the one process that runs maintenance.
+    pub maintenance: bool,
+    /// How long maintenance leadership lasts unless renewed (every third of it): a frozen
+    /// leader is replaced within `leader_ttl * 4 / 3`.
+    pub leader_ttl: Duration,
+    /// How often the leader rescues expired leases and ends pending jobs that cannot run.
+    pub maintenance_interval: Duration,
+    /// How often the leader deletes ended jobs past their retention.
+    pub retention_interval: Duration,
+    /// Rows per maintenance statement (at most ten statements per service and tick).
+    pub maintenance_batch: u32,
+    /// How often coalesced progress reports are written.
+    pub progress_interval: Duration,
+}
+
+impl WorkerConfig {
+    /// Every problem at once, named by field: a zero interval would spin or panic inside
+    /// a background service.
+    pub fn validate(&self) -> Result<(), JobError> {
+        let (ms, s) = (Duration::from_millis(1), Duration::from_secs(1));
+        let minimums = [
+            ("poll_interval", self.poll_interval, ms),
+            ("lease", self.lease, s),
+            ("cancel_check_interval", self.cancel_check_interval, ms),
+            ("progress_interval", self.progress_interval, ms),
+            ("leader_ttl", self.leader_ttl, s),
+            ("maintenance_interval", self.maintenance_interval, ms),
+            ("retention_interval", self.retention_interval, ms),
+        ];
+        let mut errors: Vec<FieldError> = minimums
+            .into_iter()
+            .filter(|(_, value, min)| value < min)
+            .map(|(field, _, min)| FieldError::new(field, format!("must be at least {min:?}")))
+            .collect();
+        if self.maintenance_batch == 0 {
+            errors.push(FieldError::new("maintenance_batch", "must be at least 1"));
+        }
+        let id = &self.worker_id;
+        if id.is_empty() || id.len() > 255 || id.contains('\0') {
+            errors.push(FieldError::new(
+                "worker_id",
+                "must be 1 to 255 bytes without NUL",
+            ));
+        }
+        if self.queues.iter().any(|(_, concurrency)| *concurrency == 0) {
+            errors.push(FieldError::new("queues", "concurrency must be at least 1"));
+        }
+        JobError::invalid_if_any(errors)
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            worker_id: format!(
+                "{}-{}-{}",
+                hostname(),
+                std::process::id(),
+                &uuid::Uuid::now_v7().simple().to_string()[24..]
+            ),
+            queues: Vec::new(),
+            prefetch: 0,
+            poll_interval: Duration::from_secs(1),
+            lease: Duration::from_secs(30),
+            cancel_check_interval: Duration::from_millis(500),
+            cancel_grace: Duration::from_secs(5),
+            shutdown_grace: Duration::from_secs(10),
+            flush_timeout: Duration::from_secs(5),
+            default_timeout: None,
+            maintenance: true,
+            leader_ttl: Duration::from_secs(10),
+            maintenance_interval: Duration::from_secs(5),
+            retention_interval: Duration::from_secs(30),
+            maintenance_batch: 1_000,
+            progress_interval: Duration::from_millis(250),
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}

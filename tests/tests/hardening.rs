@@ -811,6 +811,57 @@ async fn postgres_restarted_remote_worker_cannot_finish_its_new_attempt_with_the
 // 4. With the database gone, shutdown still ends in bounded time.
 // ---------------------------------------------------------------------------------------
 
+/// Where the proxy forwards to: PostgreSQL's TCP port, or its unix socket (as CI connects).
+#[derive(Clone)]
+enum Upstream {
+    Tcp(String),
+    Unix(String),
+}
+
+impl Upstream {
+    /// The server behind `url`, and `url` changed to reach it through `proxy` instead.
+    fn of(url: &str, proxy: SocketAddr) -> (Self, String) {
+        let mut url = reqwest::Url::parse(url).expect("a PostgreSQL URL");
+        let port = url.port().unwrap_or(5432);
+        let socket_dir = url
+            .query_pairs()
+            .find(|(key, value)| key == "host" && value.starts_with('/'))
+            .map(|(_, dir)| dir.into_owned());
+        let upstream = match socket_dir {
+            Some(dir) => Upstream::Unix(format!("{dir}/.s.PGSQL.{port}")),
+            None => {
+                let host = url
+                    .host_str()
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or("127.0.0.1");
+                Upstream::Tcp(format!("{host}:{port}"))
+            }
+        };
+        let rest: Vec<(String, String)> = url
+            .query_pairs()
+            .filter(|(key, _)| key != "host")
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(rest);
+        url.set_host(Some(&proxy.ip().to_string())).unwrap();
+        url.set_port(Some(proxy.port())).unwrap();
+        (upstream, url.to_string())
+    }
+
+    async fn pipe(&self, mut client: TcpStream) {
+        let _ = match self {
+            Upstream::Tcp(addr) => match TcpStream::connect(addr).await {
+                Ok(mut server) => tokio::io::copy_bidirectional(&mut client, &mut server).await,
+                Err(_) => return,
+            },
+            Upstream::Unix(path) => match tokio::net::UnixStream::connect(path).await {
+                Ok(mut server) => tokio::io::copy_bidirectional(&mut client, &mut server).await,
+                Err(_) => return,
+            },
+        };
+    }
+}
+
 /// A TCP proxy to `upstream` that can be cut: every open connection is aborted and new
 /// ones are closed at once.
 struct Proxy {
@@ -821,8 +872,8 @@ struct Proxy {
 }
 
 impl Proxy {
-    async fn start(upstream: String) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    /// Listens at once; forwards to the upstream that `upstream` names once it is known.
+    async fn start(listener: TcpListener, upstream: Upstream) -> Self {
         let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
@@ -839,13 +890,7 @@ impl Proxy {
                     continue;
                 }
                 let upstream = upstream.clone();
-                let task = tokio::spawn(async move {
-                    let mut client = client;
-                    let Ok(mut server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                });
+                let task = tokio::spawn(async move { upstream.pipe(client).await });
                 conns.retain(|c| !c.is_finished());
                 conns.push(task.abort_handle());
             }
@@ -876,20 +921,14 @@ impl Proxy {
 async fn postgres_shutdown_with_the_database_gone_ends_in_bounded_time() {
     let db = TestDb::postgres().await;
     let store = &db.store;
-    let mut url = reqwest::Url::parse(&db.url()).expect("a PostgreSQL URL");
-    let upstream = format!(
-        "{}:{}",
-        url.host_str().expect("a host"),
-        url.port().unwrap_or(5432)
-    );
-    let proxy = Proxy::start(upstream).await;
-    url.set_host(Some(&proxy.addr.ip().to_string())).unwrap();
-    url.set_port(Some(proxy.addr.port())).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (upstream, url) = Upstream::of(&db.url(), listener.local_addr().unwrap());
+    let proxy = Proxy::start(listener, upstream).await;
     let label = "hardening-db-gone-worker";
     let mut worker = spawn(
         "jobs-worker",
         label,
-        url.as_str(),
+        &url,
         &[
             "--worker-id",
             "cut-off",

@@ -865,16 +865,13 @@ impl Upstream {
 /// A TCP proxy to `upstream` that can be cut: every open connection is aborted and new
 /// ones are closed at once.
 struct Proxy {
-    addr: SocketAddr,
     cut: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<AbortHandle>>>,
     accepted: Arc<AtomicUsize>,
 }
 
 impl Proxy {
-    /// Listens at once; forwards to the upstream that `upstream` names once it is known.
     async fn start(listener: TcpListener, upstream: Upstream) -> Self {
-        let addr = listener.local_addr().unwrap();
         let cut = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::<AbortHandle>::new()));
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -896,7 +893,6 @@ impl Proxy {
             }
         });
         Self {
-            addr,
             cut,
             open,
             accepted,

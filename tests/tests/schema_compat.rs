@@ -127,6 +127,13 @@ async fn binaries_refuse_a_schema_that_breaks_them(db: TestDb) {
     );
     let listed = http.get(format!("{base}/v1/jobs")).send().await.unwrap();
     assert_eq!(listed.status(), 503, "every /v1 request is refused");
+    let disguised = http
+        .post(format!("{base}/%761/jobs"))
+        .json(&json!({"kind": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disguised.status(), 503, "a percent-encoded /v1 is /v1 too");
     assert_eq!(job_count(conn).await, 1, "no row was written");
 
     let worker_label = format!("schema-compat-worker-{backend}");

@@ -319,7 +319,9 @@ async fn schema_gate<B: MessageBody + 'static>(
     req: ServiceRequest,
     next: Next<B>,
 ) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
-    let api = req.path() == "/v1" || req.path().starts_with("/v1/");
+    // The path as the router matches it: percent-encoded letters (`/%761/jobs`) decoded.
+    let path = req.match_info().as_str();
+    let api = path == "/v1" || path.starts_with("/v1/");
     let refusal = api
         .then(|| req.app_data::<web::Data<ApiState>>())
         .flatten()

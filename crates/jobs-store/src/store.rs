@@ -370,9 +370,9 @@ impl SeaOrmStore {
             .collect())
     }
 
-    /// After the database refused a batch: each outcome alone, so one bad value fails
-    /// only its own job. An outcome refused alone ends its job `failed` with kind
-    /// `unstorable_outcome` and the database's reason.
+    /// After the database failed a batch: each outcome alone, so one bad row fails only
+    /// its own job. A transient failure on the way stops here, to be retried whole
+    /// (outcomes already written then answer `LeaseLost`).
     async fn finish_each(
         &self,
         items: Vec<Finish>,
@@ -381,30 +381,43 @@ impl SeaOrmStore {
         for item in items {
             let result = match self.finish_rows(std::slice::from_ref(&item)).await {
                 Ok(mut one) => one.remove(0),
-                Err(error) if refused_value(&error) => {
-                    tracing::warn!(job = %item.lease.job_id, %error, "the database refused an outcome; failing the job");
-                    let failed = Finish {
-                        lease: item.lease,
-                        outcome: Outcome::Failed {
-                            kind: Outcome::UNSTORABLE.into(),
-                            message: storable_text(
-                                &format!("the database refused the outcome: {error}"),
-                                caps::ERROR_MESSAGE,
-                            ),
-                            retry: Retry::Never,
-                        },
-                    };
-                    match self.finish_rows(&[failed]).await {
-                        Ok(mut one) => one.remove(0),
-                        Err(error) if refused_value(&error) => Err(db_error(error)),
-                        Err(error) => return Err(db_error(error)),
-                    }
-                }
-                Err(error) => return Err(db_error(error)),
+                Err(error) if transient(&error) => return Err(db_error(error)),
+                Err(error) => self.finish_refused(item, error).await?.remove(0),
             };
             results.push(result);
         }
         Ok(results)
+    }
+
+    /// One outcome the database failed alone. A value it refuses ends the job `failed`
+    /// with kind `unstorable_outcome` and the database's reason; any other failure is
+    /// answered for this item only (its lease then expires and the job runs again).
+    async fn finish_refused(
+        &self,
+        item: Finish,
+        error: DbErr,
+    ) -> Result<Vec<Result<State, JobError>>, JobError> {
+        if !refused_value(&error) {
+            tracing::error!(job = %item.lease.job_id, %error, "the database failed an outcome; the job will run again after its lease");
+            return Ok(vec![Err(db_error(error))]);
+        }
+        tracing::warn!(job = %item.lease.job_id, %error, "the database refused an outcome; failing the job");
+        let failed = Finish {
+            lease: item.lease,
+            outcome: Outcome::Failed {
+                kind: Outcome::UNSTORABLE.into(),
+                message: storable_text(
+                    &format!("the database refused the outcome: {error}"),
+                    caps::ERROR_MESSAGE,
+                ),
+                retry: Retry::Never,
+            },
+        };
+        match self.finish_rows(&[failed]).await {
+            Ok(results) => Ok(results),
+            Err(error) if transient(&error) => Err(db_error(error)),
+            Err(error) => Ok(vec![Err(db_error(error))]),
+        }
     }
 }
 
@@ -609,7 +622,7 @@ impl JobStore for SeaOrmStore {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        let items: Vec<Finish> = items
+        let mut items: Vec<Finish> = items
             .into_iter()
             .map(|item| Finish {
                 lease: item.lease,
@@ -618,8 +631,11 @@ impl JobStore for SeaOrmStore {
             .collect();
         match self.finish_rows(&items).await {
             Ok(results) => Ok(results),
-            Err(error) if refused_value(&error) => self.finish_each(items).await,
-            Err(error) => Err(db_error(error)),
+            // Worth retrying as it is (the caller does): the database is away or busy.
+            Err(error) if transient(&error) => Err(db_error(error)),
+            // Anything else would fail the same batch forever: find the row at fault.
+            Err(_) if items.len() > 1 => self.finish_each(items).await,
+            Err(error) => self.finish_refused(items.remove(0), error).await,
         }
     }
 
@@ -1002,8 +1018,9 @@ fn transient(error: &DbErr) -> bool {
     }
     match code_of(error) {
         // Connection exceptions, transaction rollback (deadlock, serialization),
-        // insufficient resources, operator intervention (shutdown).
-        Some(Code::Postgres(code)) => ["08", "40", "53", "57P"]
+        // insufficient resources, operator intervention (shutdown, statement timeout),
+        // lock timeout, a read-only standby after a failover.
+        Some(Code::Postgres(code)) => ["08", "40", "53", "57", "55P03", "25006"]
             .iter()
             .any(|c| code.starts_with(c)),
         // Busy, locked, I/O error, full, cannot open.
@@ -1016,10 +1033,12 @@ fn transient(error: &DbErr) -> bool {
 /// store, a value too large, a check): the same statement would fail again.
 fn refused_value(error: &DbErr) -> bool {
     match code_of(error) {
-        // Data exception, integrity violation, program limit exceeded.
-        Some(Code::Postgres(code)) => ["22", "23", "54"].iter().any(|c| code.starts_with(c)),
-        // Generic error (malformed JSON), too big, constraint, mismatch, range.
-        Some(Code::Sqlite(code)) => matches!(code & 0xff, 1 | 18 | 19 | 20 | 25),
+        // Data exception, integrity violation, program limit exceeded, raised by a trigger.
+        Some(Code::Postgres(code)) => ["22", "23", "54", "P0001"]
+            .iter()
+            .any(|c| code.starts_with(c)),
+        // Too big, constraint (a check or a trigger's RAISE), datatype mismatch.
+        Some(Code::Sqlite(code)) => matches!(code & 0xff, 18..=20),
         None => false,
     }
 }

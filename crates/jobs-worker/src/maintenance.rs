@@ -113,7 +113,10 @@ async fn elect(
         // The row expires `ttl` after the database ran the statement, which is after
         // `asked`: ending the local term a tenth early leaves room for clock drift.
         let renewal = tokio::time::timeout(ttl / 3, store.lead(MAINTENANCE_ROLE, &holder, ttl));
-        match renewal.await {
+        let Some(renewal) = stop.run_until_cancelled(renewal).await else {
+            break;
+        };
+        match renewal {
             Ok(Ok(true)) => {
                 if !term.holds() {
                     tracing::info!(%holder, "leading maintenance");
@@ -165,7 +168,10 @@ async fn run_service<F, Fut>(
             if !term.holds() || stop.is_cancelled() {
                 break;
             }
-            match step(batch).await {
+            let Some(moved_now) = stop.run_until_cancelled(step(batch)).await else {
+                return;
+            };
+            match moved_now {
                 Ok(n) => {
                     moved += n;
                     if n < u64::from(batch) {

@@ -440,7 +440,15 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
                 limit: free as u32,
                 lease: shared.config.lease,
             };
-            match shared.store.claim(&request).await {
+            // Not waited for once shutdown begins (a database that stopped answering would
+            // hold it for minutes); a claim that committed anyway is rescued after its lease.
+            let Some(claimed) = shutdown
+                .run_until_cancelled(shared.store.claim(&request))
+                .await
+            else {
+                return;
+            };
+            match claimed {
                 Ok(jobs) => {
                     if jobs.len() == free {
                         queue.maybe_more.store(true, Ordering::Relaxed);
@@ -636,7 +644,11 @@ async fn heartbeater(shared: Arc<Shared>, stop: CancellationToken) {
         if leases.is_empty() {
             continue;
         }
-        match shared.store.heartbeat(&leases, shared.config.lease).await {
+        let beat = shared.store.heartbeat(&leases, shared.config.lease);
+        let Some(beat) = stop.run_until_cancelled(beat).await else {
+            return;
+        };
+        match beat {
             Ok(beat) => {
                 // Jobs that ended since the snapshot also come back as lost; only the
                 // ones still running here were really taken away.
@@ -665,7 +677,13 @@ async fn cancel_watcher(shared: Arc<Shared>, stop: CancellationToken) {
             .filter(|r| !r.ctx.is_cancelled())
             .map(|r| r.lease)
             .collect();
-        match shared.store.cancel_requests(&leases).await {
+        let Some(requests) = stop
+            .run_until_cancelled(shared.store.cancel_requests(&leases))
+            .await
+        else {
+            return;
+        };
+        match requests {
             Ok(cancelled) => {
                 shared.stop_jobs(&cancelled, StopReason::Cancelled);
             }
@@ -684,12 +702,15 @@ async fn progress_writer(shared: Arc<Shared>, stop: CancellationToken) {
         }
         for running in shared.snapshot() {
             if let Some((fraction, stage)) = running.ctx.take_progress() {
-                if let Err(error) = shared
+                let write = shared
                     .store
-                    .progress(&running.lease, fraction, stage.as_deref())
-                    .await
-                {
-                    tracing::debug!(%error, job = %running.lease.job_id, "progress not written");
+                    .progress(&running.lease, fraction, stage.as_deref());
+                match stop.run_until_cancelled(write).await {
+                    None => return,
+                    Some(Err(error)) => {
+                        tracing::debug!(%error, job = %running.lease.job_id, "progress not written")
+                    }
+                    Some(Ok(())) => {}
                 }
             }
         }

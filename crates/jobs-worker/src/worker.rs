@@ -219,7 +219,17 @@ impl Worker {
             running = shared.running_count(),
             "shutting down: no new claims"
         );
-        while producers.join_next().await.is_some() {}
+        // A claim in flight is waited for, so its jobs are released like the others; but
+        // not longer than the grace period (a database that stopped answering would hold
+        // it for minutes): what such a claim took is rescued after its lease.
+        let claims = async { while producers.join_next().await.is_some() {} };
+        if tokio::time::timeout(config.shutdown_grace, claims)
+            .await
+            .is_err()
+        {
+            tracing::warn!("a claim did not return in the grace period; abandoning it");
+            producers.abort_all();
+        }
         let _ = waker.await;
         if !shared.wait_idle(config.shutdown_grace).await {
             let released = shared.release_all();
@@ -440,15 +450,7 @@ async fn produce(shared: Arc<Shared>, queue: Arc<QueueSlots>, shutdown: Cancella
                 limit: free as u32,
                 lease: shared.config.lease,
             };
-            // Not waited for once shutdown begins (a database that stopped answering would
-            // hold it for minutes); a claim that committed anyway is rescued after its lease.
-            let Some(claimed) = shutdown
-                .run_until_cancelled(shared.store.claim(&request))
-                .await
-            else {
-                return;
-            };
-            match claimed {
+            match shared.store.claim(&request).await {
                 Ok(jobs) => {
                     if jobs.len() == free {
                         queue.maybe_more.store(true, Ordering::Relaxed);

@@ -5,6 +5,7 @@ use std::{
     path::PathBuf,
     process::{Command, Output},
     sync::OnceLock,
+    time::Duration,
 };
 
 /// The path of a workspace binary, built once per test process so it is never stale.
@@ -91,9 +92,9 @@ impl Drop for Proc {
 /// Starts a binary in the background with `DATABASE_URL` set; its output goes to a log
 /// file in the temporary directory, named after `label`, for reading when a test fails.
 pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> Proc {
-    let log_dir = std::env::temp_dir().join("jobs-blackbox-logs");
-    std::fs::create_dir_all(&log_dir).expect("log directory");
-    let log = std::fs::File::create(log_dir.join(format!("{label}.log"))).expect("log file");
+    let path = log_path(label);
+    std::fs::create_dir_all(path.parent().expect("a log directory")).expect("log directory");
+    let log = std::fs::File::create(path).expect("log file");
     Command::new(binary(name))
         .args(args)
         .env("DATABASE_URL", database_url)
@@ -112,4 +113,31 @@ pub fn terminate(child: &std::process::Child) {
         .status()
         .expect("run kill");
     assert!(status.success(), "kill -TERM failed");
+}
+
+/// Where `spawn` writes the output of the process named `label`.
+pub fn log_path(label: &str) -> PathBuf {
+    std::env::temp_dir()
+        .join("jobs-blackbox-logs")
+        .join(format!("{label}.log"))
+}
+
+/// A TCP port nobody listens on right now, for a child process to serve on.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free local port")
+        .port()
+}
+
+/// Polls `done` every 50 ms until it holds; fails the test after `limit`.
+pub async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + limit;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < give_up,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -2,18 +2,10 @@
 //! posted jobs with its embedded worker, enforces API keys made by `keys create`, and
 //! exits 0 on SIGTERM.
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
-use blackbox_tests::{run, spawn, stdout, terminate};
+use blackbox_tests::{free_port, run, spawn, stdout, terminate};
 use serde_json::{Value, json};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn wait_ready(http: &reqwest::Client, base: &str) {
     for _ in 0..200 {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use blackbox_tests::{Proc, spawn, terminate};
+use blackbox_tests::{Proc, free_port, spawn, terminate};
 use jobs_store::{SeaOrmStore, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
@@ -60,14 +60,6 @@ async fn record(counts: web::Data<Counts>, body: web::Json<Value>) -> HttpRespon
     let token = body["token"].as_str().unwrap_or_default().to_owned();
     *counts.lock().unwrap().entry(token).or_default() += 1;
     HttpResponse::Ok().json(json!({"ok": true}))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Two apis and three workers on one PostgreSQL schema.

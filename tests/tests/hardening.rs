@@ -11,7 +11,6 @@
 
 use std::{
     net::SocketAddr,
-    path::PathBuf,
     process::{Child, Command, ExitStatus},
     sync::{
         Arc, Mutex,
@@ -20,7 +19,7 @@ use std::{
     time::Duration,
 };
 
-use blackbox_tests::{spawn, terminate};
+use blackbox_tests::{free_port, log_path, spawn, terminate, wait_until};
 use jobs_core::{Job, JobId, JobStore, NewJob, State};
 use jobs_store::{SeaOrmStore, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement};
@@ -36,20 +35,6 @@ use tokio::{
 // Helpers
 // ---------------------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn log_path(label: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join("jobs-blackbox-logs")
-        .join(format!("{label}.log"))
-}
-
 fn log_of(label: &str) -> String {
     std::fs::read_to_string(log_path(label)).unwrap_or_default()
 }
@@ -59,14 +44,6 @@ fn log_tail(label: &str, lines: usize) -> String {
     let log = log_of(label);
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let give_up = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Waits (polling, without blocking the runtime) for a child to exit; `None` if it is

@@ -4,33 +4,19 @@
 //! worker on SQLite) claims nothing. Once the schema fits again, both start working.
 //! Likewise on an older schema (started with `--no-migrate`) until `jobs-api migrate up`.
 
-use std::{net::TcpListener, path::PathBuf, time::Duration};
+use std::time::Duration;
 
-use blackbox_tests::{run, spawn, terminate};
+use blackbox_tests::{free_port, log_path, run, spawn, terminate, wait_until};
 use jobs_core::{JobStore, NewJob, State};
 use jobs_store::{backend_tests, binary_schema_version, migrate_down, testing::TestDb};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use serde_json::{Value, json};
-use tokio::time::{Instant, sleep};
+use tokio::time::sleep;
 
 backend_tests!(
     binaries_refuse_a_schema_that_breaks_them,
     binaries_wait_for_an_older_schema_to_be_migrated
 );
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn log_path(label: &str) -> PathBuf {
-    std::env::temp_dir()
-        .join("jobs-blackbox-logs")
-        .join(format!("{label}.log"))
-}
 
 async fn execute(db: &DatabaseConnection, sql: &str) {
     db.execute_unprepared(sql)
@@ -45,14 +31,6 @@ async fn job_count(db: &DatabaseConnection) -> i64 {
         .await
         .unwrap();
     rows[0].try_get("", "n").unwrap()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let give_up = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(100)).await;
-    }
 }
 
 async fn binaries_refuse_a_schema_that_breaks_them(db: TestDb) {

@@ -3,12 +3,11 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use blackbox_tests::{spawn, terminate};
+use blackbox_tests::{spawn, terminate, wait_until};
 use jobs_core::{JobStore, NewJob};
 use jobs_store::{SeaOrmStore, testing::TestDb};
 use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
-use tokio::time::{Instant, sleep};
 use uuid::Uuid;
 
 const JOBS: usize = 2_000;
@@ -23,14 +22,6 @@ async fn ids_where(store: &SeaOrmStore, condition: &str) -> HashSet<Uuid> {
     rows.iter()
         .map(|r| r.try_get::<Uuid>("", "id").unwrap())
         .collect()
-}
-
-async fn wait_until(what: &str, limit: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let give_up = Instant::now() + limit;
-    while !done().await {
-        assert!(Instant::now() < give_up, "timed out waiting for {what}");
-        sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -392,7 +392,6 @@ pub async fn claim(
         limit: max_jobs,
         lease,
     };
-    request.validate()?;
     let until = Instant::now() + wait;
     loop {
         let waiting = state.wake.notified();

@@ -12,11 +12,7 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::{
-    SeaOrmStore,
-    sql::{Dialect, Sql},
-    store::db_error,
-};
+use crate::{SeaOrmStore, store::db_error};
 
 /// What every secret starts with, so a key is recognisable in logs and secret scanners.
 const SECRET_PREFIX: &str = "jk_";
@@ -63,14 +59,6 @@ impl ApiKeyInfo {
 }
 
 impl SeaOrmStore {
-    fn key_sql(&self) -> Sql {
-        Sql::new(Dialect::of(self.connection().get_database_backend()))
-    }
-
-    fn key_now(&self) -> &'static str {
-        Dialect::of(self.connection().get_database_backend()).now()
-    }
-
     /// Creates a key for `tenant` (named as job tenants are) and returns its secret,
     /// which cannot be recovered later.
     pub async fn create_api_key(&self, tenant: &str) -> Result<NewApiKey, JobError> {
@@ -78,7 +66,7 @@ impl SeaOrmStore {
         let id = Uuid::now_v7();
         let secret = generate_secret();
         let prefix = secret[..PREFIX_LEN].to_owned();
-        let mut sql = self.key_sql();
+        let mut sql = self.sql();
         let row = format!(
             "INSERT INTO api_keys (id, tenant, key_hash, prefix, created_at) \
              VALUES ({}, {}, {}, {}, {})",
@@ -86,7 +74,7 @@ impl SeaOrmStore {
             sql.bind(tenant.to_owned()),
             sql.bind(hash_secret(&secret)),
             sql.bind(prefix.clone()),
-            self.key_now(),
+            self.dialect().now(),
         );
         sql.push(&row);
         self.connection()
@@ -103,10 +91,10 @@ impl SeaOrmStore {
 
     /// Revokes an active key; an unknown or already revoked id is `Invalid` on `id`.
     pub async fn revoke_api_key(&self, id: Uuid) -> Result<(), JobError> {
-        let mut sql = self.key_sql();
+        let mut sql = self.sql();
         let statement = format!(
             "UPDATE api_keys SET revoked_at = {} WHERE id = {} AND revoked_at IS NULL",
-            self.key_now(),
+            self.dialect().now(),
             sql.bind(id),
         );
         sql.push(&statement);
@@ -126,7 +114,7 @@ impl SeaOrmStore {
 
     /// Every key, revoked ones included, oldest first.
     pub async fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, JobError> {
-        let mut sql = self.key_sql();
+        let mut sql = self.sql();
         sql.push(
             "SELECT id, tenant, prefix, created_at, revoked_at FROM api_keys \
              ORDER BY created_at, id",
@@ -151,7 +139,7 @@ impl SeaOrmStore {
 
     /// The tenant of an active key with this secret, if there is one.
     pub async fn tenant_for_key(&self, secret: &str) -> Result<Option<String>, JobError> {
-        let mut sql = self.key_sql();
+        let mut sql = self.sql();
         let statement = format!(
             "SELECT tenant FROM api_keys WHERE key_hash = {} AND revoked_at IS NULL",
             sql.bind(hash_secret(secret)),
@@ -169,20 +157,19 @@ impl SeaOrmStore {
     /// Whether any key was ever created, revoked ones included: once one was, the API
     /// keeps requiring keys (revoking them all must not switch authentication off).
     pub async fn has_any_keys(&self) -> Result<bool, JobError> {
-        let mut sql = self.key_sql();
-        sql.push("SELECT 1 AS one FROM api_keys LIMIT 1");
-        let row = self
-            .connection()
-            .query_one_raw(sql.build())
-            .await
-            .map_err(db_error)?;
-        Ok(row.is_some())
+        self.any_key_where("true").await
     }
 
     /// Whether any key is active (not revoked).
     pub async fn has_active_keys(&self) -> Result<bool, JobError> {
-        let mut sql = self.key_sql();
-        sql.push("SELECT 1 AS one FROM api_keys WHERE revoked_at IS NULL LIMIT 1");
+        self.any_key_where("revoked_at IS NULL").await
+    }
+
+    async fn any_key_where(&self, condition: &str) -> Result<bool, JobError> {
+        let mut sql = self.sql();
+        sql.push(&format!(
+            "SELECT 1 AS one FROM api_keys WHERE {condition} LIMIT 1"
+        ));
         let row = self
             .connection()
             .query_one_raw(sql.build())

@@ -8,7 +8,7 @@ use std::time::Duration;
 use jobs_core::JobError;
 use sea_orm::ConnectionTrait;
 
-use crate::{SeaOrmStore, sql::Sql, store::db_error};
+use crate::{SeaOrmStore, store::db_error};
 
 /// The role of the process that runs the rescuer, the deadline sweeper and retention.
 pub const MAINTENANCE_ROLE: &str = "maintenance";
@@ -19,7 +19,7 @@ impl SeaOrmStore {
     /// unique per process, so a restarted process never inherits its predecessor's term.
     pub async fn lead(&self, role: &str, holder: &str, ttl: Duration) -> Result<bool, JobError> {
         let d = self.dialect();
-        let mut sql = Sql::new(d);
+        let mut sql = self.sql();
         let name = sql.bind(role.to_owned());
         let leader = sql.bind(holder.to_owned());
         let ttl = sql.bind(ttl.as_millis().min(i64::MAX as u128) as i64);
@@ -42,7 +42,7 @@ impl SeaOrmStore {
 
     /// Gives `role` up at once (at shutdown), if `holder` has it.
     pub async fn resign(&self, role: &str, holder: &str) -> Result<(), JobError> {
-        let mut sql = Sql::new(self.dialect());
+        let mut sql = self.sql();
         let text = format!(
             "DELETE FROM jobs_leader WHERE name = {} AND leader_id = {}",
             sql.bind(role.to_owned()),

@@ -181,7 +181,7 @@ impl SeaOrmStore {
         self.dialect == Dialect::Postgres
     }
 
-    fn sql(&self) -> Sql {
+    pub(crate) fn sql(&self) -> Sql {
         Sql::new(self.dialect)
     }
 

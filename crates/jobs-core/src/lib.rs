@@ -3,6 +3,7 @@
 //!
 //! This crate knows no database, no HTTP and no async runtime; it only names the contracts.
 
+mod backend;
 mod error;
 mod id;
 mod job;
@@ -12,6 +13,10 @@ mod state;
 pub mod storable;
 mod store;
 
+pub use backend::{
+    ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SchemaGate, Signals, Wake, Wakeups,
+    WorkerBackend,
+};
 pub use error::{FieldError, JobError};
 pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};

@@ -1,7 +1,7 @@
 //! The `JobStore` trait: batch-first and coarse. Each call is one statement for many jobs;
 //! single-job calls are the batch calls with one element, not a second code path.
 
-use std::time::Duration;
+use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -247,6 +247,11 @@ pub enum Outcome {
     /// Not run to the end for reasons of the worker (shutdown): back to pending,
     /// and the attempt is not charged.
     Released,
+    /// The handler asked to run again after `delay`: back to pending, and the attempt
+    /// is not charged.
+    Snoozed {
+        delay: Duration,
+    },
 }
 
 impl Outcome {
@@ -285,6 +290,9 @@ impl Outcome {
                     ),
                     other => other,
                 },
+            },
+            Outcome::Snoozed { delay } => Outcome::Snoozed {
+                delay: delay.min(Duration::from_secs(crate::limits::DURATION_MAX_SECS)),
             },
             other => other,
         }
@@ -348,6 +356,9 @@ pub trait JobStore: Send + Sync + 'static {
     /// `tenant: None` looks across tenants (operators, workers).
     async fn get(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError>;
 
+    /// The jobs of `ids` that exist, across tenants: one statement for many readers.
+    async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError>;
+
     async fn list(&self, filter: &ListFilter, page: &PageRequest) -> Result<Page, JobError>;
 
     /// Atomically moves up to `limit` due jobs to running under this worker,
@@ -357,6 +368,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Extends the leases of the worker's running jobs among `ids`.
     /// Extends the leases of these attempts, if they are still current.
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Heartbeat, JobError>;
+
+    /// Which of these attempts are still current with a cancel request: a cheap read that
+    /// lets a worker hear of cancels made by any process.
+    async fn cancel_requests(&self, leases: &[Lease]) -> Result<Vec<LeaseToken>, JobError>;
 
     /// Records progress (0.0..=1.0) and a stage text; only the lease holder may.
     async fn progress(

@@ -3,6 +3,7 @@
 //! Every operation is one statement for many jobs (claims, heartbeats, completions);
 //! the SQL is written once in `sql`-dialect fragments and runs on both backends.
 
+mod backend;
 mod coalesce;
 mod connect;
 pub mod entity;
@@ -27,4 +28,4 @@ pub use schema::{
 };
 pub use sea_orm::{ConnectOptions, DatabaseConnection};
 pub use store::SeaOrmStore;
-pub use wake::{ENQUEUED_CHANNEL, Wake, Wakeups};
+pub use wake::ENQUEUED_CHANNEL;

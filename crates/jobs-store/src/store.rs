@@ -36,6 +36,7 @@ pub struct SeaOrmStore {
     dialect: Dialect,
     retry_policy: RetryPolicy,
     local_wake: broadcast::Sender<String>,
+    changes: broadcast::Sender<JobId>,
 }
 
 impl SeaOrmStore {
@@ -46,11 +47,16 @@ impl SeaOrmStore {
             dialect,
             retry_policy: RetryPolicy::default(),
             local_wake: broadcast::channel(1024).0,
+            changes: broadcast::channel(4096).0,
         }
     }
 
     pub(crate) fn local_wake(&self) -> &broadcast::Sender<String> {
         &self.local_wake
+    }
+
+    pub(crate) fn changes(&self) -> &broadcast::Sender<JobId> {
+        &self.changes
     }
 
     /// Enqueues inside the caller's transaction (or on any connection): the jobs exist
@@ -121,38 +127,6 @@ impl SeaOrmStore {
         ));
         conn.execute_raw(sql.build()).await.map_err(db_error)?;
         Ok(())
-    }
-
-    /// The jobs of `ids` that exist, across tenants.
-    pub async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let mut sql = self.sql();
-        let ids = sql.in_ids(ids);
-        sql.push(&format!(
-            "SELECT {} FROM jobs WHERE id{ids}",
-            job_columns("")
-        ));
-        let jobs = self.fetch_jobs(&self.db, sql).await?;
-        Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
-    }
-
-    /// Which of these attempts are still current with a cancel request: a cheap read that
-    /// lets a worker hear of cancels made by any process.
-    pub async fn cancel_requests(&self, leases: &[Lease]) -> Result<Vec<LeaseToken>, JobError> {
-        if leases.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut sql = self.sql();
-        let ids = sql.in_uuids(leases.iter().map(|l| l.job_id.as_uuid()));
-        let tokens = sql.in_uuids(leases.iter().map(|l| l.token.as_uuid()));
-        sql.push(&format!(
-            "SELECT lease_token FROM jobs WHERE id{ids} AND lease_token{tokens} \
-             AND state = 'running' AND cancel_requested_at IS NOT NULL"
-        ));
-        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
-        rows.iter().map(token_of).collect()
     }
 
     /// Connects with the defaults of `connect_options`.
@@ -323,9 +297,9 @@ impl SeaOrmStore {
         // the lock: a cancel that commits while this statement waits is seen.
         let next = format!(
             "(CASE \
-               WHEN t.outcome IN ('retry', 'released', 'failed') \
+               WHEN t.outcome IN ('retry', 'released', 'snoozed', 'failed') \
                  AND jobs.cancel_requested_at IS NOT NULL THEN 'cancelled' \
-               WHEN t.outcome = 'released' THEN 'pending' \
+               WHEN t.outcome IN ('released', 'snoozed') THEN 'pending' \
                WHEN t.outcome <> 'retry' THEN t.outcome \
                WHEN jobs.attempt < jobs.max_attempts \
                  AND (jobs.deadline IS NULL OR jobs.deadline > {retry_at}) THEN 'pending' \
@@ -335,10 +309,10 @@ impl SeaOrmStore {
         sql.push(&format!(
             "WITH {v} \
              UPDATE jobs SET state = {next}, \
-               attempt = CASE WHEN {next} = 'pending' AND t.outcome = 'released' \
+               attempt = CASE WHEN {next} = 'pending' AND t.outcome IN ('released', 'snoozed') \
                  THEN jobs.attempt - 1 ELSE jobs.attempt END, \
                run_at = CASE WHEN {next} <> 'pending' THEN jobs.run_at \
-                 WHEN t.outcome = 'retry' THEN {retry_at} ELSE {now} END, \
+                 WHEN t.outcome IN ('retry', 'snoozed') THEN {retry_at} ELSE {now} END, \
                result = CASE WHEN t.outcome IN ('completed', 'partial') THEN t.result ELSE jobs.result END, \
                item_errors = CASE WHEN t.outcome = 'partial' THEN t.item_errors ELSE jobs.item_errors END, \
                errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
@@ -452,6 +426,35 @@ impl JobStore for SeaOrmStore {
             .ok_or(JobError::NotFound(id))
     }
 
+    async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = self.sql();
+        let ids = sql.in_ids(ids);
+        sql.push(&format!(
+            "SELECT {} FROM jobs WHERE id{ids}",
+            job_columns("")
+        ));
+        let jobs = self.fetch_jobs(&self.db, sql).await?;
+        Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
+    }
+
+    async fn cancel_requests(&self, leases: &[Lease]) -> Result<Vec<LeaseToken>, JobError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = self.sql();
+        let ids = sql.in_uuids(leases.iter().map(|l| l.job_id.as_uuid()));
+        let tokens = sql.in_uuids(leases.iter().map(|l| l.token.as_uuid()));
+        sql.push(&format!(
+            "SELECT lease_token FROM jobs WHERE id{ids} AND lease_token{tokens} \
+             AND state = 'running' AND cancel_requested_at IS NOT NULL"
+        ));
+        let rows = self.db.query_all_raw(sql.build()).await.map_err(db_error)?;
+        rows.iter().map(token_of).collect()
+    }
+
     async fn list(&self, filter: &ListFilter, page: &PageRequest) -> Result<Page, JobError> {
         page.validate()?;
         filter.validate()?;
@@ -542,6 +545,7 @@ impl JobStore for SeaOrmStore {
             lock = d.skip_locked(),
         ));
         let mut jobs = self.fetch_jobs(&self.db, sql).await?;
+        self.changed(jobs.iter().map(|job| job.id));
         // RETURNING does not keep the subquery's order.
         jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
         Ok(jobs)
@@ -612,6 +616,7 @@ impl JobStore for SeaOrmStore {
         if done.rows_affected() == 0 {
             return Err(JobError::LeaseLost(lease.job_id));
         }
+        self.changed([lease.job_id]);
         Ok(())
     }
 
@@ -629,14 +634,18 @@ impl JobStore for SeaOrmStore {
                 outcome: item.outcome.into_storable(),
             })
             .collect();
-        match self.finish_rows(&items).await {
-            Ok(results) => Ok(results),
+        let ids: Vec<JobId> = items.iter().map(|item| item.lease.job_id).collect();
+        let results = match self.finish_rows(&items).await {
+            Ok(results) => results,
             // Worth retrying as it is (the caller does): the database is away or busy.
-            Err(error) if transient(&error) => Err(db_error(error)),
+            Err(error) if transient(&error) => return Err(db_error(error)),
             // Anything else would fail the same batch forever: find the row at fault.
-            Err(_) if items.len() > 1 => self.finish_each(items).await,
-            Err(error) => self.finish_refused(items.remove(0), error).await,
-        }
+            Err(_) if items.len() > 1 => self.finish_each(items).await?,
+            Err(error) => self.finish_refused(items.remove(0), error).await?,
+        };
+        let written = ids.iter().zip(&results).filter(|(_, r)| r.is_ok());
+        self.changed(written.map(|(id, _)| *id));
+        Ok(results)
     }
 
     async fn cancel(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
@@ -657,7 +666,9 @@ impl JobStore for SeaOrmStore {
             expiry = d.now_plus_ms("retention_ms"),
             from = state_list(&State::sources_of(State::Cancelled)),
         ));
-        self.move_one(sql, id, State::Cancelled).await
+        let job = self.move_one(sql, id, State::Cancelled).await?;
+        self.changed([id]);
+        Ok(job)
     }
 
     async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
@@ -674,7 +685,9 @@ impl JobStore for SeaOrmStore {
             columns = job_columns(""),
             from = state_list(&State::ENDED),
         ));
-        self.move_one(sql, id, State::Pending).await
+        let job = self.move_one(sql, id, State::Pending).await?;
+        self.changed([id]);
+        Ok(job)
     }
 
     async fn rescue_expired(&self, limit: u32) -> Result<RescueReport, JobError> {
@@ -866,6 +879,7 @@ fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
         }
         Outcome::Cancelled => ("cancelled", None, None, None),
         Outcome::Released => ("released", None, None, None),
+        Outcome::Snoozed { .. } => ("snoozed", None, None, None),
     };
     let (err_kind, err_message) = error.unzip();
     vec![
@@ -883,6 +897,7 @@ fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
 fn retry_of(outcome: &Outcome) -> Retry {
     match outcome {
         Outcome::Failed { retry, .. } => *retry,
+        Outcome::Snoozed { delay } => Retry::After(*delay),
         _ => Retry::Never,
     }
 }

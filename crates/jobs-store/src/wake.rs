@@ -4,56 +4,13 @@
 //! so listeners in every process hear of it when it commits; an enqueue through this store
 //! also signals this process directly, the only path on SQLite.
 
+use jobs_core::{JobChanges, JobError, JobId, Signals, Wake, Wakeups};
 use sea_orm::sqlx::{self, postgres::PgListener};
 use tokio::{sync::broadcast, task::JoinHandle};
 
 use crate::{SeaOrmStore, store::db_error};
-use jobs_core::JobError;
 
 pub const ENQUEUED_CHANNEL: &str = "jobs_enqueued";
-
-/// What woke a worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Wake {
-    /// Jobs arrived in this queue.
-    Queue(String),
-    /// Wake-ups were missed (a listener reconnected or lagged): look at every queue.
-    All,
-}
-
-impl Wake {
-    pub fn concerns(&self, queue: &str) -> bool {
-        match self {
-            Wake::Queue(q) => q == queue,
-            Wake::All => true,
-        }
-    }
-}
-
-/// A subscription to wake-ups; stops listening when dropped.
-#[derive(Debug)]
-pub struct Wakeups {
-    local: broadcast::Receiver<String>,
-    listener: Option<JoinHandle<()>>,
-}
-
-impl Wakeups {
-    pub async fn next(&mut self) -> Wake {
-        match self.local.recv().await {
-            Ok(queue) if queue.is_empty() => Wake::All,
-            Ok(queue) => Wake::Queue(queue),
-            Err(_) => Wake::All,
-        }
-    }
-}
-
-impl Drop for Wakeups {
-    fn drop(&mut self) {
-        if let Some(listener) = self.listener.take() {
-            listener.abort();
-        }
-    }
-}
 
 impl SeaOrmStore {
     /// Subscribes to enqueue wake-ups; on PostgreSQL this LISTENs on its own connection.
@@ -70,13 +27,58 @@ impl SeaOrmStore {
         } else {
             None
         };
-        Ok(Wakeups { local, listener })
+        let guard = listener.map(AbortOnDrop);
+        Ok(Signals::new(futures::stream::unfold(
+            (local, guard),
+            |(mut local, guard)| async move {
+                let wake = match local.recv().await {
+                    Ok(queue) if queue.is_empty() => Wake::All,
+                    Ok(queue) => Wake::Queue(queue),
+                    Err(_) => Wake::All,
+                };
+                Some((wake, (local, guard)))
+            },
+        )))
+    }
+
+    /// Changes to jobs made through this store (and its clones).
+    pub fn job_changes(&self) -> JobChanges {
+        Signals::new(futures::stream::unfold(
+            self.changes().subscribe(),
+            |mut changes| async move {
+                let change = match changes.recv().await {
+                    Ok(id) => Some(id),
+                    Err(broadcast::error::RecvError::Lagged(_)) => None,
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                };
+                Some((change, changes))
+            },
+        ))
+    }
+
+    /// Tells this process's waiters that these jobs changed.
+    pub(crate) fn changed(&self, ids: impl IntoIterator<Item = JobId>) {
+        if self.changes().receiver_count() == 0 {
+            return;
+        }
+        for id in ids {
+            let _ = self.changes().send(id);
+        }
     }
 
     /// Tells this process's workers that `queue` has new jobs (or every queue, for "").
     pub fn wake_workers(&self, queue: &str) {
         // No subscriber is not an error: nobody is idle here.
         let _ = self.local_wake().send(queue.to_owned());
+    }
+}
+
+/// The LISTEN task, stopped with the subscription that owns it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

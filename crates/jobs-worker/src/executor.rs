@@ -196,5 +196,6 @@ fn outcome_name(outcome: &Outcome) -> &'static str {
         Outcome::Failed { .. } => "failed",
         Outcome::Cancelled => "cancelled",
         Outcome::Released => "released",
+        Outcome::Snoozed { .. } => "snoozed",
     }
 }

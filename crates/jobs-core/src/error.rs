@@ -21,6 +21,7 @@ impl FieldError {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
 pub enum JobError {
     #[error("job {0} not found")]
     NotFound(JobId),
@@ -42,6 +43,10 @@ pub enum JobError {
     /// The database cannot be reached right now; the request may be retried.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+
+    /// A value could not be turned into JSON (a typed job's arguments or result).
+    #[error("serialization failed: {0}")]
+    Serialization(String),
 
     #[error("storage error: {0}")]
     Storage(String),

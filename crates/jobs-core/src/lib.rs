@@ -3,6 +3,7 @@
 //!
 //! This crate knows no database, no HTTP and no async runtime; it only names the contracts.
 
+mod args;
 mod backend;
 mod error;
 mod id;
@@ -13,6 +14,7 @@ mod state;
 pub mod storable;
 mod store;
 
+pub use args::{JobArgs, JobOptions, Unique};
 pub use backend::{
     ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SchemaGate, Signals, Wake, Wakeups,
     WorkerBackend,

@@ -192,8 +192,8 @@ impl From<JobError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "lease-lost", "Lease lost", detail)
             }
             JobError::Unavailable(_) => Self::unavailable(detail),
-            JobError::Storage(_) => {
-                tracing::error!(%detail, "storage error");
+            _ => {
+                tracing::error!(%detail, "internal error");
                 Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",

@@ -86,7 +86,16 @@ pub struct JobOptions {
 
 macro_rules! setters {
     ($($field:ident: $ty:ty),* $(,)?) => {$(
-        pub fn $field(mut self, value: impl Into<$ty>) -> Self {
+        pub fn $field(mut self, value: $ty) -> Self {
+            self.$field = Some(value);
+            self
+        }
+    )*};
+}
+
+macro_rules! text_setters {
+    ($($field:ident),* $(,)?) => {$(
+        pub fn $field(mut self, value: impl Into<String>) -> Self {
             self.$field = Some(value.into());
             self
         }
@@ -98,19 +107,18 @@ impl JobOptions {
         Self::default()
     }
 
+    text_setters!(queue, tenant, trace_id);
+
     setters!(
-        queue: String,
         priority: i16,
         max_attempts: i32,
         timeout: Duration,
         unique: Unique,
         backoff: RetryPolicy,
-        tenant: String,
         run_at: OffsetDateTime,
         delay: Duration,
         deadline: OffsetDateTime,
         retention: Duration,
-        trace_id: String,
         metadata: Value,
     );
 

@@ -13,6 +13,7 @@ mod retry;
 mod state;
 pub mod storable;
 mod store;
+pub mod transition;
 
 pub use args::{JobArgs, JobOptions, Unique};
 pub use backend::{

@@ -116,18 +116,9 @@ async fn assert_decided(s: &SeaOrmStore, cases: &[(Ending, Facts)], ids: &[JobId
 
 async fn finish_writes_the_state_the_core_decides(db: TestDb) {
     let s = &db.store;
-    let endings = [
-        Ending::Completed,
-        Ending::Partial,
-        Ending::Failed,
-        Ending::Retry,
-        Ending::Cancelled,
-        Ending::Released,
-        Ending::Snoozed,
-    ];
-    let cases: Vec<(Ending, Facts)> = endings
-        .iter()
-        .flat_map(|e| Facts::all().map(move |f| (*e, f)))
+    let cases: Vec<(Ending, Facts)> = Ending::OF_ATTEMPT
+        .into_iter()
+        .flat_map(|e| Facts::all().map(move |f| (e, f)))
         .collect();
     let leases = claim_cases(s, &cases, DEADLINE, Duration::from_secs(60)).await;
     let items = cases

@@ -1,0 +1,82 @@
+//! What operators do to one job: cancel it, or run an ended job again.
+
+use jobs_core::{Job, JobError, JobId, State};
+
+use super::{SeaOrmStore, job_columns, read};
+use crate::sql::{Sql, state_list};
+
+/// Pending jobs are cancelled at once; running ones get a cancel request, which their
+/// worker (or the rescue of their lease) turns into the end.
+pub(super) async fn cancel(
+    store: &SeaOrmStore,
+    tenant: Option<&str>,
+    id: JobId,
+) -> Result<Job, JobError> {
+    let d = store.dialect;
+    let now = d.now();
+    read::get(store, tenant, id).await?;
+    let mut sql = store.sql();
+    let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
+    sql.push(&format!(
+        "UPDATE jobs SET \
+           state = CASE WHEN state = '{pending}' THEN '{cancelled}' ELSE state END, \
+           cancel_requested_at = CASE WHEN state = '{running}' \
+             THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
+           finished_at = CASE WHEN state = '{pending}' THEN {now} ELSE finished_at END, \
+           expires_at = CASE WHEN state = '{pending}' THEN {expiry} ELSE expires_at END, \
+           updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
+        pending = State::Pending,
+        running = State::Running,
+        cancelled = State::Cancelled,
+        columns = job_columns(""),
+        expiry = d.now_plus_ms("retention_ms"),
+        from = state_list(&State::sources_of(State::Cancelled)),
+    ));
+    let job = move_one(store, sql, id, State::Cancelled).await?;
+    store.changed([id]);
+    Ok(job)
+}
+
+/// From attempt 0, as if new: only an ended job, never one still running.
+pub(super) async fn retry(
+    store: &SeaOrmStore,
+    tenant: Option<&str>,
+    id: JobId,
+) -> Result<Job, JobError> {
+    let now = store.dialect.now();
+    read::get(store, tenant, id).await?;
+    let mut sql = store.sql();
+    let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
+    let from: Vec<State> = State::sources_of(State::Pending)
+        .into_iter()
+        .filter(|s| s.is_ended())
+        .collect();
+    sql.push(&format!(
+        "UPDATE jobs SET state = '{pending}', attempt = 0, run_at = {now}, progress = 0, \
+           stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
+           lease_token = NULL, cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
+           expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
+        pending = State::Pending,
+        columns = job_columns(""),
+        from = state_list(&from),
+    ));
+    let job = move_one(store, sql, id, State::Pending).await?;
+    store.changed([id]);
+    Ok(job)
+}
+
+/// Runs an update that targets one job the caller may see (checked by `get` first:
+/// a job never changes tenant); if no row matched, the job moved to a state this
+/// move cannot start from.
+async fn move_one(store: &SeaOrmStore, sql: Sql, id: JobId, to: State) -> Result<Job, JobError> {
+    if let Some(job) = store.fetch_jobs(&store.db, sql).await?.pop() {
+        return Ok(job);
+    }
+    let current = read::get(store, None, id).await?;
+    current.state.move_to(to)?;
+    // Legal now but not when the update ran: the job moved in between.
+    Err(JobError::IllegalTransition {
+        from: current.state,
+        to,
+    })
+}

@@ -1,0 +1,231 @@
+//! Writing the outcomes of attempts: one statement for a batch, and when the database
+//! refuses the batch, each outcome alone so that one bad row fails only its own job.
+
+use std::{collections::HashMap, time::Duration};
+
+use jobs_core::{
+    Finish, JobError, JobId, Outcome, Retry, State,
+    storable::{caps, storable_text},
+    transition::Ending,
+};
+use sea_orm::{ConnectionTrait, DbErr};
+use uuid::Uuid;
+
+use super::{
+    SeaOrmStore, db_error,
+    errors::{refused_value, transient},
+    millis,
+    transition::{End, sources},
+};
+use crate::sql::{Sql, rows_cte};
+
+pub(super) async fn finish_many(
+    store: &SeaOrmStore,
+    items: Vec<Finish>,
+) -> Result<Vec<Result<State, JobError>>, JobError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut items: Vec<Finish> = items
+        .into_iter()
+        .map(|item| Finish {
+            lease: item.lease,
+            outcome: item.outcome.into_storable(),
+        })
+        .collect();
+    let ids: Vec<JobId> = items.iter().map(|item| item.lease.job_id).collect();
+    let results = match store.finish_rows(&items).await {
+        Ok(results) => results,
+        // Worth retrying as it is (the caller does): the database is away or busy.
+        Err(error) if transient(&error) => return Err(db_error(error)),
+        // Anything else would fail the same batch forever: find the row at fault.
+        Err(_) if items.len() > 1 => store.finish_each(items).await?,
+        Err(error) => store.finish_refused(items.remove(0), error).await?,
+    };
+    let written = ids.iter().zip(&results).filter(|(_, r)| r.is_ok());
+    store.changed(written.map(|(id, _)| *id));
+    Ok(results)
+}
+
+impl SeaOrmStore {
+    /// Writes outcomes in one statement; the database's own error if it refuses it.
+    async fn finish_rows(&self, items: &[Finish]) -> Result<Vec<Result<State, JobError>>, DbErr> {
+        let returned = self
+            .db
+            .query_all_raw(self.finish_statement(items).build())
+            .await?;
+        let mut moved = HashMap::with_capacity(returned.len());
+        for row in returned {
+            let id = JobId::from(row.try_get::<Uuid>("", "id")?);
+            let state: String = row.try_get("", "state")?;
+            moved.insert(id, state);
+        }
+        Ok(items
+            .iter()
+            .map(|item| match moved.get(&item.lease.job_id) {
+                Some(state) => state.parse(),
+                None => Err(JobError::LeaseLost(item.lease.job_id)),
+            })
+            .collect())
+    }
+
+    /// Ends each attempt whose row still runs under its lease token, as the outcome says.
+    fn finish_statement(&self, items: &[Finish]) -> Sql {
+        let d = self.dialect;
+        let mut sql = self.sql();
+        let rows = items
+            .iter()
+            .map(|item| {
+                let delay = self.retry_delay(item.lease.attempt, retry_of(&item.outcome));
+                finish_row(item, delay)
+            })
+            .collect();
+        let v = rows_cte(&mut sql, "v", FINISH_COLUMNS, rows);
+        let retry_at = d.now_plus_ms("t.delay_ms");
+        let end = End {
+            ending: "t.outcome",
+            retry_at: &retry_at,
+        };
+        sql.push(&format!(
+            "WITH {v} \
+             UPDATE jobs SET {ended}, \
+               result = CASE WHEN t.outcome IN ({done}) THEN t.result ELSE jobs.result END, \
+               item_errors = CASE WHEN t.outcome = '{partial}' THEN t.item_errors ELSE jobs.item_errors END, \
+               errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
+               progress = CASE WHEN t.outcome IN ({done}) THEN 1.0 ELSE jobs.progress END \
+             FROM v AS t \
+             WHERE jobs.id = t.id AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
+             RETURNING jobs.id, jobs.state",
+            ended = end.set_columns(d),
+            done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),
+            partial = Ending::Partial.as_str(),
+            errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
+            from = sources(&Ending::OF_ATTEMPT),
+        ));
+        sql
+    }
+
+    /// After the database failed a batch: each outcome alone, so one bad row fails only
+    /// its own job. A transient failure on the way stops here, to be retried whole
+    /// (outcomes already written then answer `LeaseLost`).
+    async fn finish_each(
+        &self,
+        items: Vec<Finish>,
+    ) -> Result<Vec<Result<State, JobError>>, JobError> {
+        let mut results = Vec::with_capacity(items.len());
+        for item in items {
+            let result = match self.finish_rows(std::slice::from_ref(&item)).await {
+                Ok(mut one) => one.remove(0),
+                Err(error) if transient(&error) => return Err(db_error(error)),
+                Err(error) => self.finish_refused(item, error).await?.remove(0),
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    /// One outcome the database failed alone. A value it refuses ends the job `failed`
+    /// with kind `unstorable_outcome` and the database's reason; any other failure is
+    /// answered for this item only (its lease then expires and the job runs again).
+    async fn finish_refused(
+        &self,
+        item: Finish,
+        error: DbErr,
+    ) -> Result<Vec<Result<State, JobError>>, JobError> {
+        if !refused_value(&error) {
+            tracing::error!(job = %item.lease.job_id, %error, "the database failed an outcome; the job will run again after its lease");
+            return Ok(vec![Err(db_error(error))]);
+        }
+        tracing::warn!(job = %item.lease.job_id, %error, "the database refused an outcome; failing the job");
+        let failed = Finish {
+            lease: item.lease,
+            outcome: Outcome::Failed {
+                kind: Outcome::UNSTORABLE.into(),
+                message: storable_text(
+                    &format!("the database refused the outcome: {error}"),
+                    caps::ERROR_MESSAGE,
+                ),
+                retry: Retry::Never,
+            },
+        };
+        match self.finish_rows(&[failed]).await {
+            Ok(results) => Ok(results),
+            Err(error) if transient(&error) => Err(db_error(error)),
+            Err(error) => Ok(vec![Err(db_error(error))]),
+        }
+    }
+
+    /// Never longer than `limits::DURATION_MAX_SECS`, however the delay was asked for.
+    fn retry_delay(&self, attempt: i32, retry: Retry) -> Option<Duration> {
+        let max = Duration::from_secs(jobs_core::limits::DURATION_MAX_SECS);
+        self.requested_delay(attempt, retry).map(|d| d.min(max))
+    }
+
+    fn requested_delay(&self, attempt: i32, retry: Retry) -> Option<Duration> {
+        match retry {
+            Retry::Backoff => Some(self.retry_policy.backoff(attempt)),
+            Retry::After(delay) => Some(delay),
+            Retry::Never => None,
+        }
+    }
+}
+
+/// The columns of one outcome in `finish_many`, with their PostgreSQL types.
+const FINISH_COLUMNS: &[(&str, &str)] = &[
+    ("id", "uuid"),
+    ("lease_token", "uuid"),
+    ("outcome", "text"),
+    ("result", "jsonb"),
+    ("item_errors", "jsonb"),
+    ("err_kind", "text"),
+    ("err_message", "text"),
+    ("delay_ms", "bigint"),
+];
+
+/// One row of `finish_many`, the outcome named by its `Ending`. A failure with a delay
+/// is a retry; one without (`Retry::Never`) fails for good.
+fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
+    let (ending, result, item_errors, error) = match &item.outcome {
+        Outcome::Completed { result } => (Ending::Completed, Some(result.clone()), None, None),
+        Outcome::Partial {
+            result,
+            item_errors,
+        } => (
+            Ending::Partial,
+            Some(result.clone()),
+            Some(item_errors.clone()),
+            None,
+        ),
+        Outcome::Failed { kind, message, .. } => {
+            let ending = if delay.is_some() {
+                Ending::Retry
+            } else {
+                Ending::Failed
+            };
+            (ending, None, None, Some((kind.clone(), message.clone())))
+        }
+        Outcome::Cancelled => (Ending::Cancelled, None, None, None),
+        Outcome::Released => (Ending::Released, None, None, None),
+        Outcome::Snoozed { .. } => (Ending::Snoozed, None, None, None),
+    };
+    let (err_kind, err_message) = error.unzip();
+    vec![
+        item.lease.job_id.as_uuid().into(),
+        item.lease.token.as_uuid().into(),
+        ending.as_str().into(),
+        result.into(),
+        item_errors.into(),
+        err_kind.into(),
+        err_message.into(),
+        delay.map(millis).unwrap_or(0).into(),
+    ]
+}
+
+/// The delay an outcome asks for: a failure's retry, or a snooze's wait.
+fn retry_of(outcome: &Outcome) -> Retry {
+    match outcome {
+        Outcome::Failed { retry, .. } => *retry,
+        Outcome::Snoozed { delay } => Retry::After(*delay),
+        _ => Retry::Never,
+    }
+}

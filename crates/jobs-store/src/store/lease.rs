@@ -1,0 +1,170 @@
+//! Leases: claiming pending jobs, keeping attempts alive, and what a running attempt
+//! reports (progress) or learns (cancel requests). Every write is conditional on the
+//! row still running under the caller's lease token.
+
+use std::{collections::HashSet, time::Duration};
+
+use jobs_core::{
+    ClaimRequest, FieldError, Heartbeat, Job, JobError, Lease, LeaseToken, State,
+    storable::{caps, storable_text},
+};
+
+use super::{SeaOrmStore, db_error, job_columns, millis, token_of};
+use crate::sql::{Sql, state_list};
+
+pub(super) async fn claim(
+    store: &SeaOrmStore,
+    request: &ClaimRequest,
+) -> Result<Vec<Job>, JobError> {
+    request.validate()?;
+    if request.limit == 0 || request.queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    if request.kinds.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
+    let sql = claim_statement(store, request);
+    let mut jobs = store.fetch_jobs(&store.db, sql).await?;
+    store.changed(jobs.iter().map(|job| job.id));
+    // RETURNING does not keep the subquery's order.
+    jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
+    Ok(jobs)
+}
+
+/// Moves up to `limit` due jobs of the request's queues (kinds, tenant) to running.
+fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
+    let d = store.dialect;
+    let now = d.now();
+    let mut sql = store.sql();
+    let worker = sql.bind(request.worker_id.clone());
+    let lease = sql.bind(millis(request.lease));
+    let queues = sql.bind_list(request.queues.iter().cloned());
+    let mut only = String::new();
+    if let Some(kinds) = &request.kinds {
+        only = format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned()));
+    }
+    if let Some(tenant) = &request.tenant {
+        only.push_str(&format!(" AND tenant = {}", sql.bind(tenant.clone())));
+    }
+    let limit = sql.bind(request.limit as i64);
+    // The picked rows are materialized once: PostgreSQL may otherwise re-run a
+    // `LIMIT ... SKIP LOCKED` subquery per row and claim more than `limit`.
+    sql.push(&format!(
+        "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
+           WHERE state IN ({from}) AND queue IN ({queues}){only} AND run_at <= {now} \
+             AND (deadline IS NULL OR deadline > {now}) AND cancel_requested_at IS NULL \
+           ORDER BY priority DESC, run_at, id LIMIT {limit}{lock}) \
+         UPDATE jobs SET state = '{running}', worker_id = {worker}, attempt = attempt + 1, \
+           lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
+           updated_at = {now}, progress = 0, stage = NULL \
+         FROM picked WHERE jobs.id = picked.id AND jobs.state IN ({from}) \
+         RETURNING {returning}",
+        from = state_list(&State::sources_of(State::Running)),
+        running = State::Running,
+        returning = job_columns("jobs."),
+        token = d.random_uuid(),
+        lease_end = d.now_plus_ms(&lease),
+        lock = d.skip_locked(),
+    ));
+    sql
+}
+
+pub(super) async fn heartbeat(
+    store: &SeaOrmStore,
+    leases: &[Lease],
+    lease: Duration,
+) -> Result<Heartbeat, JobError> {
+    if leases.is_empty() {
+        return Ok(Heartbeat::default());
+    }
+    let d = store.dialect;
+    let mut sql = store.sql();
+    let lease = sql.bind(millis(lease));
+    let held = held_by(&mut sql, leases);
+    sql.push(&format!(
+        "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
+         WHERE state = '{running}' AND {held} \
+         RETURNING lease_token, cancel_requested_at IS NOT NULL AS cancel_requested",
+        lease_end = d.now_plus_ms(&lease),
+        now = d.now(),
+        running = State::Running,
+    ));
+    let rows = store.query(sql).await?;
+    let mut beat = Heartbeat::default();
+    for row in rows {
+        let token = token_of(&row)?;
+        beat.renewed.push(token);
+        if row
+            .try_get::<bool>("", "cancel_requested")
+            .map_err(db_error)?
+        {
+            beat.cancel_requested.push(token);
+        }
+    }
+    let renewed: HashSet<LeaseToken> = beat.renewed.iter().copied().collect();
+    beat.lost = leases
+        .iter()
+        .map(|l| l.token)
+        .filter(|token| !renewed.contains(token))
+        .collect();
+    Ok(beat)
+}
+
+pub(super) async fn progress(
+    store: &SeaOrmStore,
+    lease: &Lease,
+    fraction: f64,
+    stage: Option<&str>,
+) -> Result<(), JobError> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(JobError::Invalid(vec![FieldError::new(
+            "progress",
+            "must be between 0.0 and 1.0",
+        )]));
+    }
+    let mut sql = store.sql();
+    let stage = stage.map(|s| storable_text(s, caps::STAGE));
+    let text = format!(
+        "UPDATE jobs SET progress = {}, stage = {}, updated_at = {} \
+         WHERE id = {} AND lease_token = {} AND state = '{running}'",
+        sql.bind(fraction),
+        sql.bind(stage),
+        store.dialect.now(),
+        sql.bind(lease.job_id.as_uuid()),
+        sql.bind(lease.token.as_uuid()),
+        running = State::Running,
+    );
+    sql.push(&text);
+    let done = store.execute(sql).await?;
+    if done.rows_affected() == 0 {
+        return Err(JobError::LeaseLost(lease.job_id));
+    }
+    store.changed([lease.job_id]);
+    Ok(())
+}
+
+pub(super) async fn cancel_requests(
+    store: &SeaOrmStore,
+    leases: &[Lease],
+) -> Result<Vec<LeaseToken>, JobError> {
+    if leases.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut sql = store.sql();
+    let held = held_by(&mut sql, leases);
+    sql.push(&format!(
+        "SELECT lease_token FROM jobs WHERE {held} \
+         AND state = '{running}' AND cancel_requested_at IS NOT NULL",
+        running = State::Running,
+    ));
+    let rows = store.query(sql).await?;
+    rows.iter().map(token_of).collect()
+}
+
+/// The rows of `leases`: each job under its lease token (ids and tokens are one list
+/// each: a stale token of one job never matches another's id, tokens being unique).
+fn held_by(sql: &mut Sql, leases: &[Lease]) -> String {
+    let ids = sql.in_uuids(leases.iter().map(|l| l.job_id.as_uuid()));
+    let tokens = sql.in_uuids(leases.iter().map(|l| l.token.as_uuid()));
+    format!("id{ids} AND lease_token{tokens}")
+}

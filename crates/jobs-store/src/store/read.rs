@@ -1,0 +1,149 @@
+//! Reads: jobs by id, pages of a listing, and per-queue counts.
+
+use std::{collections::HashMap, time::Duration};
+
+use jobs_core::{Cursor, Job, JobError, JobId, ListFilter, Page, PageRequest, QueueStats, State};
+use sea_orm::QueryResult;
+
+use super::{SeaOrmStore, db_error, job_columns};
+use crate::sql::Sql;
+
+pub(super) async fn get(
+    store: &SeaOrmStore,
+    tenant: Option<&str>,
+    id: JobId,
+) -> Result<Job, JobError> {
+    // By primary key alone, tenant compared here: with `AND tenant = $` a cached
+    // generic plan on PostgreSQL may walk a tenant index instead.
+    get_many(store, &[id])
+        .await?
+        .remove(&id)
+        .filter(|job| job.visible_to(tenant))
+        .ok_or(JobError::NotFound(id))
+}
+
+pub(super) async fn get_many(
+    store: &SeaOrmStore,
+    ids: &[JobId],
+) -> Result<HashMap<JobId, Job>, JobError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = store.sql();
+    let ids = sql.in_ids(ids);
+    sql.push(&format!(
+        "SELECT {} FROM jobs WHERE id{ids}",
+        job_columns("")
+    ));
+    let jobs = store.fetch_jobs(&store.db, sql).await?;
+    Ok(jobs.into_iter().map(|job| (job.id, job)).collect())
+}
+
+pub(super) async fn list(
+    store: &SeaOrmStore,
+    filter: &ListFilter,
+    page: &PageRequest,
+) -> Result<Page, JobError> {
+    page.validate()?;
+    filter.validate()?;
+    let mut sql = store.sql();
+    let conditions = list_conditions(&mut sql, filter, page);
+    let limit = sql.bind(page.limit as i64 + 1);
+    let offset = sql.bind(page.offset.min(i64::MAX as u64) as i64);
+    sql.push(&format!(
+        "SELECT {} FROM jobs WHERE {conditions} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        job_columns(""),
+    ));
+    let mut items = store.fetch_jobs(&store.db, sql).await?;
+    let more = items.len() > page.limit as usize;
+    items.truncate(page.limit as usize);
+    let next_cursor = match items.last() {
+        Some(last) if more => Some(Cursor {
+            created_at: last.created_at,
+            id: last.id,
+        }),
+        _ => None,
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// The WHERE of a listing: the filter's fields, then the position after the cursor.
+fn list_conditions(sql: &mut Sql, filter: &ListFilter, page: &PageRequest) -> String {
+    let mut conditions = vec!["1 = 1".to_owned()];
+    let equals = [
+        ("tenant", filter.tenant.clone()),
+        ("state", filter.state.map(|s| s.as_str().to_owned())),
+        ("kind", filter.kind.clone()),
+        ("queue", filter.queue.clone()),
+    ];
+    for (column, value) in equals {
+        if let Some(value) = value {
+            conditions.push(format!("{column} = {}", sql.bind(value)));
+        }
+    }
+    if let Some(from) = filter.created_from {
+        conditions.push(format!("created_at >= {}", sql.bind_time(Some(from))));
+    }
+    if let Some(to) = filter.created_to {
+        conditions.push(format!("created_at < {}", sql.bind_time(Some(to))));
+    }
+    if let Some(cursor) = page.cursor {
+        let at = sql.bind_time(Some(cursor.created_at));
+        let at_again = sql.bind_time(Some(cursor.created_at));
+        let id = sql.bind(cursor.id.as_uuid());
+        conditions.push(format!(
+            "(created_at < {at} OR (created_at = {at_again} AND id < {id}))"
+        ));
+    }
+    conditions.join(" AND ")
+}
+
+pub(super) async fn queue_stats(
+    store: &SeaOrmStore,
+    tenant: Option<&str>,
+) -> Result<Vec<QueueStats>, JobError> {
+    let mut sql = store.sql();
+    let filter = match tenant {
+        Some(t) => format!("WHERE tenant = {}", sql.bind(t.to_owned())),
+        None => String::new(),
+    };
+    // The oldest due pending job per queue; its age is measured by the database clock.
+    sql.push(&format!(
+        "SELECT queue, state, COUNT(*) AS n, \
+           MIN(CASE WHEN state = '{pending}' AND run_at <= {now} THEN run_at END) AS oldest, \
+           {now} AS now FROM jobs {filter} GROUP BY queue, state ORDER BY queue",
+        now = store.dialect.now(),
+        pending = State::Pending,
+    ));
+    let rows = store.query(sql).await?;
+    let mut stats: Vec<QueueStats> = Vec::new();
+    for row in rows {
+        add_stats_row(&mut stats, &row)?;
+    }
+    Ok(stats)
+}
+
+/// One (queue, state) row into `stats`, which the query orders by queue.
+fn add_stats_row(stats: &mut Vec<QueueStats>, row: &QueryResult) -> Result<(), JobError> {
+    let queue: String = row.try_get("", "queue").map_err(db_error)?;
+    let state: State = row
+        .try_get::<String>("", "state")
+        .map_err(db_error)?
+        .parse()?;
+    let count: i64 = row.try_get("", "n").map_err(db_error)?;
+    let oldest: Option<time::OffsetDateTime> = row.try_get("", "oldest").map_err(db_error)?;
+    let now: time::OffsetDateTime = row.try_get("", "now").map_err(db_error)?;
+    if stats.last().is_none_or(|s| s.queue != queue) {
+        stats.push(QueueStats {
+            queue,
+            counts: Default::default(),
+            oldest_pending_age: None,
+        });
+    }
+    let entry = stats.last_mut().expect("just pushed");
+    entry.counts.insert(state, count as u64);
+    if let Some(oldest) = oldest {
+        entry.oldest_pending_age = Duration::try_from(now - oldest).ok();
+    }
+    Ok(())
+}

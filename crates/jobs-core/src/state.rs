@@ -1,5 +1,6 @@
 //! The job state machine. Every legal move is listed in `State::can_move_to`; nothing
-//! else in the system decides which moves are allowed.
+//! else in the system decides which moves are allowed. Which of them an ending takes is
+//! decided in `transition`, whose every possible move is checked against this table.
 
 use std::{fmt, str::FromStr};
 

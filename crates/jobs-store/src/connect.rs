@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use sea_orm::{
-    ConnectOptions,
-    sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous},
-};
+use sea_orm::ConnectOptions;
 
 /// An SQLite file in the working directory, created on first use.
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://jobs.db?mode=rwc";
@@ -22,7 +19,9 @@ pub fn connect_options(url: &str) -> ConnectOptions {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         // Each in-memory connection is its own database.
         options.max_connections(if in_memory { 1 } else { 4 });
+        #[cfg(feature = "sqlite")]
         options.map_sqlx_sqlite_opts(|o| {
+            use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
             o.journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))

@@ -1,7 +1,9 @@
 //! Schema management for the binaries and tests: apply, roll back, report.
 
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{DatabaseConnection, DbBackend, DbErr, sqlx};
+#[cfg(feature = "postgres")]
+use sea_orm::sqlx;
+use sea_orm::{DatabaseConnection, DbBackend, DbErr};
 
 use crate::schema::{known_migrations, read_schema, schema_check};
 
@@ -23,6 +25,18 @@ pub async fn migrate_up(db: &DatabaseConnection) -> Result<(), DbErr> {
     if db.get_database_backend() != DbBackend::Postgres {
         return up_unless_newer(db).await;
     }
+    migrate_up_locked(db).await
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn migrate_up_locked(_: &DatabaseConnection) -> Result<(), DbErr> {
+    Err(DbErr::Custom(
+        "this build has no PostgreSQL support (feature `postgres`)".into(),
+    ))
+}
+
+#[cfg(feature = "postgres")]
+async fn migrate_up_locked(db: &DatabaseConnection) -> Result<(), DbErr> {
     let pool = db.get_postgres_connection_pool();
     let mut lock = pool.acquire().await.map_err(conn_error)?;
     sqlx::query("SELECT pg_advisory_lock(hashtext('jobs-migrate:' || current_schema()))")
@@ -49,6 +63,7 @@ async fn up_unless_newer(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
+#[cfg(feature = "postgres")]
 fn conn_error(error: sqlx::Error) -> DbErr {
     DbErr::Conn(sea_orm::RuntimeErr::SqlxError(error.into()))
 }

@@ -5,10 +5,9 @@
 //! also signals this process directly, the only path on SQLite.
 
 use jobs_core::{JobChanges, JobError, JobId, Signals, Wake, Wakeups};
-use sea_orm::sqlx::{self, postgres::PgListener};
 use tokio::{sync::broadcast, task::JoinHandle};
 
-use crate::{SeaOrmStore, store::db_error};
+use crate::SeaOrmStore;
 
 pub const ENQUEUED_CHANNEL: &str = "jobs_enqueued";
 
@@ -17,13 +16,7 @@ impl SeaOrmStore {
     pub async fn subscribe(&self) -> Result<Wakeups, JobError> {
         let local = self.local_wake().subscribe();
         let listener = if self.is_postgres() {
-            let pool = self.connection().get_postgres_connection_pool();
-            let mut listener = PgListener::connect_with(pool).await.map_err(sqlx_error)?;
-            listener
-                .listen(ENQUEUED_CHANNEL)
-                .await
-                .map_err(sqlx_error)?;
-            Some(tokio::spawn(forward(listener, self.local_wake().clone())))
+            Some(listen::spawn(self).await?)
         } else {
             None
         };
@@ -82,26 +75,61 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn forward(mut listener: PgListener, local: broadcast::Sender<String>) {
-    loop {
-        match listener.try_recv().await {
-            Ok(Some(note)) => {
-                let _ = local.send(note.payload().to_owned());
-            }
-            // Reconnected: notifications in between are lost, so look everywhere.
-            Ok(None) => {
-                let _ = local.send(String::new());
-            }
-            Err(error) => {
-                tracing::warn!(%error, "LISTEN connection failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+#[cfg(feature = "postgres")]
+mod listen {
+    use sea_orm::sqlx::{self, postgres::PgListener};
+    use tokio::{sync::broadcast, task::JoinHandle};
+
+    use super::ENQUEUED_CHANNEL;
+    use crate::{SeaOrmStore, store::db_error};
+    use jobs_core::JobError;
+
+    /// LISTENs on a connection of its own and forwards what it hears to the local channel.
+    pub(super) async fn spawn(store: &SeaOrmStore) -> Result<JoinHandle<()>, JobError> {
+        let pool = store.connection().get_postgres_connection_pool();
+        let mut listener = PgListener::connect_with(pool).await.map_err(sqlx_error)?;
+        listener
+            .listen(ENQUEUED_CHANNEL)
+            .await
+            .map_err(sqlx_error)?;
+        Ok(tokio::spawn(forward(listener, store.local_wake().clone())))
+    }
+
+    async fn forward(mut listener: PgListener, local: broadcast::Sender<String>) {
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(note)) => {
+                    let _ = local.send(note.payload().to_owned());
+                }
+                // Reconnected: notifications in between are lost, so look everywhere.
+                Ok(None) => {
+                    let _ = local.send(String::new());
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "LISTEN connection failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                }
             }
         }
     }
+
+    fn sqlx_error(error: sqlx::Error) -> JobError {
+        db_error(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
+            error.into(),
+        )))
+    }
 }
 
-fn sqlx_error(error: sqlx::Error) -> JobError {
-    db_error(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
-        error.into(),
-    )))
+#[cfg(not(feature = "postgres"))]
+mod listen {
+    use jobs_core::JobError;
+    use tokio::task::JoinHandle;
+
+    use crate::SeaOrmStore;
+
+    pub(super) async fn spawn(_: &SeaOrmStore) -> Result<JoinHandle<()>, JobError> {
+        Err(JobError::Unavailable(
+            "this build has no PostgreSQL support (feature `postgres`)".into(),
+        ))
+    }
 }

@@ -31,13 +31,22 @@ fn code_of(error: &DbErr) -> Option<Code> {
         return None;
     };
     let code = e.code()?;
-    if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-        .is_some()
-    {
+    if is_postgres_error(e.as_ref()) {
         Some(Code::Postgres(code.into_owned()))
     } else {
         code.parse().ok().map(Code::Sqlite)
     }
+}
+
+#[cfg(feature = "postgres")]
+fn is_postgres_error(e: &dyn sqlx::error::DatabaseError) -> bool {
+    e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+        .is_some()
+}
+
+#[cfg(not(feature = "postgres"))]
+fn is_postgres_error(_: &dyn sqlx::error::DatabaseError) -> bool {
+    false
 }
 
 /// Lost connections, exhausted pools, a server shutting down, transaction rollbacks.

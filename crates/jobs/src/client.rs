@@ -1,0 +1,254 @@
+//! The client: insert typed jobs (alone or in the caller's transaction), read them, and
+//! wait for them to end without polling in user code.
+
+use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
+
+use futures::Stream;
+use jobs_core::{Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob};
+use jobs_store::SeaOrmStore;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+/// How long `wait` and `watch` sleep at most between reads when no change signal comes:
+/// jobs run by other processes change without a signal to this one.
+const MAX_RECHECK: Duration = Duration::from_secs(1);
+const FIRST_RECHECK: Duration = Duration::from_millis(50);
+
+/// Cheap to clone; clones share the connection pool and the wake-up channels, so a
+/// worker built on `client.store()` hears of every insert made here.
+#[derive(Debug, Clone)]
+pub struct Client {
+    store: SeaOrmStore,
+}
+
+impl Client {
+    pub fn new(store: SeaOrmStore) -> Self {
+        Self { store }
+    }
+
+    /// Connects to `postgres://…` or `sqlite://file.db?mode=rwc`; see `migrate`.
+    pub async fn connect(url: &str) -> Result<Self, JobError> {
+        Ok(Self::new(SeaOrmStore::connect(url).await?))
+    }
+
+    /// Brings the database's schema up to this version (idempotent; concurrent callers
+    /// wait for each other).
+    pub async fn migrate(&self) -> Result<(), JobError> {
+        jobs_store::migrate_up(self.store.connection())
+            .await
+            .map_err(|e| JobError::Unavailable(format!("migration failed: {e}")))
+    }
+
+    /// The store, to build a `Worker` or an HTTP API on the same pool.
+    pub fn store(&self) -> &SeaOrmStore {
+        &self.store
+    }
+
+    /// Inserts a job of `args`' kind with the kind's defaults.
+    pub async fn insert<A: JobArgs>(&self, args: &A) -> Result<Enqueued, JobError> {
+        self.insert_job(args.to_job()?).await
+    }
+
+    /// Inserts with `options` laid over the kind's defaults.
+    pub async fn insert_with<A: JobArgs>(
+        &self,
+        args: &A,
+        options: JobOptions,
+    ) -> Result<Enqueued, JobError> {
+        self.insert_job(args.to_job_with(options)?).await
+    }
+
+    /// Inserts an untyped job.
+    pub async fn insert_job(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        self.store.enqueue(job).await
+    }
+
+    /// Inserts all or none, in one statement per thousand jobs.
+    pub async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, JobError> {
+        self.store.enqueue_many(jobs).await
+    }
+
+    /// A transaction for your own writes and for jobs: they commit together or not at all,
+    /// and workers are woken when it commits.
+    pub async fn begin(&self) -> Result<Transaction, JobError> {
+        let txn = self
+            .store
+            .connection()
+            .begin()
+            .await
+            .map_err(|e| JobError::Unavailable(e.to_string()))?;
+        Ok(Transaction {
+            txn,
+            store: self.store.clone(),
+            queues: Mutex::default(),
+        })
+    }
+
+    /// The job as it is now, in any tenant.
+    pub async fn get(&self, id: JobId) -> Result<Job, JobError> {
+        self.store.get(None, id).await
+    }
+
+    /// Cancels a pending job, or asks the worker running it to stop.
+    pub async fn cancel(&self, id: JobId) -> Result<Job, JobError> {
+        self.store.cancel(None, id).await
+    }
+
+    /// Runs an ended job again from its first attempt.
+    pub async fn retry(&self, id: JobId) -> Result<Job, JobError> {
+        self.store.retry(None, id).await
+    }
+
+    /// Resolves with the job once it has ended (completed, partial, failed or cancelled).
+    /// Changes made through this process are heard at once; others are read at most a
+    /// second late.
+    pub async fn wait(&self, id: JobId) -> Result<Job, JobError> {
+        let mut watch = std::pin::pin!(self.watch(id));
+        let mut last = None;
+        while let Some(job) = futures::StreamExt::next(&mut watch).await {
+            last = Some(job?);
+        }
+        last.ok_or(JobError::NotFound(id))
+    }
+
+    /// The job each time it is seen changed (state, attempt, progress or stage), starting
+    /// with how it is now; the stream ends after the job's ended state, or after an error.
+    pub fn watch(&self, id: JobId) -> impl Stream<Item = Result<Job, JobError>> + Send + 'static {
+        let watcher = Watcher {
+            store: self.store.clone(),
+            changes: self.store.job_changes(),
+            id,
+            last: None,
+            done: false,
+        };
+        futures::stream::unfold(watcher, |mut w| async move {
+            let job = w.next_change().await?;
+            Some((job, w))
+        })
+    }
+}
+
+struct Watcher {
+    store: SeaOrmStore,
+    changes: jobs_core::JobChanges,
+    id: JobId,
+    last: Option<(jobs_core::State, i32, u64, Option<String>)>,
+    done: bool,
+}
+
+impl Watcher {
+    /// The next differing view of the job; `None` once the stream is over.
+    async fn next_change(&mut self) -> Option<Result<Job, JobError>> {
+        if self.done {
+            return None;
+        }
+        let mut recheck = FIRST_RECHECK;
+        loop {
+            let job = match self.store.get(None, self.id).await {
+                Ok(job) => job,
+                Err(error) => {
+                    self.done = true;
+                    return Some(Err(error));
+                }
+            };
+            let seen = Some((
+                job.state,
+                job.attempt,
+                job.progress.to_bits(),
+                job.stage.clone(),
+            ));
+            if seen != self.last {
+                self.last = seen;
+                self.done = job.state.is_ended();
+                return Some(Ok(job));
+            }
+            self.signal_or(recheck).await;
+            recheck = (recheck * 2).min(MAX_RECHECK);
+        }
+    }
+
+    /// Returns when this job may have changed: a signal for it (or for missed ones), or
+    /// `recheck` passing.
+    async fn signal_or(&mut self, recheck: Duration) {
+        let id = self.id;
+        let signal = async {
+            loop {
+                match self.changes.next().await {
+                    Some(changed) if changed != id => continue,
+                    _ => return,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(recheck, signal).await;
+    }
+}
+
+/// A database transaction that also inserts jobs. Dereferences to SeaORM's
+/// `DatabaseTransaction`, so your own statements run in it (`txn.execute(...)`,
+/// `Entity::insert(..).exec(&*txn)`). Dropped without `commit`, it rolls back.
+#[derive(Debug)]
+pub struct Transaction {
+    txn: DatabaseTransaction,
+    store: SeaOrmStore,
+    /// Queues that got jobs here: woken at commit.
+    queues: Mutex<BTreeSet<String>>,
+}
+
+impl Deref for Transaction {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+impl Transaction {
+    pub async fn insert<A: JobArgs>(&self, args: &A) -> Result<Enqueued, JobError> {
+        self.insert_job(args.to_job()?).await
+    }
+
+    pub async fn insert_with<A: JobArgs>(
+        &self,
+        args: &A,
+        options: JobOptions,
+    ) -> Result<Enqueued, JobError> {
+        self.insert_job(args.to_job_with(options)?).await
+    }
+
+    pub async fn insert_job(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        let mut done = self.insert_many(vec![job]).await?;
+        Ok(done.remove(0))
+    }
+
+    pub async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, JobError> {
+        let done = self.store.enqueue_many_in(&self.txn, jobs).await?;
+        let mut queues = self.queues.lock().expect("queues lock");
+        queues.extend(
+            done.iter()
+                .filter(|e| !e.duplicate)
+                .map(|e| e.job.queue.clone()),
+        );
+        Ok(done)
+    }
+
+    /// Commits your writes and the jobs together, then wakes this process's workers for
+    /// the queues that got jobs (PostgreSQL also tells every other process at commit).
+    pub async fn commit(self) -> Result<(), JobError> {
+        let queues = std::mem::take(&mut *self.queues.lock().expect("queues lock"));
+        self.txn
+            .commit()
+            .await
+            .map_err(|e| JobError::Unavailable(format!("commit failed: {e}")))?;
+        for queue in queues {
+            self.store.wake_workers(&queue);
+        }
+        Ok(())
+    }
+
+    /// Discards your writes and the jobs.
+    pub async fn rollback(self) -> Result<(), JobError> {
+        self.txn
+            .rollback()
+            .await
+            .map_err(|e| JobError::Unavailable(format!("rollback failed: {e}")))
+    }
+}

@@ -179,7 +179,10 @@ mod tests {
     #[tokio::test]
     async fn a_test_cancels_the_job_and_reads_what_it_reported() {
         let ctx = TestContext::of(&Poll).unwrap().tenant("acme").build();
-        assert_eq!((ctx.tenant(), ctx.attempt(), ctx.kind()), ("acme", 1, "poll"));
+        assert_eq!(
+            (ctx.tenant(), ctx.attempt(), ctx.kind()),
+            ("acme", 1, "poll")
+        );
         let running = tokio::spawn({
             let ctx = ctx.clone();
             async move { run_with(Poll, &ctx).await }

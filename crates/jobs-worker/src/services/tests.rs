@@ -111,3 +111,13 @@ async fn one_elector_leads_at_a_time_and_resigning_hands_over(db: TestDb) {
     );
     assert!(second_term.holds());
 }
+
+/// Processes of older versions lead under the store's name for the role: a different one
+/// would let two of them run maintenance at once.
+#[test]
+fn maintenance_is_led_under_the_role_older_workers_use() {
+    assert_eq!(
+        super::elector::MAINTENANCE_ROLE,
+        jobs_store::MAINTENANCE_ROLE
+    );
+}

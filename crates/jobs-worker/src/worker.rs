@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use jobs_core::{JobError, WorkerBackend};
+use jobs_core::{JobError, Wakeups, WorkerBackend};
 use tokio::{
     sync::mpsc,
     task::{JoinHandle, JoinSet},
@@ -102,7 +102,7 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Services, JobError> {
     let (config, store, attempts) = (&shared.config, &shared.store, &shared.attempts);
-    let mut wakeups = store.subscribe().await?;
+    let wakeups = store.subscribe().await?;
     let (give_up, flushed) = (CancellationToken::new(), CancellationToken::new());
     let completer = Completer::new(store.clone(), completed, give_up.clone());
     let completer = tokio::spawn(completer.run(flushed.clone()));
@@ -110,41 +110,12 @@ async fn start(
     let beats = Heartbeater::new(store.clone(), attempts.clone(), config.lease);
     let every = beats.interval();
     let heartbeater = tokio::spawn(run_periodic(beats, every, beats_stop.clone()));
-    let (mut background, background_stop) = (JoinSet::new(), CancellationToken::new());
-    let watcher = CancelWatcher::new(store.clone(), attempts.clone());
-    background.spawn(run_periodic(
-        watcher,
-        config.cancel_check_interval,
-        background_stop.clone(),
-    ));
-    let progress = ProgressWriter::new(store.clone(), attempts.clone());
-    background.spawn(run_periodic(
-        progress,
-        config.progress_interval,
-        background_stop.clone(),
-    ));
-    if config.maintenance {
-        crate::services::maintenance::spawn(
-            &mut background,
-            store,
-            config,
-            background_stop.clone(),
-        );
-    }
+    let (background, background_stop) = background(shared);
     let mut producers = JoinSet::new();
     for queue in &shared.queues {
         producers.spawn(Producer::new(shared.clone(), queue.clone()).run(shutdown.clone()));
     }
-    let (queues, stop) = (shared.clone(), shutdown.clone());
-    let waker = tokio::spawn(async move {
-        while let Some(wake) = stop.run_until_cancelled(wakeups.next()).await {
-            queues
-                .queues
-                .iter()
-                .filter(|q| wake.concerns(&q.name))
-                .for_each(|q| q.wake_up());
-        }
-    });
+    let waker = waker(shared.clone(), wakeups, shutdown.clone());
     Ok(Services {
         completer,
         heartbeater,
@@ -155,6 +126,40 @@ async fn start(
         background_stop,
         producers,
         waker,
+    })
+}
+
+/// The cancel watcher, the progress writer and maintenance, stopped together, last.
+fn background(shared: &Shared) -> (JoinSet<()>, CancellationToken) {
+    let (config, store, attempts) = (&shared.config, &shared.store, &shared.attempts);
+    let (mut services, stop) = (JoinSet::new(), CancellationToken::new());
+    let watcher = CancelWatcher::new(store.clone(), attempts.clone());
+    services.spawn(run_periodic(
+        watcher,
+        config.cancel_check_interval,
+        stop.clone(),
+    ));
+    let progress = ProgressWriter::new(store.clone(), attempts.clone());
+    services.spawn(run_periodic(
+        progress,
+        config.progress_interval,
+        stop.clone(),
+    ));
+    if config.maintenance {
+        crate::services::maintenance::spawn(&mut services, store, config, stop.clone());
+    }
+    (services, stop)
+}
+
+/// Until shutdown, wakes the producers of the queues each wake-up concerns.
+fn waker(shared: Arc<Shared>, mut wakeups: Wakeups, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(wake) = stop.run_until_cancelled(wakeups.next()).await {
+            let queues = shared.queues.iter();
+            queues
+                .filter(|q| wake.concerns(&q.name))
+                .for_each(|q| q.wake_up());
+        }
     })
 }
 

@@ -68,7 +68,7 @@ struct Services {
 }
 
 impl Worker {
-    /// A worker over any backend (`SeaOrmStore` or another implementation of the ports).
+    /// A worker over any backend that implements the `jobs_core` ports (jobs-store's store, or another).
     pub fn builder(store: impl WorkerBackend) -> WorkerBuilder {
         WorkerBuilder::new(store)
     }

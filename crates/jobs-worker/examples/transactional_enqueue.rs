@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jobs_core::{JobStore, State};
+use jobs_core::{JobArgs, JobStore, State};
 use jobs_store::{SeaOrmStore, migrate_up};
 use jobs_worker::{HandlerError, JobContext, Output, TypedJob, Worker};
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
@@ -23,9 +23,12 @@ struct WelcomeEmail {
     address: String,
 }
 
+impl JobArgs for WelcomeEmail {
+    const KIND: &'static str = "welcome_email";
+}
+
 #[async_trait]
 impl TypedJob for WelcomeEmail {
-    const KIND: &'static str = "welcome_email";
     type Output = String;
 
     async fn run(self, ctx: &JobContext) -> Result<Output<String>, HandlerError> {

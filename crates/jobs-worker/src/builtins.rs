@@ -40,9 +40,10 @@ async fn sleep(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerErr
             _ = tokio::time::sleep(Duration::from_millis(ms / STEPS)) => {}
             _ = ctx.cancelled() => return Err(HandlerError::permanent("cancelled", "stopped on request")),
         }
+        let slept = ms * step / STEPS;
         ctx.progress(
             step as f64 / STEPS as f64,
-            Some(format!("slept {} of {ms} ms", ms * step / STEPS)),
+            format!("slept {slept} of {ms} ms"),
         );
     }
     Ok(json!({"slept_ms": ms}).into())

@@ -75,16 +75,33 @@ impl JobContext {
         self.inner.token.cancelled().await
     }
 
-    /// Reports progress (clamped to 0.0..=1.0). Calls are coalesced: only the latest
-    /// value is written, a few times a second at most.
-    pub fn progress(&self, fraction: f64, stage: impl Into<Option<String>>) {
+    /// Reports progress (clamped to 0.0..=1.0) and the stage the job is in: a `&str`, a
+    /// `String`, an `Option<String>`, or `None` for no stage. Calls are coalesced: only
+    /// the latest value is written, a few times a second at most.
+    ///
+    /// ```
+    /// # let ctx = jobs_worker::testing::TestContext::new(jobs_core::NewJob::new("k", serde_json::json!({}))).build();
+    /// ctx.progress(0.25, "download");
+    /// ctx.progress(0.5, format!("page {}", 3));
+    /// ctx.progress(1.0, None);
+    /// ```
+    pub fn progress(&self, fraction: f64, stage: impl Stage) {
         let fraction = if fraction.is_nan() {
             0.0
         } else {
             fraction.clamp(0.0, 1.0)
         };
         *self.inner.pending_progress.lock().expect("progress lock") =
-            Some((fraction, stage.into()));
+            Some((fraction, stage.into_stage()));
+    }
+
+    /// The latest progress not yet written.
+    pub(crate) fn pending_progress(&self) -> Option<(f64, Option<String>)> {
+        self.inner
+            .pending_progress
+            .lock()
+            .expect("progress lock")
+            .clone()
     }
 
     pub(crate) fn take_progress(&self) -> Option<(f64, Option<String>)> {
@@ -93,5 +110,35 @@ impl JobContext {
             .lock()
             .expect("progress lock")
             .take()
+    }
+}
+
+/// What `JobContext::progress` takes as the stage. Only one `Option` type implements it,
+/// so a bare `None` needs no annotation.
+pub trait Stage {
+    fn into_stage(self) -> Option<String>;
+}
+
+impl Stage for &str {
+    fn into_stage(self) -> Option<String> {
+        Some(self.to_owned())
+    }
+}
+
+impl Stage for &String {
+    fn into_stage(self) -> Option<String> {
+        Some(self.clone())
+    }
+}
+
+impl Stage for String {
+    fn into_stage(self) -> Option<String> {
+        Some(self)
+    }
+}
+
+impl Stage for Option<String> {
+    fn into_stage(self) -> Option<String> {
+        self
     }
 }

@@ -8,16 +8,18 @@ use time::OffsetDateTime;
 use tokio::{task::JoinHandle, time::Instant};
 
 use crate::{
-    Handler, HandlerError, Output,
-    worker::{Completion, Shared, Slot, StopReason},
+    HandlerError, Output,
+    handler::Ending,
+    runtime::{Completion, Registered, Running, Shared, Slot, StopReason},
 };
+
+type HandlerTask = JoinHandle<Result<Output<serde_json::Value>, HandlerError>>;
 
 pub(crate) async fn execute(
     shared: Arc<Shared>,
     job: Job,
     lease: Lease,
-    handler: Arc<dyn Handler>,
-    timeout: Option<Duration>,
+    registered: Registered,
     slot: Slot,
 ) {
     let running = shared.start(&job, lease);
@@ -46,11 +48,12 @@ pub(crate) async fn execute(
     crate::metrics::started(&job);
     let started = Instant::now();
 
-    let args = job.args.clone();
-    let task: JoinHandle<Result<Output<serde_json::Value>, HandlerError>> = tokio::spawn({
+    let (args, handler) = (job.args.clone(), registered.handler.clone());
+    let task: HandlerTask = tokio::spawn({
         let ctx = ctx.clone();
         async move { handler.run(args, ctx).await }
     });
+    let timeout = registered.timeout.or(shared.config.default_timeout);
     let outcome = supervise(&shared, &job, task, &running, timeout).await;
     drop(handler_permit);
 
@@ -58,7 +61,7 @@ pub(crate) async fn execute(
     if let Some(outcome) = outcome {
         let ms = started.elapsed().as_millis() as u64;
         // As the store will write it, so the log tells the outcome that is recorded.
-        let outcome = outcome.into_storable();
+        let outcome = with_backoff(outcome, &registered, job.attempt).into_storable();
         if let Outcome::Failed { kind, message, .. } = &outcome {
             if kind == Outcome::UNSTORABLE {
                 tracing::warn!(%message, "the handler's outcome cannot be stored; failing the job");
@@ -69,12 +72,31 @@ pub(crate) async fn execute(
     }
 }
 
+/// A kind that declares its own backoff retries on it, not on the store's policy.
+fn with_backoff(outcome: Outcome, registered: &Registered, attempt: i32) -> Outcome {
+    match (outcome, registered.backoff) {
+        (
+            Outcome::Failed {
+                kind,
+                message,
+                retry: Retry::Backoff,
+            },
+            Some(policy),
+        ) => Outcome::Failed {
+            kind,
+            message,
+            retry: Retry::After(policy.backoff(attempt)),
+        },
+        (outcome, _) => outcome,
+    }
+}
+
 /// `None` when the lease was lost: someone else owns the job now, so nothing is written.
 async fn supervise(
     shared: &Shared,
     job: &Job,
-    mut task: JoinHandle<Result<Output<serde_json::Value>, HandlerError>>,
-    running: &crate::worker::Running,
+    mut task: HandlerTask,
+    running: &Running,
     timeout: Option<Duration>,
 ) -> Option<Outcome> {
     let (limit, limit_kind) = time_limit(job, timeout);
@@ -165,16 +187,28 @@ fn outcome_of(
             result,
             item_errors,
         },
-        Ok(Err(error)) => Outcome::Failed {
-            kind: error.kind,
-            message: error.message,
-            retry: error.retry,
-        },
+        Ok(Err(error)) => error_outcome(error),
         Err(join) => Outcome::Failed {
             kind: "panic".into(),
             message: panic_message(join),
             retry: Retry::Backoff,
         },
+    }
+}
+
+fn error_outcome(error: HandlerError) -> Outcome {
+    match error.ending {
+        Ending::Fail => Outcome::Failed {
+            kind: error.kind,
+            message: error.message,
+            retry: error.retry,
+        },
+        Ending::Snooze(delay) => Outcome::Snoozed { delay },
+        Ending::Cancel => {
+            // Outcome::Cancelled carries no reason: the log is where it is kept.
+            tracing::info!(reason = %error.message, "the handler cancelled its job");
+            Outcome::Cancelled
+        }
     }
 }
 

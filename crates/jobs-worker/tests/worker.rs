@@ -11,7 +11,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use jobs_core::{Job, JobId, JobStore, NewJob, RetryPolicy, State};
+use jobs_core::{Job, JobArgs, JobId, JobStore, NewJob, RetryPolicy, State};
 use jobs_store::{SeaOrmStore, backend_tests, testing::TestDb};
 use jobs_worker::{HandlerError, JobContext, Output, TypedJob, Worker, WorkerBuilder};
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,10 @@ backend_tests!(
     a_handler_that_ignores_cancel_is_aborted,
     shutdown_releases_unfinished_jobs_without_charging_an_attempt,
     prefetched_jobs_wait_for_a_handler_and_can_be_cancelled_or_released,
+    a_snoozed_job_runs_again_after_the_delay_without_charging_an_attempt,
+    a_handler_can_cancel_its_own_job,
+    a_kinds_backoff_policy_sets_the_retry_delay,
+    a_kind_registered_twice_is_refused_at_build,
 );
 
 fn fast(store: &SeaOrmStore) -> WorkerBuilder {
@@ -76,9 +80,12 @@ struct Record {
 
 static ORDER: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
+impl JobArgs for Record {
+    const KIND: &'static str = "record";
+}
+
 #[async_trait]
 impl TypedJob for Record {
-    const KIND: &'static str = "record";
     type Output = String;
 
     async fn run(self, _ctx: &JobContext) -> Result<Output<String>, HandlerError> {
@@ -490,4 +497,136 @@ async fn prefetched_jobs_wait_for_a_handler_and_can_be_cancelled_or_released(db:
             "{id} released"
         );
     }
+}
+
+/// Records each run's attempt and start, and answers from `answer` by run number.
+fn recording(
+    runs: &Arc<Mutex<Vec<(i32, Instant)>>>,
+    answer: fn(usize) -> Result<Output<Value>, HandlerError>,
+) -> impl jobs_worker::Handler {
+    let runs = runs.clone();
+    move |_args: Value, ctx: JobContext| {
+        let runs = runs.clone();
+        async move {
+            let run = {
+                let mut runs = runs.lock().unwrap();
+                runs.push((ctx.attempt(), Instant::now()));
+                runs.len()
+            };
+            answer(run)
+        }
+    }
+}
+
+async fn a_snoozed_job_runs_again_after_the_delay_without_charging_an_attempt(db: TestDb) {
+    let s = &db.store;
+    let runs = Arc::default();
+    let handler = recording(&runs, |run| match run {
+        1 => Err(HandlerError::snooze(Duration::from_millis(400))),
+        _ => Ok(json!("woke").into()),
+    });
+    let worker = fast(s).handler("nap", handler).build().unwrap().spawn();
+    let id = add(s, NewJob::new("nap", json!({})).max_attempts(1)).await;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    // With one attempt allowed, a charged snooze would have left none for the second run.
+    assert_eq!((job.state, job.attempt), (State::Completed, 1));
+    assert!(
+        job.errors.is_empty(),
+        "a snooze is not an error: {:?}",
+        job.errors
+    );
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.iter().map(|(a, _)| *a).collect::<Vec<_>>(), [1, 1]);
+    let gap = runs[1].1 - runs[0].1;
+    assert!(gap >= Duration::from_millis(390), "ran again after {gap:?}");
+}
+
+async fn a_handler_can_cancel_its_own_job(db: TestDb) {
+    let s = &db.store;
+    let runs = Arc::default();
+    let handler = recording(&runs, |_| {
+        Err(HandlerError::cancel("the order was withdrawn"))
+    });
+    let worker = fast(s).handler("order", handler).build().unwrap().spawn();
+    let id = add(s, NewJob::new("order", json!({})).max_attempts(3)).await;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!(job.state, State::Cancelled);
+    assert_eq!(
+        runs.lock().unwrap().len(),
+        1,
+        "a cancelled job is not retried"
+    );
+}
+
+#[derive(Serialize, Deserialize)]
+struct Flaky;
+
+impl JobArgs for Flaky {
+    const KIND: &'static str = "flaky_kind";
+    fn options() -> jobs_core::JobOptions {
+        let backoff = RetryPolicy {
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(10),
+            jitter: 0.0,
+        };
+        jobs_core::JobOptions::new()
+            .max_attempts(2)
+            .backoff(backoff)
+    }
+}
+
+static FLAKY_RUNS: Mutex<Vec<(JobId, Instant)>> = Mutex::new(Vec::new());
+
+#[async_trait]
+impl TypedJob for Flaky {
+    type Output = ();
+
+    async fn run(self, ctx: &JobContext) -> Result<Output<()>, HandlerError> {
+        FLAKY_RUNS.lock().unwrap().push((ctx.id(), Instant::now()));
+        Err(HandlerError::retryable("flaky", "upstream said no"))
+    }
+}
+
+async fn a_kinds_backoff_policy_sets_the_retry_delay(db: TestDb) {
+    // The store's own policy waits about a second: far longer than the kind's 100 ms.
+    let s = &db.store;
+    let worker = fast(s)
+        .register::<Flaky>()
+        .config(|c| c.poll_interval = Duration::from_millis(20))
+        .build()
+        .unwrap()
+        .spawn();
+    let id = add(s, Flaky.to_job().unwrap()).await;
+    let job = ended(s, id).await;
+    worker.shutdown().await.unwrap();
+    assert_eq!((job.state, job.errors.len()), (State::Failed, 2));
+    let runs: Vec<Instant> = FLAKY_RUNS
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(job, _)| *job == id)
+        .map(|(_, at)| *at)
+        .collect();
+    let gap = runs[1] - runs[0];
+    assert!(
+        gap >= Duration::from_millis(95) && gap < Duration::from_millis(700),
+        "retried after {gap:?}"
+    );
+}
+
+async fn a_kind_registered_twice_is_refused_at_build(db: TestDb) {
+    let echo = |args: Value, _ctx: JobContext| async move { Ok(args.into()) };
+    let refused = fast(&db.store)
+        .register::<Record>()
+        .handler("echo", echo)
+        .handler("record", echo)
+        .build()
+        .unwrap_err();
+    let jobs_core::JobError::Invalid(fields) = refused else {
+        panic!("not Invalid: {refused:?}");
+    };
+    let fields: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
+    assert_eq!(fields, ["handlers.record"]);
 }

@@ -1,0 +1,102 @@
+//! Writes outcomes in batches: whatever queued up while the previous write ran goes in
+//! the next statement, so a lone completion is written at once. A failed write is retried
+//! (the slots, and so the leases, stay held) until `give_up` fires at shutdown; then what
+//! is unwritten is logged and dropped.
+
+use std::time::Duration;
+
+use jobs_core::{Finish, JobError, State};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::{Backend, Completion};
+
+/// Most outcomes written in one statement.
+const BATCH: usize = 2_000;
+
+pub(crate) struct Completer {
+    store: Backend,
+    completed: mpsc::UnboundedReceiver<Completion>,
+    give_up: CancellationToken,
+}
+
+impl Completer {
+    pub(crate) fn new(
+        store: Backend,
+        completed: mpsc::UnboundedReceiver<Completion>,
+        give_up: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            completed,
+            give_up,
+        }
+    }
+
+    /// Runs until every sender is gone or `flushed` fires (every slot is back, so every
+    /// outcome was written or given up on).
+    pub(crate) async fn run(mut self, flushed: CancellationToken) {
+        let mut batch = Vec::new();
+        loop {
+            tokio::select! {
+                biased;
+                n = self.completed.recv_many(&mut batch, BATCH) => if n == 0 { return },
+                _ = flushed.cancelled() => return,
+            }
+            self.tick(&mut batch).await;
+        }
+    }
+
+    /// Writes `batch` in one statement (retrying until `give_up`), freeing each slot
+    /// once its outcome is written or given up on. Returns how many were written.
+    pub(crate) async fn tick(&mut self, batch: &mut Vec<Completion>) -> usize {
+        let finishes: Vec<Finish> = batch
+            .iter()
+            .map(|c| Finish {
+                lease: c.lease,
+                outcome: c.outcome.clone(),
+            })
+            .collect();
+        let Some(results) = self.write(finishes).await else {
+            for completion in batch.drain(..) {
+                tracing::error!(job = %completion.lease.job_id, attempt = completion.lease.attempt, outcome = ?completion.outcome, "outcome not written before shutdown; the job will run again after its lease expires");
+            }
+            return 0;
+        };
+        let mut written = 0;
+        for (completion, result) in batch.drain(..).zip(results) {
+            match result {
+                Ok(state) => {
+                    written += 1;
+                    let (kind, queue) = (&completion.kind, &completion.queue);
+                    crate::metrics::ended(kind, queue, completion.failure, state)
+                }
+                Err(error) => {
+                    tracing::warn!(job = %completion.lease.job_id, %error, "outcome not written")
+                }
+            }
+        }
+        written
+    }
+
+    /// `None` once `give_up` fires before the outcomes could be written.
+    async fn write(&self, finishes: Vec<Finish>) -> Option<Vec<Result<State, JobError>>> {
+        let give_up = &self.give_up;
+        loop {
+            let attempt = tokio::select! {
+                result = self.store.finish_many(finishes.clone()) => result,
+                _ = give_up.cancelled() => return None,
+            };
+            match attempt {
+                Ok(results) => return Some(results),
+                Err(error) => {
+                    tracing::warn!(%error, jobs = finishes.len(), "writing outcomes failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = give_up.cancelled() => return None,
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! Each service one round at a time, against real stores (SQLite and PostgreSQL).
+
+use std::{sync::Arc, time::Duration};
+
+use jobs_core::{ClaimRequest, Job, Lease, NewJob, State};
+use jobs_store::{backend_tests, testing::TestDb};
+use serde_json::json;
+
+use super::{
+    Periodic,
+    elector::Elector,
+    heartbeater::{Beat, Heartbeater},
+    maintenance::Term,
+    rescuer::Rescuer,
+};
+use crate::runtime::{Attempts, Backend, Running, StopReason};
+
+backend_tests!(
+    a_heartbeat_stops_only_the_jobs_whose_lease_was_lost,
+    the_rescuer_rescues_expired_leases_only_while_leading,
+    one_elector_leads_at_a_time_and_resigning_hands_over,
+);
+
+fn backend(db: &TestDb) -> Backend {
+    Arc::new(db.store.clone())
+}
+
+/// Enqueues one job of `kind` and claims it with a lease of `lease`.
+async fn claimed(store: &Backend, kind: &str, lease: Duration) -> Job {
+    store.enqueue(NewJob::new(kind, json!({}))).await.unwrap();
+    let request = ClaimRequest {
+        worker_id: "test".into(),
+        queues: vec![jobs_core::limits::DEFAULT_QUEUE.into()],
+        kinds: Some(vec![kind.into()]),
+        tenant: None,
+        limit: 1,
+        lease,
+    };
+    store.claim(&request).await.unwrap().remove(0)
+}
+
+fn hold(attempts: &Attempts, job: &Job) -> Arc<Running> {
+    let running = Running::new(job, Lease::of(job).unwrap());
+    attempts.insert(running.clone());
+    running
+}
+
+async fn a_heartbeat_stops_only_the_jobs_whose_lease_was_lost(db: TestDb) {
+    let store = backend(&db);
+    let attempts = Arc::new(Attempts::default());
+    let lost = hold(
+        &attempts,
+        &claimed(&store, "lost", Duration::from_millis(1)).await,
+    );
+    let kept = hold(
+        &attempts,
+        &claimed(&store, "kept", Duration::from_secs(30)).await,
+    );
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Another process's rescuer takes the expired one back.
+    assert_eq!(store.rescue_expired(100).await.unwrap().retried, 1);
+
+    let mut heartbeater = Heartbeater::new(store, attempts, Duration::from_secs(30));
+    let beat = heartbeater.tick().await.unwrap();
+    assert_eq!(
+        beat,
+        Beat {
+            lost: 1,
+            cancelled: 0
+        }
+    );
+    assert!(lost.ctx.is_cancelled());
+    assert_eq!(lost.reason(), StopReason::Lost);
+    assert!(
+        !kept.ctx.is_cancelled(),
+        "a renewed lease keeps its job running"
+    );
+}
+
+async fn the_rescuer_rescues_expired_leases_only_while_leading(db: TestDb) {
+    let store = backend(&db);
+    let job = claimed(&store, "k", Duration::from_millis(1)).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let term = Arc::new(Term::default());
+    let mut rescuer = Rescuer::new(store.clone(), 100, term.clone());
+
+    assert_eq!(rescuer.tick().await, 0, "not leading: nothing is done");
+    assert_eq!(store.get(None, job.id).await.unwrap().state, State::Running);
+
+    let mut elector = Elector::new(store.clone(), "w", Duration::from_secs(30), term.clone());
+    assert!(elector.tick().await);
+    assert_eq!(rescuer.tick().await, 1);
+    assert_eq!(store.get(None, job.id).await.unwrap().state, State::Pending);
+}
+
+async fn one_elector_leads_at_a_time_and_resigning_hands_over(db: TestDb) {
+    let store = backend(&db);
+    let ttl = Duration::from_secs(30);
+    let (first_term, second_term) = (Arc::new(Term::default()), Arc::new(Term::default()));
+    let mut first = Elector::new(store.clone(), "w", ttl, first_term.clone());
+    // The same worker id: each process is its own holder.
+    let mut second = Elector::new(store.clone(), "w", ttl, second_term.clone());
+
+    assert!(first.tick().await);
+    assert!(!second.tick().await);
+    first.stopped().await;
+    assert!(!first_term.holds(), "a stopped elector no longer leads");
+    assert!(
+        second.tick().await,
+        "resigning hands leadership over at once"
+    );
+    assert!(second_term.holds());
+}
+
+/// Processes of older versions lead under the store's name for the role: a different one
+/// would let two of them run maintenance at once.
+#[test]
+fn maintenance_is_led_under_the_role_older_workers_use() {
+    assert_eq!(
+        super::elector::MAINTENANCE_ROLE,
+        jobs_store::MAINTENANCE_ROLE
+    );
+}

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use jobs_core::WorkerBackend;
 
 pub mod fixtures;
+// Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
 pub mod suite;
 

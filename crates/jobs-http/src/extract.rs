@@ -6,8 +6,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
 use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, http::header, web};
 use futures::StreamExt;
-use jobs_core::JobError;
-use jobs_store::SeaOrmStore;
+use jobs_core::{JobError, KeyLookup};
 use moka::future::Cache;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -112,14 +111,14 @@ impl FromRequest for Tenant {
             let required = match state.config.auth {
                 AuthMode::Off => false,
                 AuthMode::Required => true,
-                AuthMode::Auto => state.auth.census(&state.store).await?.any,
+                AuthMode::Auto => state.auth.census(&*state.store).await?.any,
             };
             if !required {
                 return Ok(Tenant(jobs_core::limits::DEFAULT_TENANT.to_owned()));
             }
             state
                 .auth
-                .authenticate(&state.store, credentials)
+                .authenticate(&*state.store, credentials)
                 .await
                 .map(Tenant)
         })
@@ -140,7 +139,7 @@ impl FromRequest for MetricsAccess {
         let credentials = bearer_token(req);
         Box::pin(async move {
             if state.config.metrics_require_key {
-                state.auth.authenticate(&state.store, credentials).await?;
+                state.auth.authenticate(&*state.store, credentials).await?;
             }
             Ok(MetricsAccess)
         })
@@ -224,7 +223,7 @@ impl Auth {
         }
     }
 
-    pub async fn census(&self, store: &SeaOrmStore) -> Result<Census, ApiError> {
+    pub async fn census(&self, store: &(impl KeyLookup + ?Sized)) -> Result<Census, ApiError> {
         self.census
             .try_get_with((), async {
                 let any = store.has_any_keys().await?;
@@ -239,7 +238,7 @@ impl Auth {
     /// usable sent, or an unknown or revoked key).
     async fn authenticate(
         &self,
-        store: &SeaOrmStore,
+        store: &(impl KeyLookup + ?Sized),
         credentials: Result<String, &'static str>,
     ) -> Result<String, ApiError> {
         let census = self.census(store).await?;
@@ -264,7 +263,7 @@ impl Auth {
     }
 
     /// Warns when the api will serve without authentication, or refuse every request.
-    pub async fn warn_at_start(&self, store: &SeaOrmStore, mode: AuthMode) {
+    pub async fn warn_at_start(&self, store: &(impl KeyLookup + ?Sized), mode: AuthMode) {
         const CREATE: &str = "create one with `jobs-api keys create --tenant NAME`";
         if mode == AuthMode::Off {
             tracing::warn!(

@@ -3,6 +3,7 @@
 //! decides its tenant. While the database's schema does not fit this binary (older, or
 //! newer and incompatible) every `/v1` request is answered 503 without touching a row.
 
+mod coalesce;
 mod dto;
 mod error;
 mod extract;
@@ -21,12 +22,13 @@ use actix_web::{
     middleware::{Next, from_fn},
     web,
 };
-use jobs_store::{EnqueueCoalescer, GetCoalescer, SeaOrmStore};
+use jobs_core::ApiBackend;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 use utoipa::OpenApi;
 
+pub use coalesce::{Coalescer, EnqueueCoalescer, GetCoalescer};
 pub use error::{ApiError, Problem};
 pub use extract::TraceId;
 
@@ -111,10 +113,14 @@ impl std::fmt::Display for AuthMode {
     }
 }
 
+/// How often the schema's fit is checked again while serving (the worker checks on the
+/// same period).
+const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
+
 /// What every handler shares.
-#[derive(Debug)]
 pub struct ApiState {
-    store: SeaOrmStore,
+    /// The backend, known only by its ports: any `ApiBackend` serves.
+    store: Arc<dyn ApiBackend>,
     config: ApiConfig,
     auth: extract::Auth,
     metrics: Option<PrometheusHandle>,
@@ -131,15 +137,26 @@ pub struct ApiState {
     schema_refusal: Arc<RwLock<Option<String>>>,
 }
 
+// By hand: a backend need not be `Debug`.
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("config", &self.config)
+            .field("schema_refusal", &self.schema_refusal())
+            .finish_non_exhaustive()
+    }
+}
+
 impl ApiState {
     /// Subscribes to enqueue wake-ups (LISTEN on PostgreSQL) for claim long-polls, and
     /// logs a warning when the api will serve without authentication, or refuse every
     /// request for want of an active key.
     pub async fn new(
-        store: SeaOrmStore,
+        store: impl ApiBackend,
         config: ApiConfig,
         metrics: Option<PrometheusHandle>,
     ) -> Result<Self, jobs_core::JobError> {
+        let store: Arc<dyn ApiBackend> = Arc::new(store);
         let wake = Arc::new(Notify::new());
         let mut wakeups = store.subscribe().await?;
         let notify = wake.clone();
@@ -150,17 +167,17 @@ impl ApiState {
             }
         });
         let auth = extract::Auth::new(config.key_cache_ttl);
-        auth.warn_at_start(&store, config.auth).await;
+        auth.warn_at_start(&*store, config.auth).await;
         let streams = config.max_event_streams.min(Semaphore::MAX_PERMITS);
         let event_streams = Arc::new(Semaphore::new(streams));
         let schema_refusal = Arc::new(RwLock::new(None));
-        check_schema(&store, &schema_refusal).await;
+        check_schema(&*store, &schema_refusal).await;
         tokio::spawn({
             let (store, refusal) = (store.clone(), schema_refusal.clone());
             async move {
                 loop {
-                    tokio::time::sleep(jobs_store::SCHEMA_RECHECK).await;
-                    check_schema(&store, &refusal).await;
+                    tokio::time::sleep(SCHEMA_RECHECK).await;
+                    check_schema(&*store, &refusal).await;
                 }
             }
         });
@@ -186,20 +203,11 @@ impl ApiState {
 }
 
 /// Sets or clears the reason to refuse `/v1` requests from the schema's fit.
-async fn check_schema(store: &SeaOrmStore, refusal: &RwLock<Option<String>>) {
-    let Ok(status) = tokio::time::timeout(
-        Duration::from_secs(5),
-        jobs_store::schema_check(store.connection()),
-    )
-    .await
+/// No answer in time, or an error, leaves it as it was: an unreachable database says
+/// nothing about the schema.
+async fn check_schema(store: &dyn ApiBackend, refusal: &RwLock<Option<String>>) {
+    let Ok(Ok(reason)) = tokio::time::timeout(Duration::from_secs(5), store.schema_refusal()).await
     else {
-        return;
-    };
-    let reason = if status.is_ready() {
-        None
-    } else if status.blocks_work() {
-        Some(status.to_string())
-    } else {
         return;
     };
     let mut current = refusal
@@ -208,7 +216,7 @@ async fn check_schema(store: &SeaOrmStore, refusal: &RwLock<Option<String>>) {
     if *current != reason {
         match &reason {
             Some(reason) => tracing::error!("refusing /v1 requests: {reason}"),
-            None => tracing::info!("{status}: serving /v1 requests"),
+            None => tracing::info!("the schema fits this binary: serving /v1 requests"),
         }
         *current = reason;
     }

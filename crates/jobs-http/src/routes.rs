@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Job, JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Outcome,
-    PageRequest, Retry, State,
+    ClaimRequest, Cursor, Job, JobId, Lease, LeaseToken, ListFilter, NewJob, Outcome, PageRequest,
+    Retry, State,
 };
 use tokio::time::Instant;
 
@@ -610,11 +610,7 @@ pub async fn healthz() -> HttpResponse {
     ))]
 #[get("/readyz")]
 pub async fn readyz(state: Data) -> Result<HttpResponse, ApiError> {
-    let check = tokio::time::timeout(
-        Duration::from_secs(5),
-        jobs_store::readiness(state.store.connection()),
-    )
-    .await;
+    let check = tokio::time::timeout(Duration::from_secs(5), state.store.readiness()).await;
     match check {
         Ok(Ok(())) => Ok(HttpResponse::Ok().json(Health {
             status: "ready".into(),

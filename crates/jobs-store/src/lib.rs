@@ -4,7 +4,6 @@
 //! the SQL is written once in `sql`-dialect fragments and runs on both backends.
 
 mod backend;
-mod coalesce;
 mod connect;
 pub mod entity;
 mod keys;
@@ -17,7 +16,6 @@ mod store;
 pub mod testing;
 mod wake;
 
-pub use coalesce::{Coalescer, EnqueueCoalescer, GetCoalescer};
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};
 pub use leader::MAINTENANCE_ROLE;

@@ -8,8 +8,6 @@ use std::{future::Future, sync::Arc};
 use jobs_core::{Enqueued, Job, JobError, JobId, JobStore, NewJob};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use crate::SeaOrmStore;
-
 /// Most requests in one statement.
 const MAX_GROUP: usize = 1_000;
 /// Statements under way at once: while they run, the next group gathers.
@@ -97,7 +95,8 @@ where
 pub struct EnqueueCoalescer(Coalescer<NewJob, Enqueued>);
 
 impl EnqueueCoalescer {
-    pub fn spawn(store: SeaOrmStore) -> Self {
+    /// Any `JobStore`: a concrete one, or `dyn JobStore`/`dyn ApiBackend` behind an `Arc`.
+    pub fn spawn<S: JobStore + ?Sized>(store: Arc<S>) -> Self {
         Self(Coalescer::spawn(move |jobs: Vec<NewJob>| {
             let store = store.clone();
             async move {
@@ -123,7 +122,8 @@ impl EnqueueCoalescer {
 pub struct GetCoalescer(Coalescer<JobId, Job>);
 
 impl GetCoalescer {
-    pub fn spawn(store: SeaOrmStore) -> Self {
+    /// Any `JobStore`, as [`EnqueueCoalescer::spawn`].
+    pub fn spawn<S: JobStore + ?Sized>(store: Arc<S>) -> Self {
         Self(Coalescer::spawn(move |ids: Vec<JobId>| {
             let store = store.clone();
             async move {

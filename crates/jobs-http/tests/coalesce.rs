@@ -1,9 +1,12 @@
 //! Grouped enqueues and reads on both backends: many concurrent callers, each answered
 //! as if alone.
 
+use std::sync::Arc;
+
 use futures::future::join_all;
 use jobs_core::{JobError, JobStore, NewJob, State};
-use jobs_store::{EnqueueCoalescer, GetCoalescer, backend_tests, testing::TestDb};
+use jobs_http::{EnqueueCoalescer, GetCoalescer};
+use jobs_store::{backend_tests, testing::TestDb};
 use serde_json::json;
 
 backend_tests!(
@@ -12,7 +15,7 @@ backend_tests!(
 );
 
 async fn concurrent_enqueues_each_get_their_own_answer(db: TestDb) {
-    let coalescer = EnqueueCoalescer::spawn(db.store.clone());
+    let coalescer = EnqueueCoalescer::spawn(Arc::new(db.store.clone()));
     let jobs: Vec<NewJob> = (0..200)
         .map(|i| {
             let job = NewJob::new("grouped", json!({"i": i}));
@@ -53,7 +56,7 @@ async fn concurrent_reads_of_the_same_job_all_find_it(db: TestDb) {
         .unwrap()
         .job;
     let other = s.enqueue(NewJob::new("read", json!({}))).await.unwrap().job;
-    let reader = GetCoalescer::spawn(s.clone());
+    let reader = GetCoalescer::spawn(Arc::new(s.clone()));
     let reads = join_all((0..100).map(|i| {
         let id = if i % 2 == 0 { job.id } else { other.id };
         let reader = reader.clone();

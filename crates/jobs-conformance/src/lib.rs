@@ -1,0 +1,104 @@
+//! One conformance suite for every backend of the job system, written once against the
+//! jobs-core ports (`JobStore`, `Notifier`, `Leadership`) as River's `riverdrivertest`
+//! is: a backend's own test crate implements [`Harness`] for its test databases and
+//! instantiates every test with [`conformance_tests!`].
+//!
+//! What needs a backend's SQL or connections (raw rows, migrations, transactions, API
+//! keys) stays in that backend's own tests.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use jobs_core::WorkerBackend;
+
+pub mod fixtures;
+// Public only because `conformance_tests!` calls it from the backend's crate.
+#[doc(hidden)]
+pub mod suite;
+
+/// One fresh, migrated, empty database per test, and the ways a test reaches it.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// The backend under test.
+    fn backend(&self) -> &dyn WorkerBackend;
+
+    /// A second backend on the same database with its own connections, as another
+    /// process would have: for races between processes, and leadership.
+    async fn connect_again(&self) -> Arc<dyn WorkerBackend>;
+
+    /// Whether an enqueue wakes subscribers of other processes too (PostgreSQL's
+    /// LISTEN); every backend wakes its own process's.
+    fn wakes_other_processes(&self) -> bool;
+}
+
+/// Instantiates every test of the suite in the invoking module, as
+/// `#[tokio::test] async fn name()` running the body on the harness that the expression
+/// after `harness:` (which may `.await`) makes afresh for each test. Attributes given
+/// first go on every test, e.g. an `ignore` for a backend that is not configured; they
+/// are evaluated in the invoking crate, so its own `cfg`s apply:
+///
+/// ```ignore
+/// mod sqlite {
+///     jobs_conformance::conformance_tests!(harness: super::Db::sqlite().await);
+/// }
+/// mod postgres {
+///     jobs_conformance::conformance_tests!(
+///         #[cfg_attr(not(have_postgres), ignore = "no PostgreSQL configured")]
+///         harness: super::Db::postgres().await
+///     );
+/// }
+/// ```
+///
+/// The invoking crate needs `tokio` with the `macros` and `rt-multi-thread` features.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($(#[$attr:meta])* harness: $harness:expr) => {
+        $crate::__each_test!([$(#[$attr])*] $harness;
+            enqueue_and_get_round_trip,
+            enqueue_many_ten_thousand_in_one_call,
+            enqueue_many_is_all_or_nothing,
+            list_filters_newest_first_with_offset_and_cursor,
+            claim_takes_highest_priority_then_oldest,
+            claim_skips_future_jobs_and_other_queues_and_kinds,
+            claim_race_gives_every_job_to_exactly_one_worker,
+            heartbeat_renews_reports_cancels_and_lost_jobs,
+            progress_only_by_the_lease_holder,
+            complete_partial_and_permanent_failure,
+            lease_lost_after_rescue_leaves_second_result_standing,
+            rescue_fails_exhausted_cancels_requested_and_past_deadline,
+            retention_deletes_only_expired_ended_jobs_in_batches,
+            cancel_in_each_state,
+            retry_runs_an_ended_job_again,
+            idempotent_enqueue_under_a_race,
+            release_returns_job_without_charging_an_attempt,
+            one_process_at_a_time_leads_maintenance,
+            enqueue_wakes_subscribers,
+            queue_stats_count_states_and_oldest_wait,
+            claims_can_be_limited_to_a_tenant,
+            json_of_every_shape_round_trips,
+        );
+    };
+}
+
+/// Every test of the suite, by name: the one list of them. `conformance_tests!` is the
+/// only caller; `$attrs` is one bracketed group so that it can go on every test.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __each_test {
+    ($attrs:tt $harness:expr; $($name:ident),* $(,)?) => {
+        $( $crate::__one_test!($attrs $harness; $name); )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __one_test {
+    ([$($attr:tt)*] $harness:expr; $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        $($attr)*
+        async fn $name() {
+            let harness = $harness;
+            $crate::suite::$name(&harness).await;
+        }
+    };
+}

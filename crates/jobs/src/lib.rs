@@ -16,15 +16,23 @@ pub mod testing;
 
 pub use client::{Client, Transaction};
 pub use jobs_core::{
-    Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob, Outcome, Page,
-    PageRequest, QueueStats, Retry, RetryPolicy, State, Unique, limits,
+    AttemptError, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob,
+    Outcome, Page, PageRequest, QueueStats, Retry, RetryPolicy, State, Unique, limits,
 };
+
+/// The ports a backend implements; in scope, they let you call the store directly
+/// (`client.store().list(..)`), or run the worker on a backend of your own.
+pub mod ports {
+    pub use jobs_core::{
+        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, SchemaGate, WorkerBackend,
+    };
+}
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};
 
 #[cfg(feature = "worker")]
 pub use jobs_worker::{
-    CancellationToken, Handler, HandlerError, JobContext, Output, TypedJob, Worker, WorkerBuilder,
-    WorkerConfig, WorkerHandle,
+    CancellationToken, Handler, HandlerError, JobContext, Output, Stage, TypedJob, Worker,
+    WorkerBuilder, WorkerConfig, WorkerHandle,
 };
 
 /// The HTTP API as a library: mount it in your own actix-web server or run it alone.

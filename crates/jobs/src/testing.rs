@@ -8,6 +8,8 @@
 //!   database, running one typed job's `run`) are re-exported here.
 
 use jobs_core::{Job, JobArgs, JobError, ListFilter, PageRequest, State};
+#[cfg(feature = "worker")]
+pub use jobs_worker::testing::*;
 
 use crate::Client;
 

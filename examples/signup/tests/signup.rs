@@ -119,3 +119,29 @@ async fn commit_wakes_the_worker_on_postgres() {
         .await
         .unwrap();
 }
+
+/// The job alone: no database, no worker.
+#[tokio::test]
+async fn welcome_email_runs_without_a_database() {
+    use jobs::{Output, testing};
+
+    let ada = WelcomeEmail {
+        user_id: 1,
+        address: "ada@example.com".into(),
+    };
+    let ctx = testing::TestContext::of(&ada).unwrap().attempt(2).build();
+    let output = testing::run_with(ada, &ctx).await.unwrap();
+    assert_eq!(
+        output,
+        Output::Completed("welcomed user 1 at ada@example.com".into())
+    );
+    assert_eq!(testing::progress(&ctx), Some((0.5, Some("rendering".into()))));
+
+    let error = testing::run(WelcomeEmail {
+        user_id: 2,
+        address: "nobody".into(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!((error.kind.as_str(), error.retry), ("bad_address", jobs::Retry::Never));
+}

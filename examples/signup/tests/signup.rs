@@ -135,7 +135,10 @@ async fn welcome_email_runs_without_a_database() {
         output,
         Output::Completed("welcomed user 1 at ada@example.com".into())
     );
-    assert_eq!(testing::progress(&ctx), Some((0.5, Some("rendering".into()))));
+    assert_eq!(
+        testing::progress(&ctx),
+        Some((0.5, Some("rendering".into())))
+    );
 
     let error = testing::run(WelcomeEmail {
         user_id: 2,
@@ -143,5 +146,8 @@ async fn welcome_email_runs_without_a_database() {
     })
     .await
     .unwrap_err();
-    assert_eq!((error.kind.as_str(), error.retry), ("bad_address", jobs::Retry::Never));
+    assert_eq!(
+        (error.kind.as_str(), error.retry),
+        ("bad_address", jobs::Retry::Never)
+    );
 }

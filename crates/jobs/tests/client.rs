@@ -1,0 +1,144 @@
+//! The client on both backends: transactions that commit or roll back with their jobs,
+//! `wait` and `watch` hearing of changes made here and by other processes.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use jobs::{Client, JobArgs, JobContext, JobError, JobOptions, Output, State, TypedJob, Worker};
+use jobs_store::{backend_tests, testing::TestDb};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Halve {
+    n: u32,
+    /// How long the handler pauses after reporting half way.
+    pause_ms: u64,
+}
+
+impl JobArgs for Halve {
+    const KIND: &'static str = "halve";
+}
+
+#[jobs::async_trait]
+impl TypedJob for Halve {
+    type Output = u32;
+
+    async fn run(self, ctx: &JobContext) -> Result<Output<u32>, jobs::HandlerError> {
+        ctx.progress(0.5, "half way");
+        tokio::time::sleep(Duration::from_millis(self.pause_ms)).await;
+        Ok((self.n / 2).into())
+    }
+}
+
+fn worker_for(client: &Client) -> jobs::WorkerHandle {
+    Worker::builder(client.store().clone())
+        .register::<Halve>()
+        .config(|c| {
+            c.progress_interval = Duration::from_millis(20);
+            c.maintenance = false;
+        })
+        .build()
+        .expect("worker")
+        .spawn()
+}
+
+async fn wait_resolves_when_the_job_ends(db: TestDb) {
+    let client = Client::new(db.store.clone());
+    let worker = worker_for(&client);
+    let id = client
+        .insert(&Halve { n: 8, pause_ms: 0 })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = tokio::time::timeout(Duration::from_secs(20), client.wait(id))
+        .await
+        .expect("wait resolved")
+        .unwrap();
+    assert_eq!((job.state, job.result), (State::Completed, Some(4.into())));
+    // An ended job resolves at once; an unknown one is an error, not a hang.
+    assert_eq!(client.wait(id).await.unwrap().state, State::Completed);
+    let unknown = jobs::JobId::new();
+    assert!(matches!(client.wait(unknown).await, Err(JobError::NotFound(id)) if id == unknown));
+    worker.shutdown().await.unwrap();
+}
+
+async fn watch_follows_the_job_through_progress_to_its_end(db: TestDb) {
+    let client = Client::new(db.store.clone());
+    let id = client
+        .insert(&Halve {
+            n: 2,
+            pause_ms: 500,
+        })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let watch = client.watch(id);
+    let worker = worker_for(&client);
+    let seen: Vec<(State, Option<String>)> =
+        tokio::time::timeout(Duration::from_secs(20), watch.collect::<Vec<_>>())
+            .await
+            .expect("the stream ended after the job did")
+            .into_iter()
+            .map(|job| job.map(|j| (j.state, j.stage)).unwrap())
+            .collect();
+    assert_eq!(seen.first(), Some(&(State::Pending, None)));
+    assert!(
+        seen.contains(&(State::Running, Some("half way".into()))),
+        "the progress was seen: {seen:?}"
+    );
+    assert_eq!(seen.last().map(|s| s.0), Some(State::Completed));
+    worker.shutdown().await.unwrap();
+}
+
+async fn transactions_commit_or_roll_back_with_their_jobs(db: TestDb) {
+    let client = Client::new(db.store.clone());
+    let rolled_back = client.begin().await.unwrap();
+    let first = rolled_back
+        .insert(&Halve { n: 1, pause_ms: 0 })
+        .await
+        .unwrap();
+    rolled_back.rollback().await.unwrap();
+    let dropped = client.begin().await.unwrap();
+    let second = dropped.insert(&Halve { n: 2, pause_ms: 0 }).await.unwrap();
+    drop(dropped);
+    for gone in [first.job.id, second.job.id] {
+        assert!(matches!(client.get(gone).await, Err(JobError::NotFound(_))));
+    }
+    let committed = client.begin().await.unwrap();
+    let options = JobOptions::new().queue("elsewhere").priority(9);
+    let kept = committed
+        .insert_with(&Halve { n: 3, pause_ms: 0 }, options)
+        .await
+        .unwrap();
+    committed.commit().await.unwrap();
+    let job = client.get(kept.job.id).await.unwrap();
+    assert_eq!((job.queue.as_str(), job.priority), ("elsewhere", 9));
+}
+
+/// A job run by another process sends this one no signal: `wait` still resolves.
+async fn wait_hears_of_jobs_ended_by_other_processes(db: TestDb) {
+    let client = Client::new(db.store.clone());
+    let other = Client::new(db.connect_again().await);
+    let worker = worker_for(&other);
+    let id = client
+        .insert(&Halve { n: 6, pause_ms: 0 })
+        .await
+        .unwrap()
+        .job
+        .id;
+    let job = tokio::time::timeout(Duration::from_secs(20), client.wait(id))
+        .await
+        .expect("wait resolved")
+        .unwrap();
+    assert_eq!(job.result, Some(3.into()));
+    worker.shutdown().await.unwrap();
+}
+
+backend_tests!(
+    wait_resolves_when_the_job_ends,
+    watch_follows_the_job_through_progress_to_its_end,
+    transactions_commit_or_roll_back_with_their_jobs,
+    wait_hears_of_jobs_ended_by_other_processes,
+);

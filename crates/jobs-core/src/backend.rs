@@ -114,6 +114,9 @@ pub trait KeyLookup: Send + Sync + 'static {
     async fn has_active_keys(&self) -> Result<bool, JobError>;
 }
 
+/// How often a binary waiting for its schema, or running on it, checks it again.
+pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
+
 /// Whether the database's schema fits this binary.
 #[async_trait]
 pub trait SchemaGate: Send + Sync + 'static {

@@ -17,8 +17,8 @@ pub mod transition;
 
 pub use args::{JobArgs, JobOptions, Unique};
 pub use backend::{
-    ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SchemaGate, Signals, Wake, Wakeups,
-    WorkerBackend,
+    ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SCHEMA_RECHECK, SchemaGate, Signals,
+    Wake, Wakeups, WorkerBackend,
 };
 pub use error::{FieldError, JobError};
 pub use id::{JobId, LeaseToken};

@@ -113,10 +113,6 @@ impl std::fmt::Display for AuthMode {
     }
 }
 
-/// How often the schema's fit is checked again while serving (the worker checks on the
-/// same period).
-const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
-
 /// What every handler shares.
 pub struct ApiState {
     /// The backend, known only by its ports: any `ApiBackend` serves.
@@ -176,7 +172,7 @@ impl ApiState {
             let (store, refusal) = (store.clone(), schema_refusal.clone());
             async move {
                 loop {
-                    tokio::time::sleep(SCHEMA_RECHECK).await;
+                    tokio::time::sleep(jobs_core::SCHEMA_RECHECK).await;
                     check_schema(&*store, &refusal).await;
                 }
             }

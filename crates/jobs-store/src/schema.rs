@@ -19,8 +19,7 @@ use migration::{Migrator, MigratorTrait};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 use tokio_util::sync::CancellationToken;
 
-/// How often a binary waiting for its schema, or running on it, checks it again.
-pub const SCHEMA_RECHECK: Duration = Duration::from_secs(5);
+pub use jobs_core::SCHEMA_RECHECK;
 
 /// This binary's schema version: the number of migrations it knows.
 pub fn binary_schema_version() -> usize {
@@ -121,6 +120,28 @@ impl fmt::Display for SchemaStatus {
                 "jobs table missing (schema version {database}, this binary needs {binary}): \
                  run `jobs-api migrate up` to apply the migrations"
             ),
+            Self::NewerIncompatible { .. } => self.fmt_incompatible(f),
+            Self::Diverged {
+                database,
+                binary,
+                unknown,
+                pending,
+            } => write!(
+                f,
+                "schema version {database} does not match this binary ({binary}): applied \
+                 migrations it does not know ({}) and lacks ones it needs ({})",
+                unknown.join(", "),
+                pending.join(", ")
+            ),
+            Self::Unreachable { error } => write!(f, "database unreachable: {error}"),
+        }
+    }
+}
+
+impl SchemaStatus {
+    /// The two ways a newer schema can be one this binary must not run on.
+    fn fmt_incompatible(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
             Self::NewerIncompatible {
                 database,
                 binary,
@@ -143,19 +164,7 @@ impl fmt::Display for SchemaStatus {
                  compatible version (jobs_schema missing; unknown migrations: {})",
                 unknown.join(", ")
             ),
-            Self::Diverged {
-                database,
-                binary,
-                unknown,
-                pending,
-            } => write!(
-                f,
-                "schema version {database} does not match this binary ({binary}): applied \
-                 migrations it does not know ({}) and lacks ones it needs ({})",
-                unknown.join(", "),
-                pending.join(", ")
-            ),
-            Self::Unreachable { error } => write!(f, "database unreachable: {error}"),
+            _ => Ok(()),
         }
     }
 }

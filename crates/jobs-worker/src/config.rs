@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use jobs_core::{FieldError, JobError};
 
+/// Set fields through `WorkerBuilder::config(|c| ...)`; new settings keep old code compiling.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// Names this process in job rows; unique per process.
     pub worker_id: String,

@@ -12,6 +12,7 @@ use crate::JobContext;
 
 /// What a successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Output<T> {
     Completed(T),
     /// Done, but some items failed; the job ends `partial`.

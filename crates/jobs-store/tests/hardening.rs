@@ -27,12 +27,8 @@ backend_tests!(
 
 fn claim_req(worker: &str, limit: u32, lease: Duration) -> ClaimRequest {
     ClaimRequest {
-        worker_id: worker.to_owned(),
-        queues: vec!["default".to_owned()],
-        kinds: None,
-        tenant: None,
-        limit,
         lease,
+        ..jobs_conformance::fixtures::claim_req(worker, limit)
     }
 }
 

@@ -215,6 +215,8 @@ impl Transaction {
     }
 
     pub async fn insert_job(&self, job: NewJob) -> Result<Enqueued, JobError> {
+        // Checked alone first, so errors name `priority` rather than `jobs[0].priority`.
+        job.validate()?;
         let mut done = self.insert_many(vec![job]).await?;
         Ok(done.remove(0))
     }

@@ -42,20 +42,26 @@ fn worker_for(client: &Client) -> jobs::WorkerHandle {
         .spawn()
 }
 
-async fn wait_resolves_when_the_job_ends(db: TestDb) {
-    let client = Client::new(db.store.clone());
-    let worker = worker_for(&client);
+/// Inserts a job to halve `n` and waits (at most 20 s) for it to end.
+async fn insert_and_wait(client: &Client, n: u32) -> jobs::Job {
     let id = client
-        .insert(&Halve { n: 8, pause_ms: 0 })
+        .insert(&Halve { n, pause_ms: 0 })
         .await
         .unwrap()
         .job
         .id;
-    let job = tokio::time::timeout(Duration::from_secs(20), client.wait(id))
+    tokio::time::timeout(Duration::from_secs(20), client.wait(id))
         .await
         .expect("wait resolved")
-        .unwrap();
+        .unwrap()
+}
+
+async fn wait_resolves_when_the_job_ends(db: TestDb) {
+    let client = Client::new(db.store.clone());
+    let worker = worker_for(&client);
+    let job = insert_and_wait(&client, 8).await;
     assert_eq!((job.state, job.result), (State::Completed, Some(4.into())));
+    let id = job.id;
     // An ended job resolves at once; an unknown one is an error, not a hang.
     assert_eq!(client.wait(id).await.unwrap().state, State::Completed);
     let unknown = jobs::JobId::new();
@@ -122,16 +128,7 @@ async fn wait_hears_of_jobs_ended_by_other_processes(db: TestDb) {
     let client = Client::new(db.store.clone());
     let other = Client::new(db.connect_again().await);
     let worker = worker_for(&other);
-    let id = client
-        .insert(&Halve { n: 6, pause_ms: 0 })
-        .await
-        .unwrap()
-        .job
-        .id;
-    let job = tokio::time::timeout(Duration::from_secs(20), client.wait(id))
-        .await
-        .expect("wait resolved")
-        .unwrap();
+    let job = insert_and_wait(&client, 6).await;
     assert_eq!(job.result, Some(3.into()));
     worker.shutdown().await.unwrap();
 }

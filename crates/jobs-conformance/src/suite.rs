@@ -110,10 +110,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
         ids.push(add(s, job(kind).tenant("t1").queue(queue)).await);
     }
     s.enqueue(job("even").tenant("t2")).await.unwrap();
-    let t1 = ListFilter {
-        tenant: Some("t1".into()),
-        ..Default::default()
-    };
+    let t1 = ListFilter::new().tenant("t1");
 
     let all = s.list(&t1, &PageRequest::first(100)).await.unwrap();
     let listed: Vec<JobId> = all.items.iter().map(|j| j.id).collect();
@@ -121,10 +118,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
     assert_eq!(listed, newest_first);
     assert!(all.next_cursor.is_none());
 
-    let odd = ListFilter {
-        kind: Some("odd".into()),
-        ..t1.clone()
-    };
+    let odd = t1.clone().kind("odd");
     assert_eq!(
         s.list(&odd, &PageRequest::first(100))
             .await
@@ -133,10 +127,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
             .len(),
         12
     );
-    let five = ListFilter {
-        queue: Some("five".into()),
-        ..t1.clone()
-    };
+    let five = t1.clone().queue("five");
     assert_eq!(
         s.list(&five, &PageRequest::first(100))
             .await
@@ -146,10 +137,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
         5
     );
     s.cancel(None, ids[0]).await.unwrap();
-    let cancelled = ListFilter {
-        state: Some(State::Cancelled),
-        ..t1.clone()
-    };
+    let cancelled = t1.clone().state(State::Cancelled);
     let found = s
         .list(&cancelled, &PageRequest::first(100))
         .await
@@ -157,10 +145,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
         .items;
     assert_eq!(found.iter().map(|j| j.id).collect::<Vec<_>>(), [ids[0]]);
     let tomorrow = OffsetDateTime::now_utc() + Duration::from_secs(86_400);
-    let future = ListFilter {
-        created_from: Some(tomorrow),
-        ..t1.clone()
-    };
+    let future = t1.clone().created_from(tomorrow);
     assert!(
         s.list(&future, &PageRequest::first(10))
             .await
@@ -168,10 +153,7 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
             .items
             .is_empty()
     );
-    let past = ListFilter {
-        created_to: Some(tomorrow),
-        ..t1.clone()
-    };
+    let past = t1.clone().created_to(tomorrow);
     assert_eq!(
         s.list(&past, &PageRequest::first(100))
             .await

@@ -30,8 +30,10 @@ impl Enqueued {
     }
 }
 
-/// Which jobs a listing returns. Empty fields do not filter.
+/// Which jobs a listing returns. Empty fields do not filter. Built with
+/// `ListFilter::new().state(..).kind(..)`, so new filters keep old code compiling.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ListFilter {
     pub tenant: Option<String>,
     pub state: Option<State>,
@@ -44,6 +46,42 @@ pub struct ListFilter {
 }
 
 impl ListFilter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    pub fn state(mut self, state: State) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Created at or after `at`.
+    pub fn created_from(mut self, at: OffsetDateTime) -> Self {
+        self.created_from = Some(at);
+        self
+    }
+
+    /// Created before `at`.
+    pub fn created_to(mut self, at: OffsetDateTime) -> Self {
+        self.created_to = Some(at);
+        self
+    }
+
     pub fn validate(&self) -> Result<(), JobError> {
         let mut errors = Vec::new();
         storable::check_time(&mut errors, "created_after", self.created_from);

@@ -194,14 +194,12 @@ pub async fn list_jobs(
     Query(q): Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let cursor = q.cursor.as_deref().map(str::parse::<Cursor>).transpose()?;
-    let filter = ListFilter {
-        tenant: Some(tenant),
-        state: q.state,
-        kind: q.kind,
-        queue: q.queue,
-        created_from: q.created_after,
-        created_to: q.created_before,
-    };
+    let mut filter = ListFilter::new().tenant(tenant);
+    filter.state = q.state;
+    filter.kind = q.kind;
+    filter.queue = q.queue;
+    filter.created_from = q.created_after;
+    filter.created_to = q.created_before;
     let page = PageRequest {
         limit: q.limit.unwrap_or(50),
         offset: q.offset.unwrap_or(0),

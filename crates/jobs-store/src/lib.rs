@@ -3,6 +3,9 @@
 //! Every operation is one statement for many jobs (claims, heartbeats, completions);
 //! the SQL is written once in `sql`-dialect fragments and runs on both backends.
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!("jobs-store needs a backend: enable its feature `postgres`, `sqlite` or both");
+
 mod backend;
 mod connect;
 pub mod entity;

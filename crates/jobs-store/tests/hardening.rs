@@ -286,11 +286,7 @@ async fn unstorable_input_is_refused_by_field(db: TestDb) {
         fields(s.enqueue_many(batch).await.map(|_| ())),
         ["jobs[1].deadline", "jobs[1].args"]
     );
-    let filter = ListFilter {
-        created_from: Some(far),
-        kind: Some("a\0b".into()),
-        ..Default::default()
-    };
+    let filter = ListFilter::new().created_from(far).kind("a\0b");
     assert_eq!(
         fields(s.list(&filter, &PageRequest::first(10)).await.map(|_| ())),
         ["created_after", "kind"]

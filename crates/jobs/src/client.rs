@@ -76,11 +76,17 @@ impl Client {
             .begin()
             .await
             .map_err(|e| JobError::Unavailable(e.to_string()))?;
-        Ok(Transaction {
+        Ok(self.adopt(txn))
+    }
+
+    /// Adopts a transaction you began yourself on the same database, so jobs can be
+    /// inserted in it and workers are woken when it commits through the returned value.
+    pub fn adopt(&self, txn: DatabaseTransaction) -> Transaction {
+        Transaction {
             txn,
             store: self.store.clone(),
             queues: Mutex::default(),
-        })
+        }
     }
 
     /// The job as it is now, in any tenant.

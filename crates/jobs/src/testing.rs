@@ -72,11 +72,9 @@ impl TestJobs {
         kind: Option<&str>,
     ) -> Result<Vec<Job>, JobError> {
         use jobs_core::JobStore;
-        let filter = ListFilter {
-            state,
-            kind: kind.map(str::to_owned),
-            ..ListFilter::default()
-        };
+        let mut filter = ListFilter::new();
+        filter.state = state;
+        filter.kind = kind.map(str::to_owned);
         let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
         let mut all = Vec::new();
         loop {

@@ -121,6 +121,17 @@ async fn transactions_commit_or_roll_back_with_their_jobs(db: TestDb) {
     committed.commit().await.unwrap();
     let job = client.get(kept.job.id).await.unwrap();
     assert_eq!((job.queue.as_str(), job.priority), ("elsewhere", 9));
+
+    // A transaction the caller began itself, adopted.
+    use jobs::sea_orm::TransactionTrait;
+    let own = db.store.connection().begin().await.unwrap();
+    let adopted = client.adopt(own);
+    let theirs = adopted.insert(&Halve { n: 4, pause_ms: 0 }).await.unwrap();
+    adopted.commit().await.unwrap();
+    assert_eq!(
+        client.get(theirs.job.id).await.unwrap().state,
+        State::Pending
+    );
 }
 
 /// A job run by another process sends this one no signal: `wait` still resolves.

@@ -76,6 +76,10 @@ macro_rules! conformance_tests {
             queue_stats_count_states_and_oldest_wait,
             claims_can_be_limited_to_a_tenant,
             json_of_every_shape_round_trips,
+            snooze_defers_without_spending_an_attempt,
+            get_many_and_cancel_requests_answer_for_many_at_once,
+            end_unrunnable_fails_pending_jobs_past_their_deadline,
+            watchers_hear_changes_to_their_job,
         );
     };
 }

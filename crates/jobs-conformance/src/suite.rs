@@ -912,3 +912,70 @@ pub async fn json_of_every_shape_round_trips(h: &dyn Harness) {
         assert_eq!(&done.result.unwrap_or(Value::Null), shape, "result of {id}");
     }
 }
+
+pub async fn snooze_defers_without_spending_an_attempt(h: &dyn Harness) {
+    let s = h.backend();
+    let id = add(s, job("nap").max_attempts(1)).await;
+    let lease = claim_one(s, "w").await;
+    let snooze = Outcome::Snoozed {
+        delay: Duration::from_secs(3600),
+    };
+    assert_eq!(s.finish(&lease, snooze).await.unwrap(), State::Pending);
+    let job = s.get(None, id).await.unwrap();
+    assert_eq!((job.attempt, job.errors.len()), (0, 0));
+    assert!(job.run_at > OffsetDateTime::now_utc() + Duration::from_secs(3000));
+    assert!(
+        s.claim(&claim_req("w", 10)).await.unwrap().is_empty(),
+        "a snoozed job is not claimable before its delay"
+    );
+}
+
+pub async fn get_many_and_cancel_requests_answer_for_many_at_once(h: &dyn Harness) {
+    let s = h.backend();
+    let a = add(s, job("a")).await;
+    let b = add(s, job("b")).await;
+    let found = s.get_many(&[a, b, JobId::new()]).await.unwrap();
+    assert_eq!(found.len(), 2, "an unknown id is left out");
+    let claimed = s.claim(&claim_req("w", 2)).await.unwrap();
+    let leases: Vec<Lease> = claimed.iter().filter_map(Lease::of).collect();
+    assert!(s.cancel_requests(&leases).await.unwrap().is_empty());
+    s.cancel(None, a).await.unwrap();
+    let of_a = leases.iter().find(|l| l.job_id == a).unwrap().token;
+    assert_eq!(s.cancel_requests(&leases).await.unwrap(), vec![of_a]);
+}
+
+pub async fn end_unrunnable_fails_pending_jobs_past_their_deadline(h: &dyn Harness) {
+    let s = h.backend();
+    let late = job("late").deadline(OffsetDateTime::now_utc() + Duration::from_millis(200));
+    let id = add(s, late.delay(Duration::from_secs(3600))).await;
+    let on_time = add(s, job("on_time")).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let report = s.end_unrunnable(100).await.unwrap();
+    assert_eq!((report.failed, report.cancelled), (1, 0));
+    let job = s.get(None, id).await.unwrap();
+    assert_eq!(job.state, State::Failed);
+    assert_eq!(job.errors.last().map(|e| e.kind.as_str()), Some("deadline"));
+    assert_eq!(s.get(None, on_time).await.unwrap().state, State::Pending);
+}
+
+/// A watcher of one job hears of its changes made through this process, and of no other.
+pub async fn watchers_hear_changes_to_their_job(h: &dyn Harness) {
+    let s = h.backend();
+    let watched = add(s, job("watched")).await;
+    let other = add(s, job("other").queue("elsewhere")).await;
+    let mut changes = s.watch_job(watched);
+    s.cancel(None, other).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(200), changes.next()).await;
+    assert!(quiet.is_err(), "a change to another job is not signalled");
+    let lease = claim_one(s, "w").await;
+    assert!(hears(&mut changes).await, "the claim is signalled");
+    s.complete(&lease, json!(1)).await.unwrap();
+    assert!(hears(&mut changes).await, "the completion is signalled");
+}
+
+/// Whether `changes` signals within 5 s.
+async fn hears(changes: &mut jobs_core::JobChanges) -> bool {
+    tokio::time::timeout(Duration::from_secs(5), changes.next())
+        .await
+        .is_ok()
+}

@@ -45,6 +45,13 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
 
     /// A job of this kind with `overrides` laid over the kind's defaults.
     fn to_job_with(&self, overrides: JobOptions) -> Result<NewJob, JobError> {
+        if overrides.backoff.is_some() {
+            // The worker running the kind applies its backoff; a job does not carry one.
+            return Err(JobError::Invalid(vec![crate::FieldError::new(
+                "backoff",
+                "is a per-kind option: set it in JobArgs::options",
+            )]));
+        }
         let args = serde_json::to_value(self)
             .map_err(|e| JobError::Serialization(format!("arguments of {}: {e}", Self::KIND)))?;
         Ok(overrides
@@ -122,8 +129,14 @@ impl JobOptions {
         metadata: Value,
     );
 
-    /// These options, with `defaults` filling what they leave unset.
+    /// These options, with `defaults` filling what they leave unset. `run_at` and `delay`
+    /// are one choice (when the job may start): setting either here replaces both defaults.
     pub fn over(self, defaults: JobOptions) -> JobOptions {
+        let (run_at, delay) = if self.run_at.is_some() || self.delay.is_some() {
+            (self.run_at, self.delay)
+        } else {
+            (defaults.run_at, defaults.delay)
+        };
         JobOptions {
             queue: self.queue.or(defaults.queue),
             priority: self.priority.or(defaults.priority),
@@ -132,8 +145,8 @@ impl JobOptions {
             unique: self.unique.or(defaults.unique),
             backoff: self.backoff.or(defaults.backoff),
             tenant: self.tenant.or(defaults.tenant),
-            run_at: self.run_at.or(defaults.run_at),
-            delay: self.delay.or(defaults.delay),
+            run_at,
+            delay,
             deadline: self.deadline.or(defaults.deadline),
             retention: self.retention.or(defaults.retention),
             trace_id: self.trace_id.or(defaults.trace_id),
@@ -163,12 +176,45 @@ impl JobOptions {
     }
 }
 
-/// `args:<kind>:<sha-256 of the arguments' JSON>`: object keys are sorted by serde_json's
-/// map, so equal arguments give equal keys whatever order a struct lists its fields in.
+/// `args:<kind>:<sha-256 of the arguments' canonical JSON>`: object keys sorted at every
+/// depth, so equal arguments give equal keys whatever order a struct or map lists them in
+/// (and whether or not serde_json keeps insertion order in this build).
 fn args_key(kind: &str, args: &Value) -> String {
-    let digest = Sha256::digest(args.to_string().as_bytes());
+    let mut canonical = String::new();
+    write_canonical(&mut canonical, args);
+    let digest = Sha256::digest(canonical.as_bytes());
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     format!("args:{kind}:{hex}")
+}
+
+fn write_canonical(out: &mut String, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical(out, value);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(out, item);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 #[cfg(test)]
@@ -198,6 +244,33 @@ mod tests {
             .to_job_with(JobOptions::new().queue("urgent"))
             .unwrap();
         assert_eq!((job.queue.as_str(), job.max_attempts), ("urgent", 3));
+    }
+
+    #[test]
+    fn an_insert_schedule_replaces_the_kind_schedule() {
+        let defaults = JobOptions::new().delay(Duration::from_secs(60));
+        let at = time::macros::datetime!(2030-01-01 0:00 UTC);
+        let merged = JobOptions::new().run_at(at).over(defaults.clone());
+        assert_eq!((merged.run_at, merged.delay), (Some(at), None));
+        let kept = JobOptions::new().over(defaults);
+        assert_eq!(kept.delay, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn backoff_is_refused_per_insert() {
+        let options = JobOptions::new().backoff(RetryPolicy::default());
+        assert!(matches!(
+            Mail { to: "a".into() }.to_job_with(options),
+            Err(JobError::Invalid(fields)) if fields[0].field == "backoff"
+        ));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let a = serde_json::json!({"b": [{"y": 1, "x": 2}], "a": "q\""});
+        let mut out = String::new();
+        write_canonical(&mut out, &a);
+        assert_eq!(out, r#"{"a":"q\"","b":[{"x":2,"y":1}]}"#);
     }
 
     #[test]

@@ -72,9 +72,9 @@ impl<T> Stream for Signals<T> {
 /// Wake-ups for idle workers.
 pub type Wakeups = Signals<Wake>;
 
-/// A job changed (claimed, progressed, ended, cancelled, retried) in this process;
-/// `None` means changes may have been missed, so look again at whatever is watched.
-pub type JobChanges = Signals<Option<JobId>>;
+/// One watched job may have changed (claimed, progressed, ended, cancelled, retried,
+/// rescued) through this process: read it again.
+pub type JobChanges = Signals<()>;
 
 /// How workers hear of new jobs and waiters of changed ones without polling.
 #[async_trait]
@@ -86,8 +86,9 @@ pub trait Notifier: Send + Sync + 'static {
     /// Tells this process's workers that `queue` has new jobs.
     fn wake_workers(&self, queue: &str);
 
-    /// Changes to jobs made through this process.
-    fn job_changes(&self) -> JobChanges;
+    /// Signals each time job `id` may have changed through this process; changes made by
+    /// other processes are not signalled, so watchers also re-read now and then.
+    fn watch_job(&self, id: JobId) -> JobChanges;
 }
 
 /// A role (maintenance) held by one process at a time, for a term that lapses unless

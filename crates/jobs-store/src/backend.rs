@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use jobs_core::{JobChanges, JobError, KeyLookup, Leadership, Notifier, SchemaGate, Wakeups};
+use jobs_core::{
+    JobChanges, JobError, JobId, KeyLookup, Leadership, Notifier, SchemaGate, Wakeups,
+};
 
 use crate::SeaOrmStore;
 
@@ -18,8 +20,8 @@ impl Notifier for SeaOrmStore {
         SeaOrmStore::wake_workers(self, queue)
     }
 
-    fn job_changes(&self) -> JobChanges {
-        SeaOrmStore::job_changes(self)
+    fn watch_job(&self, id: JobId) -> JobChanges {
+        SeaOrmStore::watch_job(self, id)
     }
 }
 

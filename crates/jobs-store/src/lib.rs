@@ -18,6 +18,7 @@ mod store;
 #[cfg(feature = "testing")]
 pub mod testing;
 mod wake;
+mod watchers;
 
 pub use connect::{DEFAULT_DATABASE_URL, connect_options};
 pub use keys::{ApiKeyInfo, NewApiKey};

@@ -5,7 +5,7 @@
 //! also signals this process directly, the only path on SQLite.
 
 use jobs_core::{JobChanges, JobError, JobId, Signals, Wake, Wakeups};
-use tokio::{sync::broadcast, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::SeaOrmStore;
 
@@ -34,29 +34,14 @@ impl SeaOrmStore {
         )))
     }
 
-    /// Changes to jobs made through this store (and its clones).
-    pub fn job_changes(&self) -> JobChanges {
-        Signals::new(futures::stream::unfold(
-            self.changes().subscribe(),
-            |mut changes| async move {
-                let change = match changes.recv().await {
-                    Ok(id) => Some(id),
-                    Err(broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                };
-                Some((change, changes))
-            },
-        ))
+    /// Signals each time job `id` may have changed through this store (or its clones).
+    pub fn watch_job(&self, id: JobId) -> JobChanges {
+        self.watchers().watch(id)
     }
 
-    /// Tells this process's waiters that these jobs changed.
+    /// Tells this process's watchers that these jobs changed.
     pub(crate) fn changed(&self, ids: impl IntoIterator<Item = JobId>) {
-        if self.changes().receiver_count() == 0 {
-            return;
-        }
-        for id in ids {
-            let _ = self.changes().send(id);
-        }
+        self.watchers().changed(ids)
     }
 
     /// Tells this process's workers that `queue` has new jobs (or every queue, for "").

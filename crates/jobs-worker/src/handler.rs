@@ -163,7 +163,7 @@ fn chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut source = error.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        if !message.ends_with(&text) {
+        if !message.ends_with(&format!(": {text}")) {
             message = format!("{message}: {text}");
         }
         source = cause.source();

@@ -117,11 +117,12 @@ impl Client {
     }
 
     /// The job each time it is seen changed (state, attempt, progress or stage), starting
-    /// with how it is now; the stream ends after the job's ended state, or after an error.
+    /// with how it is when the stream is first polled; the stream ends after the job's
+    /// ended state, or after an error. Nothing is read before the first poll.
     pub fn watch(&self, id: JobId) -> impl Stream<Item = Result<Job, JobError>> + Send + 'static {
         let watcher = Watcher {
             store: self.store.clone(),
-            changes: self.store.job_changes(),
+            changes: self.store.watch_job(id),
             id,
             last: None,
             done: false,
@@ -172,19 +173,9 @@ impl Watcher {
         }
     }
 
-    /// Returns when this job may have changed: a signal for it (or for missed ones), or
-    /// `recheck` passing.
+    /// Returns when this job may have changed: a signal for it, or `recheck` passing.
     async fn signal_or(&mut self, recheck: Duration) {
-        let id = self.id;
-        let signal = async {
-            loop {
-                match self.changes.next().await {
-                    Some(changed) if changed != id => continue,
-                    _ => return,
-                }
-            }
-        };
-        let _ = tokio::time::timeout(recheck, signal).await;
+        let _ = tokio::time::timeout(recheck, self.changes.next()).await;
     }
 }
 

@@ -1,159 +1,16 @@
 //! Test helpers for services that embed the library, in the spirit of River's
 //! `rivertest` and Oban's `perform_job` / `assert_enqueued`:
 //!
-//! - [`TestJobs`]: a throwaway SQLite database with a [`Client`], asserts on what was
-//!   enqueued, and (feature `worker`) `drain`, which runs what is due and returns the
-//!   jobs as they ended.
+//! - `TestJobs` (feature `sqlite`): a throwaway SQLite database with a
+//!   [`Client`](crate::Client), asserts on what was enqueued, and (feature `worker`)
+//!   `drain`, which runs what is due and returns the jobs as they ended.
 //! - With feature `worker`, the runtime's own helpers (a `JobContext` without a
 //!   database, running one typed job's `run`) are re-exported here.
 
-use jobs_core::{Job, JobArgs, JobError, ListFilter, PageRequest, State};
 #[cfg(feature = "worker")]
 pub use jobs_worker::testing::*;
 
-use crate::Client;
-
-/// A fresh, migrated SQLite database in a temporary directory (deleted on drop).
-#[derive(Debug)]
-pub struct TestJobs {
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-impl TestJobs {
-    pub async fn new() -> Result<Self, JobError> {
-        let dir = tempfile::tempdir()
-            .map_err(|e| JobError::Storage(format!("temporary directory: {e}")))?;
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
-        let client = Client::connect(&url).await?;
-        client.migrate().await?;
-        Ok(Self { client, _dir: dir })
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    /// The arguments of every pending job of `A`'s kind, oldest first.
-    pub async fn enqueued<A: JobArgs>(&self) -> Result<Vec<A>, JobError> {
-        let jobs = self.jobs(Some(State::Pending), Some(A::KIND)).await?;
-        jobs.into_iter()
-            .map(|job| {
-                serde_json::from_value(job.args)
-                    .map_err(|e| JobError::Serialization(format!("a pending {} job: {e}", A::KIND)))
-            })
-            .collect()
-    }
-
-    /// Panics, listing what is pending, unless a pending job of `A`'s kind has arguments
-    /// equal to `expected` (compared as JSON).
-    pub async fn assert_enqueued<A: JobArgs>(&self, expected: &A) {
-        let want = serde_json::to_value(expected).expect("arguments serialize");
-        let pending = self
-            .jobs(Some(State::Pending), None)
-            .await
-            .expect("list pending jobs");
-        let found = pending.iter().any(|j| j.kind == A::KIND && j.args == want);
-        let seen: Vec<String> = pending
-            .iter()
-            .map(|j| format!("{} {}", j.kind, j.args))
-            .collect();
-        assert!(
-            found,
-            "no pending {} job with args {want}; pending: {seen:#?}",
-            A::KIND
-        );
-    }
-
-    /// Every job, or those in `state` and of `kind`, oldest first.
-    pub async fn jobs(
-        &self,
-        state: Option<State>,
-        kind: Option<&str>,
-    ) -> Result<Vec<Job>, JobError> {
-        use jobs_core::JobStore;
-        let mut filter = ListFilter::new();
-        filter.state = state;
-        filter.kind = kind.map(str::to_owned);
-        let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-        let mut all = Vec::new();
-        loop {
-            let found = self.client.store().list(&filter, &page).await?;
-            all.extend(found.items);
-            match found.next_cursor {
-                Some(cursor) => page = PageRequest::after(PageRequest::MAX_LIMIT, cursor),
-                None => break,
-            }
-        }
-        all.reverse();
-        Ok(all)
-    }
-}
-
-#[cfg(feature = "worker")]
-mod drain {
-    use std::time::Duration;
-
-    use jobs_core::{Job, JobError, JobStore, State};
-
-    use super::TestJobs;
-    use crate::{Worker, WorkerBuilder};
-
-    /// Longest a `drain` waits for the due jobs to end.
-    const DRAIN_LIMIT: Duration = Duration::from_secs(60);
-
-    impl TestJobs {
-        /// Runs a worker made by `build` (register your kinds and queues on it) until no
-        /// job is due or running, and returns the jobs that ended meanwhile, in the order
-        /// they were created. Jobs scheduled later stay pending; a job that keeps retrying
-        /// runs until its attempts are spent (its backoff counts, so give such kinds a
-        /// short backoff in tests).
-        pub async fn drain(
-            &self,
-            build: impl FnOnce(WorkerBuilder) -> WorkerBuilder,
-        ) -> Result<Vec<Job>, JobError> {
-            let before = self.jobs(None, None).await?;
-            let builder = Worker::builder(self.client.store().clone()).config(|c| {
-                c.poll_interval = Duration::from_millis(20);
-                c.maintenance = false;
-            });
-            let worker = build(builder).build()?.spawn();
-            let settled = self.wait_settled().await;
-            worker.shutdown().await?;
-            settled?;
-            let ended_before: Vec<_> = before
-                .iter()
-                .filter(|j| j.state.is_ended())
-                .map(|j| (j.id, j.updated_at))
-                .collect();
-            let after = self.jobs(None, None).await?;
-            Ok(after
-                .into_iter()
-                .filter(|j| j.state.is_ended() && !ended_before.contains(&(j.id, j.updated_at)))
-                .collect())
-        }
-
-        /// Until nothing is running and nothing pending is due, or `DRAIN_LIMIT` passes
-        /// (a due job of a kind the worker does not run would otherwise hold it forever).
-        async fn wait_settled(&self) -> Result<(), JobError> {
-            let until = tokio::time::Instant::now() + DRAIN_LIMIT;
-            loop {
-                let stats = self.client.store().queue_stats(None).await?;
-                let running: u64 = stats
-                    .iter()
-                    .map(|q| q.counts.get(&State::Running).copied().unwrap_or(0))
-                    .sum();
-                let due = stats.iter().any(|q| q.oldest_pending_age.is_some());
-                if running == 0 && !due {
-                    return Ok(());
-                }
-                if tokio::time::Instant::now() >= until {
-                    return Err(JobError::Storage(format!(
-                        "drain: jobs still due or running after {DRAIN_LIMIT:?}; is every kind registered and every queue worked? {stats:?}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-}
+#[cfg(feature = "sqlite")]
+mod test_jobs;
+#[cfg(feature = "sqlite")]
+pub use test_jobs::TestJobs;

@@ -42,7 +42,7 @@ pub struct SeaOrmStore {
     dialect: Dialect,
     retry_policy: RetryPolicy,
     local_wake: broadcast::Sender<String>,
-    changes: broadcast::Sender<JobId>,
+    watchers: std::sync::Arc<crate::watchers::Watchers>,
 }
 
 impl SeaOrmStore {
@@ -53,7 +53,7 @@ impl SeaOrmStore {
             dialect,
             retry_policy: RetryPolicy::default(),
             local_wake: broadcast::channel(1024).0,
-            changes: broadcast::channel(4096).0,
+            watchers: std::sync::Arc::default(),
         }
     }
 
@@ -61,8 +61,8 @@ impl SeaOrmStore {
         &self.local_wake
     }
 
-    pub(crate) fn changes(&self) -> &broadcast::Sender<JobId> {
-        &self.changes
+    pub(crate) fn watchers(&self) -> &std::sync::Arc<crate::watchers::Watchers> {
+        &self.watchers
     }
 
     /// Connects with the defaults of `connect_options`.

@@ -8,6 +8,25 @@ use jobs_core::{Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, N
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
+/// `insert` and `insert_with` of a typed job, for each type that has `insert_job`.
+macro_rules! typed_inserts {
+    () => {
+        /// Inserts a job of `args`' kind with the kind's defaults.
+        pub async fn insert<A: JobArgs>(&self, args: &A) -> Result<Enqueued, JobError> {
+            self.insert_job(args.to_job()?).await
+        }
+
+        /// Inserts with `options` laid over the kind's defaults.
+        pub async fn insert_with<A: JobArgs>(
+            &self,
+            args: &A,
+            options: JobOptions,
+        ) -> Result<Enqueued, JobError> {
+            self.insert_job(args.to_job_with(options)?).await
+        }
+    };
+}
+
 /// How long `wait` and `watch` sleep at most between reads when no change signal comes:
 /// jobs run by other processes change without a signal to this one.
 const MAX_RECHECK: Duration = Duration::from_secs(1);
@@ -43,19 +62,7 @@ impl Client {
         &self.store
     }
 
-    /// Inserts a job of `args`' kind with the kind's defaults.
-    pub async fn insert<A: JobArgs>(&self, args: &A) -> Result<Enqueued, JobError> {
-        self.insert_job(args.to_job()?).await
-    }
-
-    /// Inserts with `options` laid over the kind's defaults.
-    pub async fn insert_with<A: JobArgs>(
-        &self,
-        args: &A,
-        options: JobOptions,
-    ) -> Result<Enqueued, JobError> {
-        self.insert_job(args.to_job_with(options)?).await
-    }
+    typed_inserts!();
 
     /// Inserts an untyped job.
     pub async fn insert_job(&self, job: NewJob) -> Result<Enqueued, JobError> {
@@ -199,17 +206,7 @@ impl Deref for Transaction {
 }
 
 impl Transaction {
-    pub async fn insert<A: JobArgs>(&self, args: &A) -> Result<Enqueued, JobError> {
-        self.insert_job(args.to_job()?).await
-    }
-
-    pub async fn insert_with<A: JobArgs>(
-        &self,
-        args: &A,
-        options: JobOptions,
-    ) -> Result<Enqueued, JobError> {
-        self.insert_job(args.to_job_with(options)?).await
-    }
+    typed_inserts!();
 
     pub async fn insert_job(&self, job: NewJob) -> Result<Enqueued, JobError> {
         // Checked alone first, so errors name `priority` rather than `jobs[0].priority`.

@@ -85,7 +85,7 @@ impl TestJobs {
 mod drain {
     use std::time::Duration;
 
-    use jobs_core::{Job, JobError, JobStore, State};
+    use jobs_core::{Job, JobError, State};
     use time::OffsetDateTime;
 
     use super::TestJobs;
@@ -133,20 +133,28 @@ mod drain {
         async fn wait_settled(&self) -> Result<(), JobError> {
             let until = tokio::time::Instant::now() + DRAIN_LIMIT;
             loop {
-                let stats = self.client.store().queue_stats(None).await?;
-                let running: u64 = stats
-                    .iter()
-                    .map(|q| q.counts.get(&State::Running).copied().unwrap_or(0))
-                    .sum();
+                // One listing of the jobs (a single statement below 100 jobs), so a job
+                // claimed or retried between two reads cannot look settled.
                 let soon = OffsetDateTime::now_utc() + HORIZON;
-                let pending = self.jobs(Some(State::Pending), None).await?;
-                let due = pending.iter().any(|job| job.run_at <= soon);
-                if running == 0 && !due {
+                let jobs = self.jobs(None, None).await?;
+                let busy: Vec<&Job> = jobs
+                    .iter()
+                    .filter(|job| match job.state {
+                        State::Running => true,
+                        State::Pending => job.run_at <= soon,
+                        _ => false,
+                    })
+                    .collect();
+                if busy.is_empty() {
                     return Ok(());
                 }
                 if tokio::time::Instant::now() >= until {
+                    let busy: Vec<String> = busy
+                        .iter()
+                        .map(|j| format!("{} {} in {} ({})", j.kind, j.id, j.queue, j.state))
+                        .collect();
                     return Err(JobError::Storage(format!(
-                        "drain: jobs still due or running after {DRAIN_LIMIT:?}; is every kind registered and every queue worked? {stats:?}"
+                        "drain: jobs still due or running after {DRAIN_LIMIT:?}; is every kind registered and every queue worked? {busy:?}"
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -74,12 +74,42 @@ async fn get(store: &SeaOrmStore, id: JobId) -> Job {
     store.get(None, id).await.expect("read job")
 }
 
+/// The jobs of `ids`, in that order, read in one statement.
 async fn get_all(store: &SeaOrmStore, ids: &[JobId]) -> Vec<Job> {
-    let mut jobs = Vec::with_capacity(ids.len());
-    for id in ids {
-        jobs.push(get(store, *id).await);
-    }
-    jobs
+    let mut found = store.get_many(ids).await.unwrap();
+    ids.iter()
+        .map(|id| found.remove(id).expect("the job exists"))
+        .collect()
+}
+
+async fn enqueue_ids(store: &SeaOrmStore, jobs: Vec<NewJob>) -> Vec<JobId> {
+    let done = store.enqueue_many(jobs).await.unwrap();
+    done.into_iter().map(|e| e.job.id).collect()
+}
+
+/// Enqueues four `sleep` jobs of `ms` and waits until `worker` runs all of them.
+async fn four_sleepers_running_on(
+    store: &SeaOrmStore,
+    worker: &str,
+    ms: u64,
+    within: Duration,
+) -> Vec<JobId> {
+    let sleepers = (0..4)
+        .map(|_| NewJob::new("sleep", json!({ "ms": ms })))
+        .collect();
+    let ids = enqueue_ids(store, sleepers).await;
+    wait_until(
+        &format!("worker {worker} to run all four jobs"),
+        within,
+        async || {
+            get_all(store, &ids)
+                .await
+                .iter()
+                .all(|j| j.state == State::Running && j.worker_id.as_deref() == Some(worker))
+        },
+    )
+    .await;
+    ids
 }
 
 fn error_kinds(job: &Job) -> Vec<&str> {
@@ -196,17 +226,13 @@ async fn postgres_nul_body_http_job_fails_alone_and_the_worker_goes_on() {
         .unwrap()
         .job
         .id;
-    let echoes: Vec<JobId> = store
-        .enqueue_many(
-            (0..20)
-                .map(|i| NewJob::new("echo", json!({"i": i})))
-                .collect(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.job.id)
-        .collect();
+    let echoes = enqueue_ids(
+        store,
+        (0..20)
+            .map(|i| NewJob::new("echo", json!({"i": i})))
+            .collect(),
+    )
+    .await;
 
     wait_until(
         "the http job and every echo job to end",
@@ -308,28 +334,7 @@ async fn postgres_frozen_leader_is_replaced_and_its_late_writes_are_refused() {
     )
     .await;
 
-    let ids: Vec<JobId> = store
-        .enqueue_many(
-            (0..4)
-                .map(|_| NewJob::new("sleep", json!({"ms": 8_000})))
-                .collect(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.job.id)
-        .collect();
-    wait_until(
-        "worker a to run all four jobs",
-        Duration::from_secs(30),
-        async || {
-            get_all(store, &ids)
-                .await
-                .iter()
-                .all(|j| j.state == State::Running && j.worker_id.as_deref() == Some("a"))
-        },
-    )
-    .await;
+    let ids = four_sleepers_running_on(store, "a", 8_000, Duration::from_secs(30)).await;
 
     signal(&a, "STOP");
     let frozen_at = Instant::now();
@@ -916,28 +921,7 @@ async fn postgres_shutdown_with_the_database_gone_ends_in_bounded_time() {
         ],
     );
 
-    let ids: Vec<JobId> = store
-        .enqueue_many(
-            (0..4)
-                .map(|_| NewJob::new("sleep", json!({"ms": 1_500})))
-                .collect(),
-        )
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.job.id)
-        .collect();
-    wait_until(
-        "the worker (through the proxy) to run all four jobs",
-        Duration::from_secs(60),
-        async || {
-            get_all(store, &ids)
-                .await
-                .iter()
-                .all(|j| j.state == State::Running && j.worker_id.as_deref() == Some("cut-off"))
-        },
-    )
-    .await;
+    let ids = four_sleepers_running_on(store, "cut-off", 1_500, Duration::from_secs(60)).await;
     let aborted = proxy.cut();
     eprintln!(
         "cut the proxy: aborted {aborted} open connections of {} accepted",

@@ -21,6 +21,7 @@ mod common;
 use std::{collections::BTreeMap, time::Duration};
 
 use common::Api;
+use jobs_core::State;
 use jobs_store::{backend_tests, testing::TestDb};
 use proptest::{
     collection::{btree_map, vec},
@@ -1125,16 +1126,9 @@ fn list_valid() -> BoxedStrategy<Vec<(String, String)>> {
         Value::String(s) => s,
         other => other.to_string(),
     };
-    let state = select(vec![
-        "pending",
-        "running",
-        "completed",
-        "partial",
-        "failed",
-        "cancelled",
-    ])
-    .prop_map(str::to_owned)
-    .boxed();
+    let state = select(State::ALL.map(State::as_str).to_vec())
+        .prop_map(str::to_owned)
+        .boxed();
     let name = prop_oneof![
         2 => valid_name().prop_map(text_of),
         1 => without_nul("\\PC{0,12}".boxed()),

@@ -87,6 +87,35 @@ impl SchemaStatus {
     pub fn blocks_work(&self) -> bool {
         !self.is_ready() && !matches!(self, Self::Unreachable { .. })
     }
+
+    /// The two ways a newer schema can be one this binary must not run on.
+    fn fmt_incompatible(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NewerIncompatible {
+                database,
+                binary,
+                oldest_compatible: Some(oldest),
+                unknown,
+            } => write!(
+                f,
+                "schema version {database} is newer than this binary ({binary}) and needs \
+                 binaries of version >= {oldest} (unknown migrations: {})",
+                unknown.join(", ")
+            ),
+            Self::NewerIncompatible {
+                database,
+                binary,
+                oldest_compatible: None,
+                unknown,
+            } => write!(
+                f,
+                "schema version {database} is newer than this binary ({binary}) and records no \
+                 compatible version (jobs_schema missing; unknown migrations: {})",
+                unknown.join(", ")
+            ),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Display for SchemaStatus {
@@ -134,37 +163,6 @@ impl fmt::Display for SchemaStatus {
                 pending.join(", ")
             ),
             Self::Unreachable { error } => write!(f, "database unreachable: {error}"),
-        }
-    }
-}
-
-impl SchemaStatus {
-    /// The two ways a newer schema can be one this binary must not run on.
-    fn fmt_incompatible(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NewerIncompatible {
-                database,
-                binary,
-                oldest_compatible: Some(oldest),
-                unknown,
-            } => write!(
-                f,
-                "schema version {database} is newer than this binary ({binary}) and needs \
-                 binaries of version >= {oldest} (unknown migrations: {})",
-                unknown.join(", ")
-            ),
-            Self::NewerIncompatible {
-                database,
-                binary,
-                oldest_compatible: None,
-                unknown,
-            } => write!(
-                f,
-                "schema version {database} is newer than this binary ({binary}) and records no \
-                 compatible version (jobs_schema missing; unknown migrations: {})",
-                unknown.join(", ")
-            ),
-            _ => Ok(()),
         }
     }
 }

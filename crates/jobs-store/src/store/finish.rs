@@ -33,22 +33,19 @@ pub(super) async fn finish_many(
             outcome: item.outcome.into_storable(),
         })
         .collect();
-    let ids: Vec<JobId> = items.iter().map(|item| item.lease.job_id).collect();
-    let results = match store.finish_rows(&items).await {
-        Ok(results) => results,
+    match store.finish_rows(&items).await {
+        Ok(results) => Ok(results),
         // Worth retrying as it is (the caller does): the database is away or busy.
-        Err(error) if transient(&error) => return Err(db_error(error)),
+        Err(error) if transient(&error) => Err(db_error(error)),
         // Anything else would fail the same batch forever: find the row at fault.
-        Err(_) if items.len() > 1 => store.finish_each(items).await?,
-        Err(error) => store.finish_refused(items.remove(0), error).await?,
-    };
-    let written = ids.iter().zip(&results).filter(|(_, r)| r.is_ok());
-    store.changed(written.map(|(id, _)| *id));
-    Ok(results)
+        Err(_) if items.len() > 1 => store.finish_each(items).await,
+        Err(error) => store.finish_refused(items.remove(0), error).await,
+    }
 }
 
 impl SeaOrmStore {
-    /// Writes outcomes in one statement; the database's own error if it refuses it.
+    /// Writes outcomes in one statement and tells watchers of the rows it moved; the
+    /// database's own error if it refuses it.
     async fn finish_rows(&self, items: &[Finish]) -> Result<Vec<Result<State, JobError>>, DbErr> {
         let returned = self
             .db
@@ -60,6 +57,7 @@ impl SeaOrmStore {
             let state: String = row.try_get("", "state")?;
             moved.insert(id, state);
         }
+        self.changed(moved.keys().copied());
         Ok(items
             .iter()
             .map(|item| match moved.get(&item.lease.job_id) {

@@ -15,6 +15,7 @@ mod m20261125_000002_create_api_keys;
 mod m20261126_000003_lean_listing_indexes;
 mod m20261201_000004_leases_and_leader;
 mod m20261201_000005_schema_compatibility;
+pub mod m20261203_000006_operations;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_lean_listing_indexes::Migration),
             Box::new(m20261201_000004_leases_and_leader::Migration),
             Box::new(m20261201_000005_schema_compatibility::Migration),
+            Box::new(m20261203_000006_operations::Migration),
         ]
     }
 }

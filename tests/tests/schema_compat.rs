@@ -33,6 +33,17 @@ async fn job_count(db: &DatabaseConnection) -> i64 {
     rows[0].try_get("", "n").unwrap()
 }
 
+/// The state of the only job, read with plain SQL: the store reads columns an older
+/// schema lacks.
+async fn only_job_state(db: &DatabaseConnection) -> String {
+    let sql = "SELECT state FROM jobs";
+    let rows = db
+        .query_all_raw(Statement::from_string(db.get_database_backend(), sql))
+        .await
+        .unwrap();
+    rows[0].try_get("", "state").unwrap()
+}
+
 async fn binaries_refuse_a_schema_that_breaks_them(db: TestDb) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let backend = if db.store.is_postgres() {
@@ -270,10 +281,7 @@ async fn binaries_wait_for_an_older_schema_to_be_migrated(db: TestDb) {
     .await;
     sleep(Duration::from_secs(1)).await;
     assert_eq!(job_count(conn).await, 1, "no row was written");
-    assert_eq!(
-        db.store.get(None, waiting.id).await.unwrap().state,
-        State::Pending
-    );
+    assert_eq!(only_job_state(conn).await, State::Pending.as_str());
 
     // The deployment step that was skipped: both binaries take up work without a restart.
     let migrated = run("jobs-api", &db.url(), &["migrate", "up"]);

@@ -41,6 +41,8 @@ pub struct Model {
     pub cancel_requested_at: Option<TimeDateTimeWithTimeZone>,
     #[sea_orm(column_type = "Text", nullable)]
     pub unique_key: Option<String>,
+    /// Bitmask of the states in which `unique_key` blocks another job (migration 6).
+    pub unique_states: Option<i32>,
     #[sea_orm(column_type = "Text", nullable)]
     pub trace_id: Option<String>,
     #[sea_orm(column_type = "JsonBinary")]

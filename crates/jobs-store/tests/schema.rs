@@ -100,6 +100,7 @@ fn sample_job() -> entity::Model {
         lease_expires_at: None,
         cancel_requested_at: None,
         unique_key: Some("k1".into()),
+        unique_states: Some(63),
         trace_id: None,
         metadata: json!({"m": 1}),
         created_at: at,

@@ -106,12 +106,13 @@ impl SeaOrmStore {
             "WITH {r} \
              INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
                max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
-               trace_id, metadata, created_at, updated_at) \
+               unique_states, trace_id, metadata, created_at, updated_at) \
              SELECT id, tenant, queue, kind, COALESCE(args, 'null'), '{pending}', priority, \
                COALESCE(run_at, {due}), 0, max_attempts, timeout_ms, deadline, retention_ms, 0, \
-               '[]', unique_key, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
+               '[]', unique_key, unique_states, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
              FROM r WHERE true \
-             ON CONFLICT (tenant, unique_key) WHERE unique_key IS NOT NULL DO NOTHING RETURNING {columns}",
+             ON CONFLICT (tenant, unique_key) WHERE {unique} DO NOTHING RETURNING {columns}",
+            unique = migration::m20261203_000006_operations::UNIQUE_PREDICATE,
             columns = job_columns(""),
             due = d.now_plus_ms("delay_ms"),
             now = d.now(),
@@ -194,6 +195,7 @@ const INSERT_COLUMNS: &[(&str, &str)] = &[
     ("deadline", "timestamptz"),
     ("retention_ms", "bigint"),
     ("unique_key", "text"),
+    ("unique_states", "integer"),
     ("trace_id", "text"),
     ("metadata", "jsonb"),
 ];
@@ -214,6 +216,10 @@ fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
         d.time_text(job.deadline),
         millis(job.retention).into(),
         job.unique_key.clone().into(),
+        job.unique_key
+            .as_ref()
+            .map(|_| migration::m20261203_000006_operations::ALL_STATES_MASK)
+            .into(),
         job.trace_id.clone().into(),
         job.metadata.clone().into(),
     ]

@@ -9,18 +9,20 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use jobs_core::WorkerBackend;
+use jobs_core::{ApiBackend, WorkerBackend};
 
 pub mod fixtures;
 // Public only because `conformance_tests!` calls it from the backend's crate.
+#[doc(hidden)]
+pub mod queues;
 #[doc(hidden)]
 pub mod suite;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
 #[async_trait]
 pub trait Harness: Send + Sync {
-    /// The backend under test.
-    fn backend(&self) -> &dyn WorkerBackend;
+    /// The backend under test, with every port (an `ApiBackend` is a `WorkerBackend`).
+    fn backend(&self) -> &dyn ApiBackend;
 
     /// A second backend on the same database with its own connections, as another
     /// process would have: for races between processes, and leadership.
@@ -80,6 +82,11 @@ macro_rules! conformance_tests {
             get_many_and_cancel_requests_answer_for_many_at_once,
             end_unrunnable_fails_pending_jobs_past_their_deadline,
             watchers_hear_changes_to_their_job,
+            a_paused_queue_is_not_claimed_until_resumed,
+            a_pause_for_every_tenant_outlasts_a_tenant_resume,
+            queue_stats_show_paused_queues_even_without_jobs,
+            pausing_refuses_names_no_job_could_have,
+            resume_wakes_idle_workers,
         );
     };
 }

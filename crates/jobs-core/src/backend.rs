@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use futures_core::Stream;
 
-use crate::{JobError, JobId, JobStore};
+use crate::{JobError, JobId, JobStore, QueueControl};
 
 /// What woke a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,5 +134,5 @@ pub trait WorkerBackend: JobStore + Notifier + Leadership {}
 impl<T: JobStore + Notifier + Leadership> WorkerBackend for T {}
 
 /// Everything the HTTP API needs.
-pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate {}
-impl<T: WorkerBackend + KeyLookup + SchemaGate> ApiBackend for T {}
+pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate + QueueControl {}
+impl<T: WorkerBackend + KeyLookup + SchemaGate + QueueControl> ApiBackend for T {}

@@ -9,6 +9,7 @@ mod error;
 mod id;
 mod job;
 mod new_job;
+mod queues;
 mod retry;
 mod state;
 pub mod storable;
@@ -24,6 +25,7 @@ pub use error::{FieldError, JobError};
 pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
+pub use queues::{QueueControl, QueueScope, validate_queue_name};
 pub use retry::RetryPolicy;
 pub use state::State;
 pub use store::{

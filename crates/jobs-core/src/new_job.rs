@@ -176,7 +176,7 @@ impl NewJob {
     }
 }
 
-fn check_name(errors: &mut Vec<FieldError>, field: &str, value: &str) {
+pub(crate) fn check_name(errors: &mut Vec<FieldError>, field: &str, value: &str) {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':' | '/');
     if value.is_empty() {
         errors.push(FieldError::new(field, "must not be empty"));

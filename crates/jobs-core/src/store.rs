@@ -366,6 +366,18 @@ pub struct RescueReport {
     pub cancelled: u64,
 }
 
+impl QueueStats {
+    /// A queue without jobs, not paused.
+    pub fn empty(queue: impl Into<String>) -> Self {
+        Self {
+            queue: queue.into(),
+            counts: Default::default(),
+            oldest_pending_age: None,
+            paused: false,
+        }
+    }
+}
+
 impl RescueReport {
     pub fn total(&self) -> u64 {
         self.retried + self.failed + self.cancelled
@@ -374,11 +386,14 @@ impl RescueReport {
 
 /// Per queue: how many jobs are in each state, and how long the oldest due job has waited.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct QueueStats {
     pub queue: String,
     pub counts: std::collections::BTreeMap<State, u64>,
     /// Age of the oldest pending job whose run_at has come; `None` when nothing is due.
     pub oldest_pending_age: Option<Duration>,
+    /// No job of the queue is claimed (for this tenant, or for every tenant).
+    pub paused: bool,
 }
 
 #[async_trait]
@@ -484,7 +499,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// passed, cancelled when a cancel was requested. One statement.
     async fn end_unrunnable(&self, limit: u32) -> Result<RescueReport, JobError>;
 
-    /// Counts per queue and state, for one tenant or all.
+    /// Counts per queue and state, for one tenant or all, and whether each queue is paused
+    /// (for that tenant, or for every tenant). Paused queues without jobs are listed too.
     async fn queue_stats(&self, tenant: Option<&str>) -> Result<Vec<QueueStats>, JobError>;
 
     /// Deletes up to `limit` ended jobs whose retention expired. One statement.

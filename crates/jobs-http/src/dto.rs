@@ -373,6 +373,9 @@ pub struct QueueView {
     pub counts: std::collections::BTreeMap<String, u64>,
     /// Milliseconds the oldest due pending job has waited.
     pub oldest_pending_age_ms: Option<u64>,
+    /// No job of the queue is claimed while paused (for this tenant or for every tenant);
+    /// running jobs finish.
+    pub paused: bool,
 }
 
 impl From<QueueStats> for QueueView {
@@ -390,6 +393,7 @@ impl From<QueueStats> for QueueView {
             queue: stats.queue,
             counts,
             oldest_pending_age_ms: stats.oldest_pending_age.map(|d| d.as_millis() as u64),
+            paused: stats.paused,
         }
     }
 }

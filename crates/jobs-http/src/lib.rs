@@ -252,6 +252,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::complete)
         .service(routes::fail)
         .service(routes::queues)
+        .service(routes::queue_control::pause_queue)
+        .service(routes::queue_control::resume_queue)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -379,7 +381,7 @@ async fn observe(
     paths(
         routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
         routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
-        routes::queues, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),

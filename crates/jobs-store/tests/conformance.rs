@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use jobs_conformance::{Harness, conformance_tests};
-use jobs_core::WorkerBackend;
+use jobs_core::{ApiBackend, WorkerBackend};
 use jobs_store::testing::TestDb;
 
 /// A test database as the suite sees it (a local type: `Harness` and `TestDb` are both
@@ -14,7 +14,7 @@ struct Db(TestDb);
 
 #[async_trait]
 impl Harness for Db {
-    fn backend(&self) -> &dyn WorkerBackend {
+    fn backend(&self) -> &dyn ApiBackend {
         &self.0.store
     }
 

@@ -4,7 +4,9 @@
 use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 
 use futures::Stream;
-use jobs_core::{Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob};
+use jobs_core::{
+    Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob, QueueControl, QueueScope,
+};
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
@@ -109,6 +111,23 @@ impl Client {
     /// Runs an ended job again from its first attempt.
     pub async fn retry(&self, id: JobId) -> Result<Job, JobError> {
         self.store.retry(None, id).await
+    }
+
+    /// Pauses `queue` for every tenant: no process claims its jobs from now on (remote
+    /// workers included); running jobs finish. `QueueScope::Tenant` through
+    /// `store().pause_queue` pauses one tenant's.
+    pub async fn pause_queue(&self, queue: &str) -> Result<(), JobError> {
+        self.store.pause_queue(QueueScope::AllTenants, queue).await
+    }
+
+    /// Lifts `pause_queue` and wakes idle workers at once.
+    pub async fn resume_queue(&self, queue: &str) -> Result<(), JobError> {
+        self.store.resume_queue(QueueScope::AllTenants, queue).await
+    }
+
+    /// Per queue: jobs by state, the oldest due job's wait, and whether it is paused.
+    pub async fn queues(&self) -> Result<Vec<jobs_core::QueueStats>, JobError> {
+        self.store.queue_stats(None).await
     }
 
     /// Resolves with the job once it has ended (completed, partial, failed or cancelled).

@@ -17,14 +17,15 @@ pub mod testing;
 pub use client::{Client, Transaction};
 pub use jobs_core::{
     AttemptError, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob, Outcome,
-    Page, PageRequest, QueueStats, Retry, RetryPolicy, State, Unique, limits,
+    Page, PageRequest, QueueScope, QueueStats, Retry, RetryPolicy, State, Unique, limits,
 };
 
 /// The ports a backend implements; in scope, they let you call the store directly
 /// (`client.store().list(..)`), or run the worker on a backend of your own.
 pub mod ports {
     pub use jobs_core::{
-        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, SchemaGate, WorkerBackend,
+        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, QueueControl, SchemaGate,
+        WorkerBackend,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

@@ -76,13 +76,23 @@ impl SeaOrmStore {
         conn: &impl ConnectionTrait,
         inserted: &HashMap<JobId, Job>,
     ) -> Result<(), JobError> {
-        if self.dialect != Dialect::Postgres || inserted.is_empty() {
+        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
+        let queues: Vec<&str> = queues.into_iter().collect();
+        self.notify_queue_names(conn, &queues).await
+    }
+
+    /// PostgreSQL: one NOTIFY per queue, delivered when the transaction of `conn` commits.
+    pub(super) async fn notify_queue_names(
+        &self,
+        conn: &impl ConnectionTrait,
+        queues: &[&str],
+    ) -> Result<(), JobError> {
+        if self.dialect != Dialect::Postgres || queues.is_empty() {
             return Ok(());
         }
-        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
         let mut sql = self.sql();
         let channel = sql.bind(crate::wake::ENQUEUED_CHANNEL);
-        let list = sql.bind_list(queues.into_iter().map(str::to_owned));
+        let list = sql.bind_list(queues.iter().map(|q| (*q).to_owned()));
         sql.push(&format!(
             "SELECT pg_notify({channel}, q) FROM unnest(ARRAY[{list}]::text[]) AS q"
         ));

@@ -53,6 +53,7 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
         "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
            WHERE state IN ({from}) AND queue IN ({queues}){only} AND run_at <= {now} \
              AND (deadline IS NULL OR deadline > {now}) AND cancel_requested_at IS NULL \
+             AND {unpaused} \
            ORDER BY priority DESC, run_at, id LIMIT {limit}{lock}) \
          UPDATE jobs SET state = '{running}', worker_id = {worker}, attempt = attempt + 1, \
            lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
@@ -65,6 +66,7 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
         token = d.random_uuid(),
         lease_end = d.now_plus_ms(&lease),
         lock = d.skip_locked(),
+        unpaused = super::queues::unpaused(),
     ));
     sql
 }

@@ -3,7 +3,8 @@
 //! racing workers, rescuers and cancels.
 //!
 //! By responsibility: `enqueue`, `read`, `lease` (claims and what running attempts
-//! write), `finish`, `control` (cancel, retry), `maintenance` (sweeps); every statement
+//! write), `finish`, `control` (cancel, retry), `maintenance` (sweeps), `queues` (pause
+//! and resume); every statement
 //! that ends a job takes its next state from `transition`.
 
 mod control;
@@ -12,6 +13,7 @@ mod errors;
 mod finish;
 mod lease;
 mod maintenance;
+mod queues;
 mod read;
 mod transition;
 

@@ -120,6 +120,17 @@ pub(super) async fn queue_stats(
     for row in rows {
         add_stats_row(&mut stats, &row)?;
     }
+    for queue in super::queues::paused_queues(store, tenant).await? {
+        match stats.iter_mut().find(|s| s.queue == queue) {
+            Some(entry) => entry.paused = true,
+            None => {
+                let mut entry = QueueStats::empty(queue);
+                entry.paused = true;
+                stats.push(entry);
+            }
+        }
+    }
+    stats.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(stats)
 }
 
@@ -134,11 +145,7 @@ fn add_stats_row(stats: &mut Vec<QueueStats>, row: &QueryResult) -> Result<(), J
     let oldest: Option<time::OffsetDateTime> = row.try_get("", "oldest").map_err(db_error)?;
     let now: time::OffsetDateTime = row.try_get("", "now").map_err(db_error)?;
     if stats.last().is_none_or(|s| s.queue != queue) {
-        stats.push(QueueStats {
-            queue,
-            counts: Default::default(),
-            oldest_pending_age: None,
-        });
+        stats.push(QueueStats::empty(queue));
     }
     let entry = stats.last_mut().expect("just pushed");
     entry.counts.insert(state, count as u64);

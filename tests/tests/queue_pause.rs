@@ -93,12 +93,6 @@ async fn a_pause_stops_every_claimer_and_a_resume_wakes_them() {
         states(&db, &ids).await.iter().all(|s| *s == State::Pending),
         "no process claimed from a paused queue"
     );
-    let (_, queues) = (
-        0,
-        post(&http, format!("{base}/v1/queues/none/pause"), json!({})).await,
-    );
-    assert_eq!(queues["paused"], true);
-
     let second_poll = claim(30);
     sleep(Duration::from_millis(300)).await;
     let resumed = Instant::now();

@@ -47,6 +47,7 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
         only.push_str(&format!(" AND tenant = {}", sql.bind(tenant.clone())));
     }
     let limit = sql.bind(request.limit as i64);
+    let unpaused = super::queues::unpaused(&mut sql, request);
     // The picked rows are materialized once: PostgreSQL may otherwise re-run a
     // `LIMIT ... SKIP LOCKED` subquery per row and claim more than `limit`.
     sql.push(&format!(
@@ -66,7 +67,6 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
         token = d.random_uuid(),
         lease_end = d.now_plus_ms(&lease),
         lock = d.skip_locked(),
-        unpaused = super::queues::unpaused(),
     ));
     sql
 }

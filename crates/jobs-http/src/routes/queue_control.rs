@@ -13,7 +13,7 @@ use crate::{
 /// Stops new claims of the queue's jobs for this tenant in every process (remote workers
 /// included) from the moment it answers; running jobs finish. An unknown queue is fine:
 /// it exists, paused, from then on.
-#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/queues/{name}/pause", tag = "queues", params(("name" = String, Path, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:/-]+$", description = "The queue")),
     responses(
         (status = 200, description = "The queue, paused", body = QueueView),
         (status = 400, description = "Not a queue name (`errors` names `name`)", body = Problem, content_type = "application/problem+json"),
@@ -31,7 +31,7 @@ pub async fn pause_queue(
 
 /// Lets claims of the queue's jobs resume for this tenant and wakes idle workers at once.
 /// A pause made for every tenant by an operator stays.
-#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path)),
+#[utoipa::path(post, path = "/v1/queues/{name}/resume", tag = "queues", params(("name" = String, Path, min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.:/-]+$", description = "The queue")),
     responses(
         (status = 200, description = "The queue, resumed", body = QueueView),
         (status = 400, description = "Not a queue name (`errors` names `name`)", body = Problem, content_type = "application/problem+json"),

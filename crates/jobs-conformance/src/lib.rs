@@ -15,6 +15,7 @@ pub mod fixtures;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
 pub mod suite;
+mod unique;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
 #[async_trait]
@@ -80,6 +81,18 @@ macro_rules! conformance_tests {
             get_many_and_cancel_requests_answer_for_many_at_once,
             end_unrunnable_fails_pending_jobs_past_their_deadline,
             watchers_hear_changes_to_their_job,
+            unique_key_blocks_among_its_states_only,
+            unique_by_args_and_key_with_args,
+            unique_by_kind_and_within_a_period,
+            on_conflict_replace_changes_a_pending_holder_only,
+            a_batch_dedupes_within_itself_replace_included,
+            retry_refuses_a_key_held_by_another_job,
+            racing_inserts_by_key_make_one_job,
+            racing_inserts_by_args_make_one_job,
+            racing_inserts_by_kind_make_one_job,
+            racing_inserts_in_a_period_make_one_job,
+            racing_inserts_among_all_states_make_one_job,
+            racing_inserts_with_replace_make_one_job,
         );
     };
 }

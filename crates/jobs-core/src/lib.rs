@@ -14,8 +14,9 @@ mod state;
 pub mod storable;
 mod store;
 pub mod transition;
+mod unique;
 
-pub use args::{JobArgs, JobOptions, Unique};
+pub use args::{JobArgs, JobOptions};
 pub use backend::{
     ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SCHEMA_RECHECK, SchemaGate, Signals,
     Wake, Wakeups, WorkerBackend,
@@ -30,3 +31,4 @@ pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,
     PageRequest, QueueStats, RescueReport, Retry,
 };
+pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};

@@ -194,6 +194,10 @@ pub async fn a_batch_dedupes_within_itself_replace_included(h: &dyn Harness) {
         [(false, false), (true, true), (true, false), (false, false)]
     );
     assert!(done[1..3].iter().all(|e| e.job.id == done[0].job.id));
+    assert!(
+        done[..3].iter().all(|e| e.job.args == json!({"v": 2})),
+        "each shows the row as the batch left it"
+    );
     assert_eq!(
         s.get(None, done[0].job.id).await.unwrap().args,
         json!({"v": 2}),

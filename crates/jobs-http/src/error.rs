@@ -22,6 +22,9 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub state: Option<State>,
+    /// The job holding the unique key, for `duplicate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_job_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -50,6 +53,7 @@ impl ApiError {
                 detail: detail.into(),
                 errors: Vec::new(),
                 state: None,
+                existing_job_id: None,
             },
             retry_after: None,
         }
@@ -185,8 +189,10 @@ impl From<JobError> for ApiError {
                 e
             }
             JobError::Invalid(fields) => Self::invalid(fields),
-            JobError::Duplicate { .. } => {
-                Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail)
+            JobError::Duplicate { existing } => {
+                let mut e = Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail);
+                e.problem.existing_job_id = Some(existing.as_uuid());
+                e
             }
             JobError::LeaseLost(_) => {
                 Self::new(StatusCode::CONFLICT, "lease-lost", "Lease lost", detail)

@@ -166,7 +166,8 @@ impl SeaOrmStore {
 }
 
 /// What enqueueing `new` produced: the row it inserted, or the one holding its key
-/// (as `OnConflict::Replace` left it).
+/// (as `OnConflict::Replace` left it: when several jobs of one call replace one holder,
+/// the last one's arguments and run time win, and each of them says `replaced`).
 fn enqueued(
     new: &NewJob,
     inserted: &mut HashMap<JobId, Job>,
@@ -186,13 +187,12 @@ fn enqueued(
             new.id
         ))
     })?;
-    let replacement = replaced
-        .get(&holder.id)
-        .filter(|_| new.on_conflict == OnConflict::Replace);
+    // Every duplicate of one holder shows it as the enqueue left it.
+    let replacement = replaced.get(&holder.id);
     Ok(Enqueued {
         job: replacement.unwrap_or(holder).clone(),
         duplicate: true,
-        replaced: replacement.is_some(),
+        replaced: replacement.is_some() && new.on_conflict == OnConflict::Replace,
     })
 }
 

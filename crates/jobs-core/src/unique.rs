@@ -325,7 +325,7 @@ mod tests {
 
     #[test]
     fn keys_fold_key_args_kind_and_period() {
-        let at = datetime!(2026-12-03 10:29:59 UTC);
+        let at = datetime!(2026-12-03 10:59:59 UTC);
         let args = json!({"a": 1});
         let key = |o: UniqueOpts| o.key_for("mail", &args, at);
         assert_eq!(key(UniqueOpts::new().key("k")), "k");

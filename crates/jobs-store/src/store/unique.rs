@@ -141,3 +141,22 @@ const REPLACE_COLUMNS: &[(&str, &str)] = &[
     ("new_run_at", "timestamptz"),
     ("new_delay_ms", "bigint"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use jobs_core::UniqueStates;
+    use migration::m20261203_000006_operations::{ALL_STATES_MASK, STATE_BITS};
+
+    use super::*;
+
+    /// jobs-core cannot see the migration: its bits must be the index predicate's.
+    #[test]
+    fn core_state_bits_are_the_migration_bits() {
+        for (name, bit) in STATE_BITS {
+            let state: State = name.parse().unwrap();
+            assert_eq!(UniqueStates::of([state]).bits(), bit, "{name}");
+            assert!(UNIQUE_PREDICATE.contains(&format!("WHEN '{name}' THEN {bit}")));
+        }
+        assert_eq!(UniqueStates::ALL.bits(), ALL_STATES_MASK);
+    }
+}

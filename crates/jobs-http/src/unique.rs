@@ -36,10 +36,6 @@ pub struct UniqueBody {
     pub on_conflict: Option<String>,
 }
 
-fn self_states_bad(errors: &[FieldError]) -> bool {
-    errors.iter().any(|e| e.field.starts_with("unique.states["))
-}
-
 /// A job state, as `unique.states` lists them.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
@@ -94,7 +90,7 @@ impl UniqueBody {
         }
         // An unknown state name is reported by its position, not again as a set
         // lacking pending or running.
-        let bad_name = !errors.is_empty() && self_states_bad(&errors);
+        let bad_name = errors.iter().any(|e| e.field.starts_with("unique.states["));
         if let Err(JobError::Invalid(fields)) = opts.validate() {
             errors.extend(
                 fields

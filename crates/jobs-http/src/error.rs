@@ -37,7 +37,8 @@ pub struct ProblemField {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    problem: Problem,
+    /// Boxed: handlers return `Result<_, ApiError>` everywhere; the error stays small.
+    problem: Box<Problem>,
     /// Seconds for the `Retry-After` header.
     retry_after: Option<u32>,
 }
@@ -46,7 +47,7 @@ impl ApiError {
     fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
-            problem: Problem {
+            problem: Box::new(Problem {
                 kind: format!("urn:jobs:problem:{slug}"),
                 title: title.to_owned(),
                 status: status.as_u16(),
@@ -54,7 +55,7 @@ impl ApiError {
                 errors: Vec::new(),
                 state: None,
                 existing_job_id: None,
-            },
+            }),
             retry_after: None,
         }
     }

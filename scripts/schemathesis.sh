@@ -134,13 +134,15 @@ probe() {
     fi
 }
 JSON='Content-Type: application/json'
-ended=$(curl -s -H "Authorization: Bearer $KEY" -H "$JSON" -d '{"kind":"probe","unique_key":"probe-wait"}' "$BASE/v1/jobs" \
+# Blocking in every state: the repeat below must find the cancelled job, not create one.
+FOREVER='{"kind":"probe","unique":{"key":"probe-wait","states":["pending","running","completed","partial","failed","cancelled"]}}'
+ended=$(curl -s -H "Authorization: Bearer $KEY" -H "$JSON" -d "$FOREVER" "$BASE/v1/jobs" \
     | "$VENV/bin/python" -c 'import json, sys; print(json.load(sys.stdin)["id"])') \
     || ended=00000000-0000-0000-0000-000000000000
 curl -s -o /dev/null -X DELETE -H "Authorization: Bearer $KEY" "$BASE/v1/jobs/$ended"
 curl -s -o /dev/null -H "Authorization: Bearer $KEY" -H "$JSON" -d '{"kind":"probe","queue":"probe-claims"}' "$BASE/v1/jobs"
-probe 'POST /v1/jobs?wait=1e20 (repeated unique_key)' -X POST -H "$JSON" \
-    -d '{"kind":"probe","unique_key":"probe-wait"}' "$BASE/v1/jobs?wait=1e20"
+probe 'POST /v1/jobs?wait=1e20 (repeated unique key)' -X POST -H "$JSON" \
+    -d "$FOREVER" "$BASE/v1/jobs?wait=1e20"
 probe 'GET /v1/jobs/{id}?wait=1e20 (ended job)' "$BASE/v1/jobs/$ended?wait=1e20"
 probe 'GET /v1/jobs/{id}?wait=1.8446744073709552e19 (ended job)' "$BASE/v1/jobs/$ended?wait=1.8446744073709552e19"
 probe 'POST /v1/claims wait_seconds=1e20 (a job is due)' -X POST -H "$JSON" \

@@ -251,9 +251,18 @@ struct Load {
 }
 
 impl Load {
-    /// The token doubles as the unique key, so a client may safely resend.
+    /// The token doubles as the unique key, blocking in every state (a resend may come
+    /// after the job completed), so a client may safely resend.
     fn job(&self, token: &str) -> Value {
-        json!({"kind": "http", "unique_key": token, "args": {"url": self.ledger_url, "body": {"token": token, "ms": 5}}})
+        let every = [
+            "pending",
+            "running",
+            "completed",
+            "partial",
+            "failed",
+            "cancelled",
+        ];
+        json!({"kind": "http", "unique": {"key": token, "states": every}, "args": {"url": self.ledger_url, "body": {"token": token, "ms": 5}}})
     }
 
     /// Sends `total` jobs through both apis from 8 clients, alternating single requests and

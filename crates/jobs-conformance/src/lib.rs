@@ -17,6 +17,7 @@ pub mod fixtures;
 pub mod queues;
 #[doc(hidden)]
 pub mod suite;
+mod unique;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
 #[async_trait]
@@ -87,6 +88,18 @@ macro_rules! conformance_tests {
             queue_stats_show_paused_queues_even_without_jobs,
             pausing_refuses_names_no_job_could_have,
             resume_wakes_idle_workers,
+            unique_key_blocks_among_its_states_only,
+            unique_by_args_and_key_with_args,
+            unique_by_kind_and_within_a_period,
+            on_conflict_replace_changes_a_pending_holder_only,
+            a_batch_dedupes_within_itself_replace_included,
+            retry_refuses_a_key_held_by_another_job,
+            racing_inserts_by_key_make_one_job,
+            racing_inserts_by_args_make_one_job,
+            racing_inserts_by_kind_make_one_job,
+            racing_inserts_in_a_period_make_one_job,
+            racing_inserts_among_all_states_make_one_job,
+            racing_inserts_with_replace_make_one_job,
         );
     };
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 pub use crate::queues::*;
+pub use crate::unique::*;
 use crate::{
     Harness,
     fixtures::{add, claim_one, claim_req, count, job, rescue_all},

@@ -6,10 +6,9 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-use crate::{JobError, NewJob, RetryPolicy};
+use crate::{JobError, NewJob, RetryPolicy, UniqueOpts};
 
 /// The arguments of one kind of job.
 ///
@@ -52,22 +51,14 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + 'static {
                 "is a per-kind option: set it in JobArgs::options",
             )]));
         }
+        let options = overrides.over(Self::options());
+        if let Some(unique) = &options.unique {
+            unique.validate()?;
+        }
         let args = serde_json::to_value(self)
             .map_err(|e| JobError::Serialization(format!("arguments of {}: {e}", Self::KIND)))?;
-        Ok(overrides
-            .over(Self::options())
-            .apply(NewJob::new(Self::KIND, args)))
+        Ok(options.apply(NewJob::new(Self::KIND, args)))
     }
-}
-
-/// How a job of a kind is deduplicated (per tenant, among all its jobs).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Unique {
-    /// By a key the caller chooses.
-    Key(String),
-    /// By the arguments: two jobs of one kind with equal arguments are one job.
-    Args,
 }
 
 /// Options of a new job. Unset fields leave the job's defaults (`NewJob::new`).
@@ -78,7 +69,8 @@ pub struct JobOptions {
     pub priority: Option<i16>,
     pub max_attempts: Option<i32>,
     pub timeout: Option<Duration>,
-    pub unique: Option<Unique>,
+    /// Uniqueness (`Unique::Args`, `Unique::Key(..)`, or every option in `UniqueOpts`).
+    pub unique: Option<UniqueOpts>,
     /// Backoff between failed attempts of this kind (applied by the worker that runs it);
     /// unset: the store's policy.
     pub backoff: Option<RetryPolicy>,
@@ -116,11 +108,17 @@ impl JobOptions {
 
     text_setters!(queue, tenant, trace_id);
 
+    /// `Unique::Args`, `Unique::Key(..)`, or a `UniqueOpts` with a period, states or a
+    /// policy on duplicates.
+    pub fn unique(mut self, unique: impl Into<UniqueOpts>) -> Self {
+        self.unique = Some(unique.into());
+        self
+    }
+
     setters!(
         priority: i16,
         max_attempts: i32,
         timeout: Duration,
-        unique: Unique,
         backoff: RetryPolicy,
         run_at: OffsetDateTime,
         delay: Duration,
@@ -156,11 +154,9 @@ impl JobOptions {
 
     /// `job` with every set option written into it.
     pub fn apply(self, mut job: NewJob) -> NewJob {
-        job.unique_key = match self.unique {
-            Some(Unique::Key(key)) => Some(key),
-            Some(Unique::Args) => Some(args_key(&job.kind, &job.args)),
-            None => job.unique_key,
-        };
+        if let Some(unique) = &self.unique {
+            job = unique.apply(job);
+        }
         job.queue = self.queue.unwrap_or(job.queue);
         job.priority = self.priority.unwrap_or(job.priority);
         job.max_attempts = self.max_attempts.unwrap_or(job.max_attempts);
@@ -176,50 +172,10 @@ impl JobOptions {
     }
 }
 
-/// `args:<kind>:<sha-256 of the arguments' canonical JSON>`: object keys sorted at every
-/// depth, so equal arguments give equal keys whatever order a struct or map lists them in
-/// (and whether or not serde_json keeps insertion order in this build).
-fn args_key(kind: &str, args: &Value) -> String {
-    let mut canonical = String::new();
-    write_canonical(&mut canonical, args);
-    let digest = Sha256::digest(canonical.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("args:{kind}:{hex}")
-}
-
-fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write_canonical(out, value);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{OnConflict, State, Unique, UniqueStates};
 
     #[derive(serde::Serialize, serde::Deserialize)]
     struct Mail {
@@ -266,18 +222,35 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_depth() {
-        let a = serde_json::json!({"b": [{"y": 1, "x": 2}], "a": "q\""});
-        let mut out = String::new();
-        write_canonical(&mut out, &a);
-        assert_eq!(out, r#"{"a":"q\"","b":[{"x":2,"y":1}]}"#);
-    }
-
-    #[test]
     fn unique_by_args_keys_equal_arguments_alike() {
         let key = |to: &str| Mail { to: to.into() }.to_job().unwrap().unique_key;
         assert_eq!(key("a"), key("a"));
         assert_ne!(key("a"), key("b"));
         assert!(key("a").unwrap().len() <= crate::limits::KEY_MAX_LEN);
+    }
+
+    #[test]
+    fn unique_opts_carry_states_and_policy_and_are_validated() {
+        let opts = UniqueOpts::from(Unique::Key("k".into()))
+            .states(State::ALL)
+            .on_conflict(OnConflict::Replace);
+        let job = Mail { to: "a".into() }
+            .to_job_with(JobOptions::new().unique(opts))
+            .unwrap();
+        assert_eq!(job.unique_key.as_deref(), Some("k"));
+        assert_eq!(
+            (job.unique_states, job.on_conflict),
+            (UniqueStates::ALL, OnConflict::Replace)
+        );
+        let plain = Mail { to: "a".into() }.to_job().unwrap();
+        assert_eq!(
+            (plain.unique_states, plain.on_conflict),
+            (UniqueStates::DEFAULT, OnConflict::Return)
+        );
+        let refused = JobOptions::new().unique(UniqueOpts::new().states([State::Pending]));
+        assert!(matches!(
+            Mail { to: "a".into() }.to_job_with(refused),
+            Err(JobError::Invalid(fields)) if fields[0].field == "unique.states"
+        ));
     }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{JobId, LeaseToken, State};
+use crate::{JobId, LeaseToken, State, UniqueStates};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -40,6 +40,9 @@ pub struct Job {
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancel_requested_at: Option<OffsetDateTime>,
     pub unique_key: Option<String>,
+    /// With a `unique_key`: the states of this job in which the key blocks another job.
+    #[serde(default)]
+    pub unique_states: Option<UniqueStates>,
     pub trace_id: Option<String>,
     pub metadata: Value,
     #[serde(with = "time::serde::rfc3339")]

@@ -15,8 +15,9 @@ mod state;
 pub mod storable;
 mod store;
 pub mod transition;
+mod unique;
 
-pub use args::{JobArgs, JobOptions, Unique};
+pub use args::{JobArgs, JobOptions};
 pub use backend::{
     ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SCHEMA_RECHECK, SchemaGate, Signals,
     Wake, Wakeups, WorkerBackend,
@@ -32,3 +33,4 @@ pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,
     PageRequest, QueueStats, RescueReport, Retry,
 };
+pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};

@@ -5,7 +5,7 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{FieldError, JobError, JobId, storable};
+use crate::{FieldError, JobError, JobId, OnConflict, UniqueOpts, UniqueStates, storable};
 
 /// Bounds that validation enforces; exported so the API can document them.
 pub mod limits {
@@ -45,8 +45,15 @@ pub struct NewJob {
     pub deadline: Option<OffsetDateTime>,
     /// How long the job is kept after it ends.
     pub retention: Duration,
-    /// Per tenant: a second job with the same key is not created; the first is returned.
+    /// Per tenant: while a job holding this key is in one of its `unique_states`, a
+    /// second job with the key is not created (see `on_conflict`). Built by `UniqueOpts`
+    /// when uniqueness is by arguments, kind or period (the key then carries them).
     pub unique_key: Option<String>,
+    /// The states of this job in which its key blocks another; must include pending and
+    /// running. Default: those two.
+    pub unique_states: UniqueStates,
+    /// What enqueueing does when another job holds the key.
+    pub on_conflict: OnConflict,
     pub trace_id: Option<String>,
     /// Free-form JSON object for the caller's own bookkeeping.
     pub metadata: Value,
@@ -68,6 +75,8 @@ impl NewJob {
             deadline: None,
             retention: Duration::from_secs(limits::DEFAULT_RETENTION_SECS),
             unique_key: None,
+            unique_states: UniqueStates::DEFAULT,
+            on_conflict: OnConflict::Return,
             trace_id: None,
             metadata: Value::Object(Default::default()),
         }
@@ -123,6 +132,11 @@ impl NewJob {
         self
     }
 
+    /// Unique by every option of `unique` (its key computed now, at the enqueue time).
+    pub fn unique(self, unique: impl Into<UniqueOpts>) -> Self {
+        unique.into().apply(self)
+    }
+
     pub fn trace_id(mut self, trace_id: impl Into<String>) -> Self {
         self.trace_id = Some(trace_id.into());
         self
@@ -162,6 +176,9 @@ impl NewJob {
         storable::check_time(&mut errors, "run_at", self.run_at);
         storable::check_time(&mut errors, "deadline", self.deadline);
         check_key(&mut errors, "unique_key", self.unique_key.as_deref());
+        if self.unique_key.is_some() && !self.unique_states.is_allowed() {
+            errors.push(crate::unique::states_error());
+        }
         check_key(&mut errors, "trace_id", self.trace_id.as_deref());
         storable::check_json(&mut errors, "args", &self.args);
         if !self.metadata.is_object() {

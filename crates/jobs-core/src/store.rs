@@ -15,6 +15,9 @@ pub struct Enqueued {
     pub job: Job,
     /// True when a job with the same tenant and unique key already existed; `job` is that one.
     pub duplicate: bool,
+    /// True when that job was pending and took this one's arguments and run time
+    /// (`OnConflict::Replace`); `job` shows them.
+    pub replaced: bool,
 }
 
 impl Enqueued {

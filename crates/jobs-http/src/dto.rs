@@ -2,12 +2,16 @@
 
 use std::time::Duration;
 
-use jobs_core::{AttemptError, Job, LeaseToken, NewJob, QueueStats, State};
+use jobs_core::{
+    AttemptError, FieldError, Job, JobError, LeaseToken, NewJob, QueueStats, State, UniqueStates,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
+
+use crate::unique::{UniqueBody, UniqueState};
 
 /// A job to create. Only `kind` is required.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -48,9 +52,13 @@ pub struct CreateJob {
     #[schema(maximum = 315_360_000u64)]
     #[serde(default, deserialize_with = "whole::option")]
     pub ttl_seconds: Option<u64>,
-    /// Per tenant: a second create with this key returns the first job.
+    /// Short for `unique: {"key": ...}`: while a job with this key is pending or running
+    /// (per tenant), a second create returns it. Not with `unique`.
     #[schema(min_length = 1, max_length = 255)]
     pub unique_key: Option<String>,
+    /// Every option of uniqueness: key, by arguments, by kind, within a period, among
+    /// chosen states, and what a duplicate does.
+    pub unique: Option<UniqueBody>,
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
@@ -61,7 +69,15 @@ fn empty_object() -> Value {
 }
 
 impl CreateJob {
-    pub fn into_new_job(self, tenant: &str, trace_id: Option<String>) -> NewJob {
+    /// The job, or the fields of `unique` at fault; `NewJob::validate` checks the rest.
+    pub fn into_new_job(self, tenant: &str, trace_id: Option<String>) -> Result<NewJob, JobError> {
+        if self.unique_key.is_some() && self.unique.is_some() {
+            return Err(JobError::Invalid(vec![FieldError::new(
+                "unique_key",
+                "give unique_key or unique, not both",
+            )]));
+        }
+        let unique = self.unique.map(UniqueBody::into_opts).transpose();
         let mut job = NewJob::new(self.kind, self.args).tenant(tenant);
         job.queue = self.queue.unwrap_or(job.queue);
         job.priority = self.priority.unwrap_or(job.priority);
@@ -74,10 +90,22 @@ impl CreateJob {
             .ttl_seconds
             .map(Duration::from_secs)
             .unwrap_or(job.retention);
-        job.unique_key = self.unique_key;
+        job.unique_key = self.unique_key.or(job.unique_key);
         job.trace_id = trace_id;
         job.metadata = self.metadata.unwrap_or(job.metadata);
-        job
+        match unique {
+            // The period bucket is that of this moment, by this process's clock.
+            Ok(Some(opts)) => Ok(opts.apply(job)),
+            Ok(None) => Ok(job),
+            // With the other fields' problems, so one answer names them all.
+            Err(JobError::Invalid(mut fields)) => {
+                if let Err(JobError::Invalid(more)) = job.validate() {
+                    fields.extend(more);
+                }
+                Err(JobError::Invalid(fields))
+            }
+            Err(other) => Err(other),
+        }
     }
 }
 
@@ -111,7 +139,11 @@ pub struct JobView {
     pub errors: Vec<AttemptErrorView>,
     pub worker_id: Option<String>,
     pub cancel_requested: bool,
+    /// As stored: with `unique.by_args`, by kind or a period, it carries them.
     pub unique_key: Option<String>,
+    /// With a `unique_key`: the states of this job in which the key blocks another.
+    #[schema(value_type = Option<Vec<UniqueState>>)]
+    pub unique_states: Option<UniqueStates>,
     pub trace_id: Option<String>,
     pub metadata: Value,
     pub timeout_ms: Option<i64>,
@@ -177,6 +209,7 @@ impl From<Job> for JobView {
             worker_id: job.worker_id,
             cancel_requested: job.cancel_requested_at.is_some(),
             unique_key: job.unique_key,
+            unique_states: job.unique_states,
             trace_id: job.trace_id,
             metadata: job.metadata,
             timeout_ms: job.timeout_ms,
@@ -198,6 +231,9 @@ impl From<Job> for JobView {
 pub struct Created {
     /// True when a job with this unique key already existed and is returned instead.
     pub duplicate: bool,
+    /// True when that job was pending and took this request's `args` and run time
+    /// (`unique.on_conflict: replace`).
+    pub replaced: bool,
     #[serde(flatten)]
     pub job: JobView,
 }
@@ -409,7 +445,7 @@ pub struct Health {
 }
 
 /// JSON Schema counts `46.0` as an integer; so do we, for integer fields.
-mod whole {
+pub(crate) mod whole {
     use serde::{Deserialize, Deserializer, de::Error};
     use serde_json::Number;
 

@@ -22,6 +22,9 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub state: Option<State>,
+    /// The job holding the unique key, for `duplicate`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing_job_id: Option<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -34,7 +37,8 @@ pub struct ProblemField {
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    problem: Problem,
+    /// Boxed: handlers return `Result<_, ApiError>` everywhere; the error stays small.
+    problem: Box<Problem>,
     /// Seconds for the `Retry-After` header.
     retry_after: Option<u32>,
 }
@@ -43,14 +47,15 @@ impl ApiError {
     fn new(status: StatusCode, slug: &str, title: &str, detail: impl Into<String>) -> Self {
         Self {
             status,
-            problem: Problem {
+            problem: Box::new(Problem {
                 kind: format!("urn:jobs:problem:{slug}"),
                 title: title.to_owned(),
                 status: status.as_u16(),
                 detail: detail.into(),
                 errors: Vec::new(),
                 state: None,
-            },
+                existing_job_id: None,
+            }),
             retry_after: None,
         }
     }
@@ -185,8 +190,10 @@ impl From<JobError> for ApiError {
                 e
             }
             JobError::Invalid(fields) => Self::invalid(fields),
-            JobError::Duplicate { .. } => {
-                Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail)
+            JobError::Duplicate { existing } => {
+                let mut e = Self::new(StatusCode::CONFLICT, "duplicate", "Duplicate job", detail);
+                e.problem.existing_job_id = Some(existing.as_uuid());
+                e
             }
             JobError::LeaseLost(_) => {
                 Self::new(StatusCode::CONFLICT, "lease-lost", "Lease lost", detail)

@@ -8,6 +8,7 @@ mod dto;
 mod error;
 mod extract;
 mod routes;
+mod unique;
 
 use std::{
     net::TcpListener,

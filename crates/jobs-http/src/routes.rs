@@ -6,8 +6,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Job, JobId, Lease, LeaseToken, ListFilter, NewJob, Outcome, PageRequest,
-    Retry, State,
+    ClaimRequest, Cursor, Enqueued, FieldError, Job, JobError, JobId, Lease, LeaseToken,
+    ListFilter, NewJob, Outcome, PageRequest, Retry, State,
 };
 use tokio::time::Instant;
 
@@ -66,18 +66,27 @@ async fn await_end(
     }
 }
 
-fn created(job: Job, duplicate: bool) -> Created {
+fn created(enqueued: Enqueued) -> Created {
     Created {
-        duplicate,
-        job: job.into(),
+        duplicate: enqueued.duplicate,
+        replaced: enqueued.replaced,
+        job: enqueued.job.into(),
     }
+}
+
+fn created_new(job: Job) -> Created {
+    created(Enqueued {
+        job,
+        duplicate: false,
+        replaced: false,
+    })
 }
 
 /// Create a job.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = CreateJob, params(WaitQuery),
     responses(
         (status = 202, description = "Accepted; poll it by id", body = Created),
-        (status = 200, description = "Duplicate unique key (the existing job), or ended within `wait`", body = Created),
+        (status = 200, description = "Duplicate unique key (the existing job, `duplicate: true`; `replaced: true` when `unique.on_conflict: replace` changed it), or ended within `wait`", body = Created),
         (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
@@ -95,23 +104,24 @@ pub async fn create_job(
     let wait = wait_of(query.wait, MAX_WAIT)?;
     let enqueued = state
         .enqueuer
-        .enqueue(body.into_new_job(&tenant, trace.0))
+        .enqueue(body.into_new_job(&tenant, trace.0)?)
         .await?;
-    let job = enqueued.job;
-    tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, "job accepted");
+    let job = &enqueued.job;
+    tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, replaced = enqueued.replaced, "job accepted");
     if enqueued.duplicate {
-        return Ok(HttpResponse::Ok().json(created(job, true)));
+        return Ok(HttpResponse::Ok().json(created(enqueued)));
     }
     if wait.is_zero() {
-        return Ok(HttpResponse::Accepted().json(created(job, false)));
+        return Ok(HttpResponse::Accepted().json(created(enqueued)));
     }
+    let job = enqueued.job;
     let job = await_end(&state, &tenant, job.id, wait).await?;
     let status = if job.state.is_ended() {
         HttpResponse::Ok()
     } else {
         HttpResponse::Accepted()
     };
-    Ok(with_status(status, created(job, false)))
+    Ok(with_status(status, created_new(job)))
 }
 
 fn with_status(
@@ -141,22 +151,44 @@ pub async fn create_batch(
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
     }
-    let jobs: Vec<NewJob> = body
-        .jobs
-        .into_iter()
-        .map(|j| j.into_new_job(&tenant, trace.0.clone()))
-        .collect();
+    let jobs = batch_jobs(body.jobs, &tenant, &trace.0)?;
     let done = state.store.enqueue_many(jobs).await?;
     tracing::info!(
         jobs = done.len(),
         trace_id = trace.0.as_deref().unwrap_or(""),
         "batch accepted"
     );
-    let jobs = done
-        .into_iter()
-        .map(|e| created(e.job, e.duplicate))
-        .collect();
+    let jobs = done.into_iter().map(created).collect();
     Ok(HttpResponse::Accepted().json(CreatedBatch { jobs }))
+}
+
+/// The jobs of a batch, or every field at fault in any of them, named by item
+/// (`jobs[3].unique.on_conflict`).
+fn batch_jobs(
+    items: Vec<CreateJob>,
+    tenant: &str,
+    trace: &Option<String>,
+) -> Result<Vec<NewJob>, ApiError> {
+    let mut jobs = Vec::with_capacity(items.len());
+    let mut errors = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let fields = match item.into_new_job(tenant, trace.clone()) {
+            Ok(job) => {
+                let invalid = job.validate().err();
+                jobs.push(job);
+                invalid
+            }
+            Err(e) => Some(e),
+        };
+        if let Some(JobError::Invalid(fields)) = fields {
+            errors.extend(fields.into_iter().map(|f| FieldError {
+                field: format!("jobs[{i}].{}", f.field),
+                message: f.message,
+            }));
+        }
+    }
+    JobError::invalid_if_any(errors)?;
+    Ok(jobs)
 }
 
 /// Get a job; `?wait=N` long-polls until it ends or N seconds pass.
@@ -239,7 +271,7 @@ pub async fn cancel_job(
         (status = 200, body = JobView),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The job has not ended", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The job has not ended (`illegal-transition`), or another job holds its unique key in one of that job's unique states (`duplicate`, naming it in `existing_job_id`)", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 #[post("/v1/jobs/{id}/retry")]

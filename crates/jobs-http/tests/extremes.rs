@@ -481,6 +481,76 @@ fn create_chaos() -> BoxedStrategy<Value> {
             ),
         ),
         ("metadata", 0.3, field(object_of(any_json()))),
+        ("unique", 0.3, field(unique_chaos())),
+    ])
+}
+
+/// `unique` of a create: every option, often out of range or of the wrong type.
+fn unique_chaos() -> BoxedStrategy<Value> {
+    let states = prop_oneof![
+        vec(
+            select(vec![
+                "pending",
+                "running",
+                "completed",
+                "failed",
+                "done",
+                ""
+            ]),
+            0..8
+        )
+        .prop_map(|names| json!(names)),
+        any_json(),
+    ];
+    object(vec![
+        ("key", 0.5, field(text().prop_map(Value::String).boxed())),
+        ("by_args", 0.4, field(Just(json!(true)).boxed())),
+        (
+            "period_seconds",
+            0.4,
+            field(prop_oneof![ints(&[0, 1, 60, 315_360_000, 315_360_001, -1]), number()].boxed()),
+        ),
+        ("states", 0.4, field(states.boxed())),
+        (
+            "on_conflict",
+            0.4,
+            field(
+                select(vec!["return", "replace", "x"])
+                    .prop_map(Value::from)
+                    .boxed(),
+            ),
+        ),
+    ])
+}
+
+/// A valid `unique` (a create with `unique_key` too is refused, which is fine here).
+fn unique_valid() -> BoxedStrategy<Value> {
+    let every = json!([
+        "pending",
+        "running",
+        "completed",
+        "partial",
+        "failed",
+        "cancelled"
+    ]);
+    object(vec![
+        ("key", 0.5, valid_key()),
+        (
+            "by_args",
+            0.4,
+            select(vec![json!(true), json!(false)]).boxed(),
+        ),
+        ("period_seconds", 0.4, ints(&[1, 60, 315_360_000])),
+        (
+            "states",
+            0.4,
+            select(vec![json!(["running", "pending"]), every]).boxed(),
+        ),
+        (
+            "on_conflict",
+            0.4,
+            select(vec![json!("return"), json!("replace")]).boxed(),
+        ),
     ])
 }
 
@@ -863,6 +933,7 @@ fn create_valid() -> BoxedStrategy<Value> {
         ),
         ("unique_key", 0.3, valid_key()),
         ("metadata", 0.3, valid_object_of(valid_json())),
+        ("unique", 0.2, unique_valid()),
     ])
 }
 

@@ -75,6 +75,7 @@ impl TestContext {
             lease_token: Some(LeaseToken::from(uuid::Uuid::new_v4())),
             lease_expires_at: None,
             cancel_requested_at: None,
+            unique_states: job.unique_key.as_ref().map(|_| job.unique_states),
             unique_key: job.unique_key,
             trace_id: job.trace_id,
             metadata: job.metadata,

@@ -239,7 +239,8 @@ impl Transaction {
         let mut queues = self.queues.lock().expect("queues lock");
         queues.extend(
             done.iter()
-                .filter(|e| !e.duplicate)
+                // A replaced holder took a new run time: it may be due now.
+                .filter(|e| !e.duplicate || e.replaced)
                 .map(|e| e.job.queue.clone()),
         );
         Ok(done)

@@ -16,7 +16,8 @@ pub struct WelcomeEmail {
 }
 
 /// Per-kind defaults: every welcome email goes to the `mail` queue, at most three tries of
-/// ten seconds each, once per user (unique by arguments).
+/// ten seconds each, one at a time per user (unique by arguments: while one is pending or
+/// running, another is not created).
 impl JobArgs for WelcomeEmail {
     const KIND: &'static str = "welcome_email";
 

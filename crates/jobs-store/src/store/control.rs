@@ -2,8 +2,8 @@
 
 use jobs_core::{Job, JobError, JobId, State};
 
-use super::{SeaOrmStore, job_columns, read};
-use crate::sql::{Sql, state_list};
+use super::{SeaOrmStore, db_error, errors::unique_violation, job_columns, jobs_of, read};
+use crate::sql::state_list;
 
 /// Pending jobs are cancelled at once; running ones get a cancel request, which their
 /// worker (or the rescue of their lease) turns into the end.
@@ -32,7 +32,8 @@ pub(super) async fn cancel(
         expiry = d.now_plus_ms("retention_ms"),
         from = state_list(&State::sources_of(State::Cancelled)),
     ));
-    let job = move_one(store, sql, id, State::Cancelled).await?;
+    let rows = store.fetch_jobs(&store.db, sql).await?;
+    let job = move_one(store, rows, id, State::Cancelled).await?;
     store.changed([id]);
     Ok(job)
 }
@@ -60,16 +61,44 @@ pub(super) async fn retry(
         columns = job_columns(""),
         from = state_list(&from),
     ));
-    let job = move_one(store, sql, id, State::Pending).await?;
+    let rows = match store.fetch_models(&store.db, sql).await {
+        Err(e) if unique_violation(&e) => return Err(key_taken(store, id).await),
+        rows => rows.map_err(db_error)?,
+    };
+    let job = move_one(store, jobs_of(rows)?, id, State::Pending).await?;
     store.changed([id]);
     Ok(job)
+}
+
+/// Another job took the unique key while this one had ended, so the index refuses this
+/// one back into pending: `Duplicate` naming that job.
+async fn key_taken(store: &SeaOrmStore, id: JobId) -> JobError {
+    let job = match read::get(store, None, id).await {
+        Ok(job) => job,
+        Err(e) => return e,
+    };
+    match store.other_holder(&job).await {
+        Ok(Some(holder)) => JobError::Duplicate {
+            existing: holder.id,
+        },
+        // The holder ended in between: the key is free again.
+        Ok(None) => JobError::Unavailable(format!(
+            "the unique key of job {id} was held by another job, which has just ended; retry again"
+        )),
+        Err(e) => e,
+    }
 }
 
 /// Runs an update that targets one job the caller may see (checked by `get` first:
 /// a job never changes tenant); if no row matched, the job moved to a state this
 /// move cannot start from.
-async fn move_one(store: &SeaOrmStore, sql: Sql, id: JobId, to: State) -> Result<Job, JobError> {
-    if let Some(job) = store.fetch_jobs(&store.db, sql).await?.pop() {
+async fn move_one(
+    store: &SeaOrmStore,
+    mut rows: Vec<Job>,
+    id: JobId,
+    to: State,
+) -> Result<Job, JobError> {
+    if let Some(job) = rows.pop() {
         return Ok(job);
     }
     let current = read::get(store, None, id).await?;

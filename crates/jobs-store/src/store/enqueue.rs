@@ -3,14 +3,19 @@
 
 use std::collections::{HashMap, HashSet};
 
-use jobs_core::{Enqueued, FieldError, Job, JobError, JobId, NewJob};
+use jobs_core::{Enqueued, FieldError, Job, JobError, JobId, NewJob, OnConflict};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 
-use super::{SeaOrmStore, db_error, job_columns, millis};
+use super::{
+    SeaOrmStore, db_error, job_columns, millis,
+    unique::{KeyOf, key_of},
+};
 use crate::sql::{Dialect, rows_cte};
 
 /// Rows per multi-row INSERT.
 const INSERT_CHUNK: usize = 1_000;
+/// Inserts of a job whose key's holder keeps ending between insert and lookup.
+const INSERT_ROUNDS: usize = 3;
 
 /// `JobStore::enqueue_many`: one transaction, then a local wake-up per queue.
 pub(super) async fn enqueue_many(
@@ -24,14 +29,20 @@ pub(super) async fn enqueue_many(
     let txn = store.db.begin().await.map_err(db_error)?;
     let done = store.enqueue_many_in(&txn, jobs).await?;
     txn.commit().await.map_err(db_error)?;
-    let queues: HashSet<&str> = done
+    // New jobs, and holders that took a replacement's run time, may be due now.
+    let moved: Vec<&Job> = done
         .iter()
-        .filter(|e| !e.duplicate)
-        .map(|e| e.job.queue.as_str())
+        .filter(|e| !e.duplicate || e.replaced)
+        .map(|e| &e.job)
         .collect();
-    for queue in queues {
+    for queue in moved
+        .iter()
+        .map(|j| j.queue.as_str())
+        .collect::<HashSet<_>>()
+    {
         store.wake_workers(queue);
     }
+    store.changed(done.iter().filter(|e| e.replaced).map(|e| e.job.id));
     Ok(done)
 }
 
@@ -45,38 +56,70 @@ impl SeaOrmStore {
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Enqueued>, JobError> {
         validate_all(&jobs)?;
-        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(jobs.len());
         // Rows go in one stable order, by (tenant, unique key): concurrent batches then
         // wait on each other's keys in the same order and cannot deadlock.
         let mut ordered: Vec<&NewJob> = jobs.iter().collect();
         ordered.sort_by(|a, b| (&a.tenant, &a.unique_key).cmp(&(&b.tenant, &b.unique_key)));
-        for chunk in ordered.chunks(INSERT_CHUNK) {
-            for job in self.insert_chunk(conn, chunk).await? {
-                inserted.insert(job.id, job);
-            }
-        }
+        let (mut inserted, holders) = self.insert_or_find_holders(conn, ordered).await?;
         let conflicted: Vec<&NewJob> = jobs
             .iter()
             .filter(|j| !inserted.contains_key(&j.id))
             .collect();
-        let existing = if conflicted.is_empty() {
-            HashMap::new()
-        } else {
-            self.existing_by_key(conn, &conflicted).await?
-        };
-        self.notify_queues(conn, &inserted).await?;
+        let replaced = self.replace_holders(conn, &conflicted, &holders).await?;
+        let mut changed: Vec<&Job> = inserted.values().collect();
+        changed.extend(&replaced);
+        self.notify_queues(conn, &changed).await?;
+        let replaced: HashMap<JobId, Job> = replaced.into_iter().map(|j| (j.id, j)).collect();
+        // A batch's first job of a key, replaced by a later one, shows its final row.
+        for (id, job) in &replaced {
+            if let Some(first) = inserted.get_mut(id) {
+                *first = job.clone();
+            }
+        }
         jobs.iter()
-            .map(|new| enqueued(new, &mut inserted, &existing))
+            .map(|new| enqueued(new, &mut inserted, &holders, &replaced))
             .collect()
+    }
+
+    /// Inserts `jobs`; those whose key is held come back with the holder. A key whose
+    /// holder left its unique states between the insert and the lookup (it ended) is
+    /// free again: those jobs are inserted anew, a few rounds at most.
+    async fn insert_or_find_holders(
+        &self,
+        conn: &impl ConnectionTrait,
+        mut todo: Vec<&NewJob>,
+    ) -> Result<(HashMap<JobId, Job>, HashMap<KeyOf, Job>), JobError> {
+        let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(todo.len());
+        let mut holders = HashMap::new();
+        for _ in 0..INSERT_ROUNDS {
+            for chunk in todo.chunks(INSERT_CHUNK) {
+                for job in self.insert_chunk(conn, chunk).await? {
+                    inserted.insert(job.id, job);
+                }
+            }
+            todo.retain(|j| !inserted.contains_key(&j.id));
+            if todo.is_empty() {
+                break;
+            }
+            holders.extend(self.holders(conn, &todo).await?);
+            todo.retain(|j| !holders.contains_key(&key_of(j)));
+        }
+        match todo.first() {
+            None => Ok((inserted, holders)),
+            Some(job) => Err(JobError::Unavailable(format!(
+                "job {} kept colliding with holders of its unique key that ended at once; enqueue again",
+                job.id
+            ))),
+        }
     }
 
     /// PostgreSQL: one NOTIFY per queue that got jobs, delivered when the transaction commits.
     async fn notify_queues(
         &self,
         conn: &impl ConnectionTrait,
-        inserted: &HashMap<JobId, Job>,
+        changed: &[&Job],
     ) -> Result<(), JobError> {
-        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
+        let queues: HashSet<&str> = changed.iter().map(|j| j.queue.as_str()).collect();
         let queues: Vec<&str> = queues.into_iter().collect();
         self.notify_queue_names(conn, &queues).await
     }
@@ -130,66 +173,39 @@ impl SeaOrmStore {
         ));
         self.fetch_jobs(db, sql).await
     }
-
-    /// The jobs already holding the unique keys of `jobs`, by (tenant, key).
-    async fn existing_by_key(
-        &self,
-        db: &impl ConnectionTrait,
-        jobs: &[&NewJob],
-    ) -> Result<HashMap<(String, String), Job>, JobError> {
-        let mut found = HashMap::new();
-        for chunk in jobs.chunks(INSERT_CHUNK) {
-            let mut sql = self.sql();
-            let conditions: Vec<String> = chunk
-                .iter()
-                .map(|job| {
-                    format!(
-                        "(tenant = {} AND unique_key = {})",
-                        sql.bind(job.tenant.clone()),
-                        sql.bind(job.unique_key.clone())
-                    )
-                })
-                .collect();
-            sql.push(&format!("SELECT {} FROM jobs WHERE ", job_columns("")))
-                .push(&conditions.join(" OR "));
-            for job in self.fetch_jobs(db, sql).await? {
-                if let Some(key) = job.unique_key.clone() {
-                    found.insert((job.tenant.clone(), key), job);
-                }
-            }
-        }
-        Ok(found)
-    }
 }
 
-/// What enqueueing `new` produced: the row it inserted, or the one holding its key.
+/// What enqueueing `new` produced: the row it inserted, or the one holding its key
+/// (as `OnConflict::Replace` left it: when several jobs of one call replace one holder,
+/// the last one's arguments and run time win, and each of them says `replaced`).
 fn enqueued(
     new: &NewJob,
     inserted: &mut HashMap<JobId, Job>,
-    existing: &HashMap<(String, String), Job>,
+    holders: &HashMap<KeyOf, Job>,
+    replaced: &HashMap<JobId, Job>,
 ) -> Result<Enqueued, JobError> {
     if let Some(job) = inserted.remove(&new.id) {
         return Ok(Enqueued {
             job,
             duplicate: false,
+            replaced: false,
         });
     }
-    let key = (
-        new.tenant.clone(),
-        new.unique_key.clone().unwrap_or_default(),
-    );
-    match existing.get(&key) {
-        Some(job) => Ok(Enqueued {
-            job: job.clone(),
-            duplicate: true,
-        }),
-        // Only possible if retention deleted the holder between the two statements.
-        None => Err(JobError::Storage(format!(
-            "job {} conflicted on its unique key but the holder vanished; enqueue again",
+    let holder = holders.get(&key_of(new)).ok_or_else(|| {
+        JobError::Storage(format!(
+            "job {} was neither inserted nor a duplicate",
             new.id
-        ))),
-    }
+        ))
+    })?;
+    // Every duplicate of one holder shows it as the enqueue left it.
+    let replacement = replaced.get(&holder.id);
+    Ok(Enqueued {
+        job: replacement.unwrap_or(holder).clone(),
+        duplicate: true,
+        replaced: replacement.is_some() && new.on_conflict == OnConflict::Replace,
+    })
 }
+
 /// The columns of one new job in `insert_chunk`, with their PostgreSQL types.
 const INSERT_COLUMNS: &[(&str, &str)] = &[
     ("id", "uuid"),
@@ -228,7 +244,7 @@ fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
         job.unique_key.clone().into(),
         job.unique_key
             .as_ref()
-            .map(|_| migration::m20261203_000006_operations::ALL_STATES_MASK)
+            .map(|_| job.unique_states.bits())
             .into(),
         job.trace_id.clone().into(),
         job.metadata.clone().into(),

@@ -78,6 +78,16 @@ pub(crate) fn transient(error: &DbErr) -> bool {
     }
 }
 
+/// The statement would have given a second row a unique value another row holds.
+pub(crate) fn unique_violation(error: &DbErr) -> bool {
+    match code_of(error) {
+        Some(Code::Postgres(code)) => code == "23505",
+        // SQLITE_CONSTRAINT_UNIQUE.
+        Some(Code::Sqlite(code)) => code == 2067,
+        None => false,
+    }
+}
+
 /// The database refused a value of the statement (a character or number it cannot
 /// store, a value too large, a check): the same statement would fail again.
 pub(crate) fn refused_value(error: &DbErr) -> bool {

@@ -16,6 +16,7 @@ mod maintenance;
 mod queues;
 mod read;
 mod transition;
+mod unique;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -102,11 +103,16 @@ impl SeaOrmStore {
     }
 
     async fn fetch_jobs(&self, db: &impl ConnectionTrait, sql: Sql) -> Result<Vec<Job>, JobError> {
-        let models = entity::Model::find_by_statement(sql.build())
-            .all(db)
-            .await
-            .map_err(db_error)?;
-        models.into_iter().map(to_job).collect()
+        jobs_of(self.fetch_models(db, sql).await.map_err(db_error)?)
+    }
+
+    /// The rows of a statement returning `job_columns`, with the database's own error.
+    async fn fetch_models(
+        &self,
+        db: &impl ConnectionTrait,
+        sql: Sql,
+    ) -> Result<Vec<entity::Model>, sea_orm::DbErr> {
+        entity::Model::find_by_statement(sql.build()).all(db).await
     }
 
     async fn query(&self, sql: Sql) -> Result<Vec<QueryResult>, JobError> {
@@ -194,6 +200,10 @@ fn millis(duration: Duration) -> i64 {
     duration.as_millis().min(i64::MAX as u128) as i64
 }
 
+fn jobs_of(models: Vec<entity::Model>) -> Result<Vec<Job>, JobError> {
+    models.into_iter().map(to_job).collect()
+}
+
 fn to_job(m: entity::Model) -> Result<Job, JobError> {
     let errors: Vec<AttemptError> = serde_json::from_value(m.errors).map_err(|e| {
         JobError::Storage(format!("job {} has a malformed error history: {e}", m.id))
@@ -221,6 +231,7 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
         lease_token: m.lease_token.map(LeaseToken::from),
         lease_expires_at: m.lease_expires_at,
         cancel_requested_at: m.cancel_requested_at,
+        unique_states: m.unique_states.map(jobs_core::UniqueStates::from_bits),
         unique_key: m.unique_key,
         trace_id: m.trace_id,
         metadata: m.metadata,

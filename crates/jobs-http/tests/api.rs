@@ -755,6 +755,8 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         ("post", "/v1/jobs/{id}/complete"),
         ("post", "/v1/jobs/{id}/fail"),
         ("get", "/v1/queues"),
+        ("post", "/v1/queues/{name}/pause"),
+        ("post", "/v1/queues/{name}/resume"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

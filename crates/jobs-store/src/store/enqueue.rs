@@ -64,25 +64,26 @@ impl SeaOrmStore {
         } else {
             self.existing_by_key(conn, &conflicted).await?
         };
-        self.notify_queues(conn, &inserted).await?;
+        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
+        self.notify_queues(conn, &queues).await?;
         jobs.iter()
             .map(|new| enqueued(new, &mut inserted, &existing))
             .collect()
     }
 
-    /// PostgreSQL: one NOTIFY per queue that got jobs, delivered when the transaction commits.
-    async fn notify_queues(
+    /// PostgreSQL: one NOTIFY per queue that got pending jobs, delivered when the
+    /// transaction commits (at once outside one).
+    pub(super) async fn notify_queues(
         &self,
         conn: &impl ConnectionTrait,
-        inserted: &HashMap<JobId, Job>,
+        queues: &HashSet<&str>,
     ) -> Result<(), JobError> {
-        if self.dialect != Dialect::Postgres || inserted.is_empty() {
+        if self.dialect != Dialect::Postgres || queues.is_empty() {
             return Ok(());
         }
-        let queues: HashSet<&str> = inserted.values().map(|j| j.queue.as_str()).collect();
         let mut sql = self.sql();
         let channel = sql.bind(crate::wake::ENQUEUED_CHANNEL);
-        let list = sql.bind_list(queues.into_iter().map(str::to_owned));
+        let list = sql.bind_list(queues.iter().map(|q| q.to_string()));
         sql.push(&format!(
             "SELECT pg_notify({channel}, q) FROM unnest(ARRAY[{list}]::text[]) AS q"
         ));

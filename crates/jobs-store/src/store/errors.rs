@@ -91,3 +91,15 @@ pub(crate) fn refused_value(error: &DbErr) -> bool {
         None => false,
     }
 }
+
+/// A unique index refused the statement: another row holds the same key. Which rows
+/// take part in a key is the schema's to decide (`UNIQUE_PREDICATE`), so callers that
+/// move jobs between states treat any such violation alike.
+pub(crate) fn unique_violation(error: &DbErr) -> bool {
+    match code_of(error) {
+        Some(Code::Postgres(code)) => code == "23505",
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY.
+        Some(Code::Sqlite(code)) => matches!(code, 2067 | 1555),
+        None => false,
+    }
+}

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jobs_core::WorkerBackend;
 
+#[doc(hidden)]
+pub mod bulk;
 pub mod fixtures;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
@@ -80,6 +82,10 @@ macro_rules! conformance_tests {
             get_many_and_cancel_requests_answer_for_many_at_once,
             end_unrunnable_fails_pending_jobs_past_their_deadline,
             watchers_hear_changes_to_their_job,
+            bulk_retry_selects_by_each_filter_field,
+            bulk_cancel_and_delete_follow_their_states,
+            bulk_refuses_an_empty_filter_and_stays_in_its_tenant,
+            bulk_retry_of_ten_thousand_while_workers_drain,
         );
     };
 }

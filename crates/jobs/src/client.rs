@@ -4,7 +4,9 @@
 use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 
 use futures::Stream;
-use jobs_core::{Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob};
+use jobs_core::{
+    BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob,
+};
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
@@ -109,6 +111,14 @@ impl Client {
     /// Runs an ended job again from its first attempt.
     pub async fn retry(&self, id: JobId) -> Result<Job, JobError> {
         self.store.retry(None, id).await
+    }
+
+    /// Retries, cancels or deletes every job `request.filter` matches (across tenants
+    /// unless the filter names one), in bounded batches: the dead-letter workflow, e.g.
+    /// `BulkRequest::new(BulkAction::Retry, ListFilter::new().state(State::Failed)
+    /// .error_kind("timeout"))`. Refuses a filter that names nothing unless `.all()`.
+    pub async fn bulk(&self, request: BulkRequest) -> Result<BulkResult, JobError> {
+        self.store.bulk(&request).await
     }
 
     /// Resolves with the job once it has ended (completed, partial, failed or cancelled).

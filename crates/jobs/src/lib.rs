@@ -16,8 +16,9 @@ pub mod testing;
 
 pub use client::{Client, Transaction};
 pub use jobs_core::{
-    AttemptError, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob, Outcome,
-    Page, PageRequest, QueueStats, Retry, RetryPolicy, State, Unique, limits,
+    AttemptError, BulkAction, BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId,
+    JobOptions, ListFilter, NewJob, Outcome, Page, PageRequest, QueueStats, Retry, RetryPolicy,
+    State, Unique, limits,
 };
 
 /// The ports a backend implements; in scope, they let you call the store directly

@@ -77,7 +77,10 @@ async fn dead_letters_are_listed_by_error_kind_then_retried(db: TestDb) {
         ids_listed(&api, "state=failed&error_kind=timeout").await,
         timeouts
     );
-    assert_eq!(ids_listed(&api, "error_kind=oom").await, [oom.clone()]);
+    assert_eq!(
+        ids_listed(&api, "error_kind=oom").await,
+        std::slice::from_ref(&oom)
+    );
 
     let filter = json!({"state": "failed", "error_kind": "timeout"});
     let dry = json!({"action": "retry", "filter": filter, "dry_run": true});

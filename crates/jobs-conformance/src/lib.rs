@@ -11,6 +11,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use jobs_core::{ApiBackend, WorkerBackend};
 
+#[doc(hidden)]
+pub mod bulk;
 pub mod fixtures;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
@@ -100,6 +102,10 @@ macro_rules! conformance_tests {
             racing_inserts_in_a_period_make_one_job,
             racing_inserts_among_all_states_make_one_job,
             racing_inserts_with_replace_make_one_job,
+            bulk_retry_selects_by_each_filter_field,
+            bulk_cancel_and_delete_follow_their_states,
+            bulk_refuses_an_empty_filter_and_stays_in_its_tenant,
+            bulk_retry_of_ten_thousand_while_workers_drain,
         );
     };
 }

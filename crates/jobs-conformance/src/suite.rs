@@ -13,6 +13,7 @@ use jobs_core::{
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+pub use crate::bulk::*;
 pub use crate::queues::*;
 pub use crate::unique::*;
 use crate::{

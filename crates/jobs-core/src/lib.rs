@@ -5,6 +5,7 @@
 
 mod args;
 mod backend;
+mod bulk;
 mod error;
 mod id;
 mod job;
@@ -22,6 +23,7 @@ pub use backend::{
     ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SCHEMA_RECHECK, SchemaGate, Signals,
     Wake, Wakeups, WorkerBackend,
 };
+pub use bulk::{BulkAction, BulkRequest, BulkResult};
 pub use error::{FieldError, JobError};
 pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};

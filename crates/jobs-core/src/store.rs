@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{Job, JobError, JobId, LeaseToken, NewJob, State, storable};
+use crate::{BulkRequest, BulkResult, Job, JobError, JobId, LeaseToken, NewJob, State, storable};
 
 /// What enqueueing one job produced.
 #[derive(Debug, Clone, PartialEq)]
@@ -42,6 +42,8 @@ pub struct ListFilter {
     pub state: Option<State>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// The kind of the job's last error (the newest entry of its error history).
+    pub error_kind: Option<String>,
     /// Inclusive lower bound on `created_at`.
     pub created_from: Option<OffsetDateTime>,
     /// Exclusive upper bound on `created_at`.
@@ -73,6 +75,22 @@ impl ListFilter {
         self
     }
 
+    /// Jobs whose last error is of this kind.
+    pub fn error_kind(mut self, kind: impl Into<String>) -> Self {
+        self.error_kind = Some(kind.into());
+        self
+    }
+
+    /// Whether any field but the tenant narrows the selection.
+    pub fn narrows(&self) -> bool {
+        self.state.is_some()
+            || self.kind.is_some()
+            || self.queue.is_some()
+            || self.error_kind.is_some()
+            || self.created_from.is_some()
+            || self.created_to.is_some()
+    }
+
     /// Created at or after `at`.
     pub fn created_from(mut self, at: OffsetDateTime) -> Self {
         self.created_from = Some(at);
@@ -92,6 +110,7 @@ impl ListFilter {
         for (field, value) in [
             ("kind", &self.kind),
             ("queue", &self.queue),
+            ("error_kind", &self.error_kind),
             ("tenant", &self.tenant),
         ] {
             if let Some(value) = value {
@@ -493,6 +512,10 @@ pub trait JobStore: Send + Sync + 'static {
 
     /// Runs an ended job again from attempt 0.
     async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError>;
+
+    /// Retries, cancels or deletes every job the request's filter matches, in bounded
+    /// batches each conditional on the job's state (see `BulkRequest`).
+    async fn bulk(&self, request: &BulkRequest) -> Result<BulkResult, JobError>;
 
     /// Returns up to `limit` running jobs whose lease expired to pending (or failed when
     /// no attempt or time is left, cancelled when a cancel was requested). One statement.

@@ -260,6 +260,8 @@ pub struct ListQuery {
     pub state: Option<State>,
     pub kind: Option<String>,
     pub queue: Option<String>,
+    /// The kind of the job's last error.
+    pub error_kind: Option<String>,
     /// Created at or after (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]
     #[param(value_type = Option<String>, format = DateTime)]

@@ -241,7 +241,9 @@ pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server>
 }
 
 fn routes(cfg: &mut web::ServiceConfig) {
+    // Literal paths before `/v1/jobs/{id}` templates.
     cfg.service(routes::create_batch)
+        .service(routes::bulk::bulk_jobs)
         .service(routes::create_job)
         .service(routes::list_jobs)
         .service(routes::get_job)
@@ -252,6 +254,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::heartbeat)
         .service(routes::complete)
         .service(routes::fail)
+        .service(routes::snooze::snooze)
         .service(routes::queues)
         .service(routes::queue_control::pause_queue)
         .service(routes::queue_control::resume_queue)
@@ -382,7 +385,7 @@ async fn observe(
     paths(
         routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
         routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
-        routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::snooze::snooze, routes::bulk::bulk_jobs, routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),

@@ -1,5 +1,8 @@
 //! The handlers. Each is short: parse, call the store, shape the answer; errors map in
-//! `error.rs`.
+//! `error.rs`. Features of their own live in submodules.
+
+pub(crate) mod bulk;
+pub(crate) mod snooze;
 
 use std::time::Duration;
 
@@ -232,6 +235,7 @@ pub async fn list_jobs(
     filter.state = q.state;
     filter.kind = q.kind;
     filter.queue = q.queue;
+    filter.error_kind = q.error_kind;
     filter.created_from = q.created_after;
     filter.created_to = q.created_before;
     let page = PageRequest {

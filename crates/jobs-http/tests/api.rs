@@ -754,6 +754,8 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         ("post", "/v1/jobs/{id}/heartbeat"),
         ("post", "/v1/jobs/{id}/complete"),
         ("post", "/v1/jobs/{id}/fail"),
+        ("post", "/v1/jobs/{id}/snooze"),
+        ("post", "/v1/jobs/bulk"),
         ("get", "/v1/queues"),
         ("post", "/v1/queues/{name}/pause"),
         ("post", "/v1/queues/{name}/resume"),

@@ -70,6 +70,15 @@ impl Dialect {
         self.json_append(errors, &entry)
     }
 
+    /// The `kind` of the last entry of the error history `errors` (an SQL expression);
+    /// NULL when the history is empty.
+    pub(crate) fn last_error_kind(self, errors: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("({errors} -> -1 ->> 'kind')"),
+            Dialect::Sqlite => format!("json_extract({errors}, '$[#-1].kind')"),
+        }
+    }
+
     /// A JSON object built from alternating key and value expressions.
     fn json_object(self, pairs: &[(&str, &str)]) -> String {
         let function = match self {
@@ -147,6 +156,10 @@ impl Sql {
             text: String::new(),
             values: Vec::new(),
         }
+    }
+
+    pub(crate) fn dialect(&self) -> Dialect {
+        self.dialect
     }
 
     pub(crate) fn bind(&mut self, value: impl Into<Value>) -> String {

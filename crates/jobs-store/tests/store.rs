@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 backend_tests!(
     retry_backs_off_then_exhausts_to_failed,
     enqueue_in_a_transaction_exists_only_if_it_commits,
+    bulk_retry_skips_jobs_whose_unique_key_another_job_holds,
 );
 
 async fn retry_backs_off_then_exhausts_to_failed(db: TestDb) {
@@ -97,4 +98,36 @@ async fn enqueue_in_a_transaction_exists_only_if_it_commits(db: TestDb) {
         Err(JobError::NotFound(_))
     ));
     assert_eq!(count(s).await, 1);
+}
+
+/// Keys that block only while pending or running (as `unique_states` may choose): a
+/// failed job's key is free, a new job takes it, and retrying the failed one would break
+/// the unique index. The bulk retry redoes that batch row by row and skips the one.
+async fn bulk_retry_skips_jobs_whose_unique_key_another_job_holds(db: TestDb) {
+    use jobs_core::{BulkAction, BulkRequest, ListFilter};
+    let s = &db.store;
+    let keyed = |key: &str| job("k").unique_key(key).max_attempts(1);
+    let jobs = ["k1", "k2", "k3"].map(|key| (keyed(key), "boom")).to_vec();
+    let ids = jobs_conformance::bulk::failed(s, jobs).await;
+    s.connection()
+        .execute_unprepared("UPDATE jobs SET unique_states = 3")
+        .await
+        .unwrap();
+    let holder = s.enqueue(keyed("k2")).await.unwrap();
+    assert!(!holder.duplicate, "a failed job no longer holds its key");
+
+    let request = BulkRequest::new(BulkAction::Retry, ListFilter::new().state(State::Failed));
+    let done = s.bulk(&request).await.unwrap();
+    assert_eq!((done.matched, done.changed), (3, 2), "{done:?}");
+    assert_eq!(done.batches, 3, "the refused batch was redone row by row");
+    let states: Vec<State> = futures::future::join_all(ids.iter().map(|id| s.get(None, *id)))
+        .await
+        .into_iter()
+        .map(|job| job.unwrap().state)
+        .collect();
+    assert_eq!(states, [State::Pending, State::Failed, State::Pending]);
+    assert_eq!(
+        s.get(None, holder.job.id).await.unwrap().state,
+        State::Pending
+    );
 }

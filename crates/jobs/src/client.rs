@@ -5,7 +5,8 @@ use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 
 use futures::Stream;
 use jobs_core::{
-    Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob, QueueControl, QueueScope,
+    BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob,
+    QueueControl, QueueScope,
 };
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -128,6 +129,14 @@ impl Client {
     /// Per queue: jobs by state, the oldest due job's wait, and whether it is paused.
     pub async fn queues(&self) -> Result<Vec<jobs_core::QueueStats>, JobError> {
         self.store.queue_stats(None).await
+    }
+
+    /// Retries, cancels or deletes every job `request.filter` matches (across tenants
+    /// unless the filter names one), in bounded batches: the dead-letter workflow, e.g.
+    /// `BulkRequest::new(BulkAction::Retry, ListFilter::new().state(State::Failed)
+    /// .error_kind("timeout"))`. Refuses a filter that names nothing unless `.all()`.
+    pub async fn bulk(&self, request: BulkRequest) -> Result<BulkResult, JobError> {
+        self.store.bulk(&request).await
     }
 
     /// Resolves with the job once it has ended (completed, partial, failed or cancelled).

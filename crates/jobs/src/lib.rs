@@ -16,9 +16,9 @@ pub mod testing;
 
 pub use client::{Client, Transaction};
 pub use jobs_core::{
-    AttemptError, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob,
-    OnConflict, Outcome, Page, PageRequest, QueueScope, QueueStats, Retry, RetryPolicy, State,
-    Unique, UniqueOpts, UniqueStates, limits,
+    AttemptError, BulkAction, BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId,
+    JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueScope, QueueStats,
+    Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates, limits,
 };
 
 /// The ports a backend implements; in scope, they let you call the store directly

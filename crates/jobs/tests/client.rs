@@ -151,4 +151,59 @@ backend_tests!(
     watch_follows_the_job_through_progress_to_its_end,
     transactions_commit_or_roll_back_with_their_jobs,
     wait_hears_of_jobs_ended_by_other_processes,
+    bulk_retry_hands_dead_letters_to_a_running_worker,
 );
+
+/// Dead letters retried in bulk through the client wake an idle worker, which runs them
+/// to completion from attempt 0.
+async fn bulk_retry_hands_dead_letters_to_a_running_worker(db: TestDb) {
+    use jobs::{BulkAction, BulkRequest, ListFilter, Retry, ports::JobStore};
+    let client = Client::new(db.store.clone());
+    let once = JobOptions::new().max_attempts(1);
+    let mut ids = Vec::new();
+    for n in [2, 4, 6] {
+        let halve = Halve { n, pause_ms: 0 };
+        ids.push(
+            client
+                .insert_with(&halve, once.clone())
+                .await
+                .unwrap()
+                .job
+                .id,
+        );
+    }
+    let store = client.store();
+    let claim = jobs_core::ClaimRequest {
+        worker_id: "before".into(),
+        queues: vec!["default".into()],
+        kinds: None,
+        tenant: None,
+        limit: 10,
+        lease: Duration::from_secs(30),
+    };
+    for job in store.claim(&claim).await.unwrap() {
+        let lease = jobs_core::Lease::of(&job).unwrap();
+        store
+            .fail(&lease, "upstream_down", "503", Retry::Never)
+            .await
+            .unwrap();
+    }
+    let worker = worker_for(&client);
+    let dead = ListFilter::new()
+        .state(State::Failed)
+        .error_kind("upstream_down");
+    let done = client
+        .bulk(BulkRequest::new(BulkAction::Retry, dead))
+        .await
+        .unwrap();
+    assert_eq!((done.matched, done.changed), (3, 3));
+    for (id, n) in ids.into_iter().zip([2, 4, 6]) {
+        let job = tokio::time::timeout(Duration::from_secs(20), client.wait(id))
+            .await
+            .expect("wait resolved")
+            .unwrap();
+        assert_eq!((job.state, job.attempt), (State::Completed, 1));
+        assert_eq!(job.result, Some((n / 2).into()));
+    }
+    worker.shutdown().await.unwrap();
+}

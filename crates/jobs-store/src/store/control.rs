@@ -1,9 +1,9 @@
 //! What operators do to one job: cancel it, or run an ended job again.
 
-use jobs_core::{Job, JobError, JobId, State};
+use jobs_core::{BulkAction, Job, JobError, JobId, State};
 
 use super::{SeaOrmStore, db_error, errors::unique_violation, job_columns, jobs_of, read};
-use crate::sql::state_list;
+use crate::sql::{Dialect, state_list};
 
 /// Pending jobs are cancelled at once; running ones get a cancel request, which their
 /// worker (or the rescue of their lease) turns into the end.
@@ -12,25 +12,14 @@ pub(super) async fn cancel(
     tenant: Option<&str>,
     id: JobId,
 ) -> Result<Job, JobError> {
-    let d = store.dialect;
-    let now = d.now();
     read::get(store, tenant, id).await?;
     let mut sql = store.sql();
     let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
     sql.push(&format!(
-        "UPDATE jobs SET \
-           state = CASE WHEN state = '{pending}' THEN '{cancelled}' ELSE state END, \
-           cancel_requested_at = CASE WHEN state = '{running}' \
-             THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
-           finished_at = CASE WHEN state = '{pending}' THEN {now} ELSE finished_at END, \
-           expires_at = CASE WHEN state = '{pending}' THEN {expiry} ELSE expires_at END, \
-           updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
-        pending = State::Pending,
-        running = State::Running,
-        cancelled = State::Cancelled,
+        "UPDATE jobs SET {set}{clause} AND state IN ({from}) RETURNING {columns}",
+        set = cancel_set(store.dialect),
         columns = job_columns(""),
-        expiry = d.now_plus_ms("retention_ms"),
-        from = state_list(&State::sources_of(State::Cancelled)),
+        from = state_list(&BulkAction::Cancel.sources()),
     ));
     let rows = store.fetch_jobs(&store.db, sql).await?;
     let job = move_one(store, rows, id, State::Cancelled).await?;
@@ -44,22 +33,14 @@ pub(super) async fn retry(
     tenant: Option<&str>,
     id: JobId,
 ) -> Result<Job, JobError> {
-    let now = store.dialect.now();
     read::get(store, tenant, id).await?;
     let mut sql = store.sql();
     let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
-    let from: Vec<State> = State::sources_of(State::Pending)
-        .into_iter()
-        .filter(|s| s.is_ended())
-        .collect();
     sql.push(&format!(
-        "UPDATE jobs SET state = '{pending}', attempt = 0, run_at = {now}, progress = 0, \
-           stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
-           lease_token = NULL, cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
-           expires_at = NULL, updated_at = {now}{clause} AND state IN ({from}) RETURNING {columns}",
-        pending = State::Pending,
+        "UPDATE jobs SET {set}{clause} AND state IN ({from}) RETURNING {columns}",
+        set = retry_set(store.dialect),
         columns = job_columns(""),
-        from = state_list(&from),
+        from = state_list(&BulkAction::Retry.sources()),
     ));
     let rows = match store.fetch_models(&store.db, sql).await {
         Err(e) if unique_violation(&e) => return Err(key_taken(store, id).await),
@@ -87,6 +68,38 @@ async fn key_taken(store: &SeaOrmStore, id: JobId) -> JobError {
         )),
         Err(e) => e,
     }
+}
+
+/// The SET of a cancel (one job or many): pending jobs end `cancelled` now; running ones
+/// get a cancel request, which their worker (or the rescue of their lease) turns into
+/// the end.
+pub(super) fn cancel_set(d: Dialect) -> String {
+    format!(
+        "state = CASE WHEN state = '{pending}' THEN '{cancelled}' ELSE state END, \
+           cancel_requested_at = CASE WHEN state = '{running}' \
+             THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
+           finished_at = CASE WHEN state = '{pending}' THEN {now} ELSE finished_at END, \
+           expires_at = CASE WHEN state = '{pending}' THEN {expiry} ELSE expires_at END, \
+           updated_at = {now}",
+        pending = State::Pending,
+        running = State::Running,
+        cancelled = State::Cancelled,
+        now = d.now(),
+        expiry = d.now_plus_ms("retention_ms"),
+    )
+}
+
+/// The SET of a retry (one job or many): pending from attempt 0, due now, as if new,
+/// with no trace of the last attempt but its error history.
+pub(super) fn retry_set(d: Dialect) -> String {
+    format!(
+        "state = '{pending}', attempt = 0, run_at = {now}, progress = 0, \
+           stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
+           lease_token = NULL, cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
+           expires_at = NULL, updated_at = {now}",
+        pending = State::Pending,
+        now = d.now(),
+    )
 }
 
 /// Runs an update that targets one job the caller may see (checked by `get` first:

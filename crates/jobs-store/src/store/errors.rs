@@ -78,16 +78,6 @@ pub(crate) fn transient(error: &DbErr) -> bool {
     }
 }
 
-/// The statement would have given a second row a unique value another row holds.
-pub(crate) fn unique_violation(error: &DbErr) -> bool {
-    match code_of(error) {
-        Some(Code::Postgres(code)) => code == "23505",
-        // SQLITE_CONSTRAINT_UNIQUE.
-        Some(Code::Sqlite(code)) => code == 2067,
-        None => false,
-    }
-}
-
 /// The database refused a value of the statement (a character or number it cannot
 /// store, a value too large, a check): the same statement would fail again.
 pub(crate) fn refused_value(error: &DbErr) -> bool {
@@ -98,6 +88,18 @@ pub(crate) fn refused_value(error: &DbErr) -> bool {
             .any(|c| code.starts_with(c)),
         // Too big, constraint (a check or a trigger's RAISE), datatype mismatch.
         Some(Code::Sqlite(code)) => matches!(code & 0xff, 18..=20),
+        None => false,
+    }
+}
+
+/// A unique index refused the statement: another row holds the same key. Which rows
+/// take part in a key is the schema's to decide (`UNIQUE_PREDICATE`), so callers that
+/// move jobs between states treat any such violation alike.
+pub(crate) fn unique_violation(error: &DbErr) -> bool {
+    match code_of(error) {
+        Some(Code::Postgres(code)) => code == "23505",
+        // SQLITE_CONSTRAINT_UNIQUE, SQLITE_CONSTRAINT_PRIMARYKEY.
+        Some(Code::Sqlite(code)) => matches!(code, 2067 | 1555),
         None => false,
     }
 }

@@ -3,10 +3,11 @@
 //! racing workers, rescuers and cancels.
 //!
 //! By responsibility: `enqueue`, `read`, `lease` (claims and what running attempts
-//! write), `finish`, `control` (cancel, retry), `maintenance` (sweeps), `queues` (pause
-//! and resume); every statement
+//! write), `finish`, `control` (cancel, retry), `bulk` (both, and delete, by filter),
+//! `maintenance` (sweeps), `queues` (pause and resume); every statement
 //! that ends a job takes its next state from `transition`.
 
+mod bulk;
 mod control;
 mod enqueue;
 mod errors;
@@ -22,9 +23,9 @@ use std::{collections::HashMap, time::Duration};
 
 use async_trait::async_trait;
 use jobs_core::{
-    AttemptError, ClaimRequest, Enqueued, Finish, Heartbeat, Job, JobError, JobId, JobStore, Lease,
-    LeaseToken, ListFilter, NewJob, Page, PageRequest, QueueStats, RescueReport, RetryPolicy,
-    State,
+    AttemptError, BulkRequest, BulkResult, ClaimRequest, Enqueued, Finish, Heartbeat, Job,
+    JobError, JobId, JobStore, Lease, LeaseToken, ListFilter, NewJob, Page, PageRequest,
+    QueueStats, RescueReport, RetryPolicy, State,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, ExecResult, FromQueryResult, QueryResult};
 use tokio::sync::broadcast;
@@ -177,6 +178,10 @@ impl JobStore for SeaOrmStore {
 
     async fn retry(&self, tenant: Option<&str>, id: JobId) -> Result<Job, JobError> {
         control::retry(self, tenant, id).await
+    }
+
+    async fn bulk(&self, request: &BulkRequest) -> Result<BulkResult, JobError> {
+        bulk::bulk(self, request).await
     }
 
     async fn rescue_expired(&self, limit: u32) -> Result<RescueReport, JobError> {

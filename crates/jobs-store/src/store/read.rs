@@ -69,6 +69,21 @@ pub(super) async fn list(
 
 /// The WHERE of a listing: the filter's fields, then the position after the cursor.
 fn list_conditions(sql: &mut Sql, filter: &ListFilter, page: &PageRequest) -> String {
+    let mut conditions = filter_conditions(sql, filter);
+    if let Some(cursor) = page.cursor {
+        let at = sql.bind_time(Some(cursor.created_at));
+        let at_again = sql.bind_time(Some(cursor.created_at));
+        let id = sql.bind(cursor.id.as_uuid());
+        conditions.push(format!(
+            "(created_at < {at} OR (created_at = {at_again} AND id < {id}))"
+        ));
+    }
+    conditions.join(" AND ")
+}
+
+/// The conditions of the filter's fields (at least one, `1 = 1`), for any statement on
+/// `jobs`: listings and bulk actions select the same jobs.
+pub(super) fn filter_conditions(sql: &mut Sql, filter: &ListFilter) -> Vec<String> {
     let mut conditions = vec!["1 = 1".to_owned()];
     let equals = [
         ("tenant", filter.tenant.clone()),
@@ -81,21 +96,17 @@ fn list_conditions(sql: &mut Sql, filter: &ListFilter, page: &PageRequest) -> St
             conditions.push(format!("{column} = {}", sql.bind(value)));
         }
     }
+    if let Some(kind) = &filter.error_kind {
+        let last = sql.dialect().last_error_kind("errors");
+        conditions.push(format!("{last} = {}", sql.bind(kind.clone())));
+    }
     if let Some(from) = filter.created_from {
         conditions.push(format!("created_at >= {}", sql.bind_time(Some(from))));
     }
     if let Some(to) = filter.created_to {
         conditions.push(format!("created_at < {}", sql.bind_time(Some(to))));
     }
-    if let Some(cursor) = page.cursor {
-        let at = sql.bind_time(Some(cursor.created_at));
-        let at_again = sql.bind_time(Some(cursor.created_at));
-        let id = sql.bind(cursor.id.as_uuid());
-        conditions.push(format!(
-            "(created_at < {at} OR (created_at = {at_again} AND id < {id}))"
-        ));
-    }
-    conditions.join(" AND ")
+    conditions
 }
 
 pub(super) async fn queue_stats(

@@ -10,6 +10,7 @@ mod id;
 mod job;
 mod new_job;
 mod retry;
+mod schedule;
 mod state;
 pub mod storable;
 mod store;
@@ -25,6 +26,10 @@ pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
 pub use retry::RetryPolicy;
+pub use schedule::{
+    CATCH_UP_MAX, CatchUp, CronSchedule, DEFAULT_TIMEZONE, Due, JobTemplate, Schedule,
+    ScheduleInfo, ScheduleStore, ScheduledRun,
+};
 pub use state::State;
 pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,

@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use jobs_core::WorkerBackend;
 
 pub mod fixtures;
+mod schedules;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
 pub mod suite;
@@ -80,6 +81,14 @@ macro_rules! conformance_tests {
             get_many_and_cancel_requests_answer_for_many_at_once,
             end_unrunnable_fails_pending_jobs_past_their_deadline,
             watchers_hear_changes_to_their_job,
+            schedules_are_created_listed_paused_and_deleted_per_tenant,
+            invalid_schedules_are_refused_naming_the_field,
+            each_slot_enqueues_one_job_due_at_the_slot,
+            concurrent_ticks_enqueue_each_slot_exactly_once,
+            missed_slots_follow_the_catch_up_policy,
+            catching_up_all_keeps_the_most_recent_slots,
+            paused_schedules_enqueue_nothing_and_resume_from_now,
+            upsert_from_code_keeps_the_next_slot_of_an_unchanged_cron,
         );
     };
 }

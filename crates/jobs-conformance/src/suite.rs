@@ -13,6 +13,7 @@ use jobs_core::{
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
+pub use crate::schedules::*;
 use crate::{
     Harness,
     fixtures::{add, claim_one, claim_req, count, job, rescue_all},

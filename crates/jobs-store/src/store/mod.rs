@@ -13,6 +13,7 @@ mod finish;
 mod lease;
 mod maintenance;
 mod read;
+mod schedules;
 mod transition;
 
 use std::{collections::HashMap, time::Duration};

@@ -12,6 +12,7 @@
 //! another process's API.
 
 mod client;
+mod schedules;
 pub mod testing;
 
 pub use client::{Client, Transaction};
@@ -19,12 +20,14 @@ pub use jobs_core::{
     AttemptError, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, ListFilter, NewJob, Outcome,
     Page, PageRequest, QueueStats, Retry, RetryPolicy, State, Unique, limits,
 };
+pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 
 /// The ports a backend implements; in scope, they let you call the store directly
 /// (`client.store().list(..)`), or run the worker on a backend of your own.
 pub mod ports {
     pub use jobs_core::{
-        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, SchemaGate, WorkerBackend,
+        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, ScheduleStore, SchemaGate,
+        WorkerBackend,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

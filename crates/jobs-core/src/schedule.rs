@@ -228,6 +228,17 @@ impl Schedule {
         if !self.job.metadata.is_object() && !errors.iter().any(|e| e.field == "job.metadata") {
             errors.push(FieldError::new("job.metadata", "must be a JSON object"));
         }
+        // Bounded before parsing: neither is ever long, and both are stored.
+        let too_long = [("cron", &self.cron, 256), ("timezone", &self.timezone, 64)];
+        for (field, value, max) in too_long {
+            if value.len() > max {
+                errors.push(FieldError::new(
+                    field,
+                    format!("must be at most {max} bytes"),
+                ));
+                return JobError::invalid_if_any(errors);
+            }
+        }
         match self.cron() {
             Err(e) => errors.extend(e.fields()),
             Ok(cron) => {

@@ -18,6 +18,8 @@ use crate::{
     extract::{Json, MetricsAccess, Query, Tenant, TraceId},
 };
 
+pub mod schedules;
+
 type Data = web::Data<ApiState>;
 
 /// Longest `?wait=` honoured.

@@ -616,4 +616,20 @@ mod tests {
             json!({"schedule": "nightly", "slot": "2026-01-01T03:00:00Z"})
         );
     }
+
+    proptest::proptest! {
+        /// Hostile input (the HTTP API passes it straight here) is refused, never a panic.
+        #[test]
+        fn any_cron_text_is_parsed_or_refused(
+            cron in "[0-9*/,#LW?@A-Za-z -]{0,40}|((\\*|[0-9]{1,2}|[0-9]{1,2}-[0-9]{1,2})(/[0-9]{1,2})?(#[0-9]|L|W)? ){4,5}(\\*|[0-9]{1,2}L?)",
+            tz in "[A-Za-z/_+-]{0,20}",
+        ) {
+            let schedule = Schedule::new("p", cron, JobTemplate::new("k", json!({}))).timezone(tz);
+            if schedule.validate().is_ok() {
+                let at = datetime!(2026-03-29 00:59:59 UTC);
+                let next = schedule.cron().unwrap().next_after(at).unwrap();
+                proptest::prop_assert!(next > at);
+            }
+        }
+    }
 }

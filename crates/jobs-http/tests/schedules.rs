@@ -86,9 +86,9 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted(db: TestDb) {
         (StatusCode::OK, Some(true))
     );
     assert!(paused["paused_at"].is_string());
-    let (status, resumed) = api
-        .post("/v1/schedules/nightly-report/resume", json!({}))
-        .await;
+    // No body at all, as most clients send these.
+    let resume = "/v1/schedules/nightly-report/resume";
+    let (status, resumed) = api.call(reqwest::Method::POST, resume, None).await;
     assert_eq!(
         (status, resumed["paused"].as_bool()),
         (StatusCode::OK, Some(false))
@@ -106,8 +106,7 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted(db: TestDb) {
         ("GET", "/v1/schedules/%F0%9F%98%80"),
     ] {
         let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let body = (method == reqwest::Method::POST).then(|| json!({}));
-        let (status, problem) = api.call(method, path, body).await;
+        let (status, problem) = api.call(method, path, None).await;
         assert_problem(status, &problem, StatusCode::NOT_FOUND, "not-found");
     }
 }

@@ -66,6 +66,21 @@ async fn schedules_are_created_listed_paused_resumed_and_deleted(db: TestDb) {
         (Some("UTC"), Some("once"))
     );
 
+    let slashed = json!({"name": "team/sync:v1", "cron": "@hourly", "job": {"kind": "sync"}});
+    let (status, body) = api.post("/v1/schedules", slashed).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, got) = api.get("/v1/schedules/team%2Fsync:v1").await;
+    assert_eq!(
+        (status, got["name"].as_str()),
+        (StatusCode::OK, Some("team/sync:v1"))
+    );
+    let (status, _) = api.delete("/v1/schedules/team%2Fsync:v1").await;
+    assert_eq!(
+        status,
+        StatusCode::NO_CONTENT,
+        "a name with a slash is addressed encoded"
+    );
+
     let (status, list) = api.get("/v1/schedules").await;
     assert_eq!(status, StatusCode::OK);
     let names: Vec<&str> = list["items"]

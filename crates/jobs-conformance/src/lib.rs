@@ -14,6 +14,7 @@ use jobs_core::{ApiBackend, WorkerBackend};
 #[doc(hidden)]
 pub mod bulk;
 pub mod fixtures;
+mod schedules;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
 pub mod queues;
@@ -106,6 +107,14 @@ macro_rules! conformance_tests {
             bulk_cancel_and_delete_follow_their_states,
             bulk_refuses_an_empty_filter_and_stays_in_its_tenant,
             bulk_retry_of_ten_thousand_while_workers_drain,
+            schedules_are_created_listed_paused_and_deleted_per_tenant,
+            invalid_schedules_are_refused_naming_the_field,
+            each_slot_enqueues_one_job_due_at_the_slot,
+            concurrent_ticks_enqueue_each_slot_exactly_once,
+            missed_slots_follow_the_catch_up_policy,
+            catching_up_all_keeps_the_most_recent_slots,
+            paused_schedules_enqueue_nothing_and_resume_from_now,
+            upsert_from_code_keeps_the_next_slot_of_an_unchanged_cron,
         );
     };
 }

@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 pub use crate::bulk::*;
 pub use crate::queues::*;
+pub use crate::schedules::*;
 pub use crate::unique::*;
 use crate::{
     Harness,

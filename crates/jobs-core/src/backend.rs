@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use futures_core::Stream;
 
-use crate::{JobError, JobId, JobStore, QueueControl};
+use crate::{JobError, JobId, JobStore, QueueControl, ScheduleStore};
 
 /// What woke a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +130,8 @@ pub trait SchemaGate: Send + Sync + 'static {
 }
 
 /// Everything the worker runtime needs.
-pub trait WorkerBackend: JobStore + Notifier + Leadership {}
-impl<T: JobStore + Notifier + Leadership> WorkerBackend for T {}
+pub trait WorkerBackend: JobStore + ScheduleStore + Notifier + Leadership {}
+impl<T: JobStore + ScheduleStore + Notifier + Leadership> WorkerBackend for T {}
 
 /// Everything the HTTP API needs.
 pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate + QueueControl {}

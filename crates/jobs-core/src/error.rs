@@ -26,6 +26,14 @@ pub enum JobError {
     #[error("job {0} not found")]
     NotFound(JobId),
 
+    /// No schedule of this name (in the caller's tenant).
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
+
+    /// The name is taken (a schedule of the same tenant and name exists).
+    #[error("conflict: {0}")]
+    Conflict(String),
+
     #[error("illegal transition: job is {from}, cannot move to {to}")]
     IllegalTransition { from: State, to: State },
 

@@ -12,6 +12,7 @@ mod job;
 mod new_job;
 mod queues;
 mod retry;
+mod schedule;
 mod state;
 pub mod storable;
 mod store;
@@ -30,6 +31,10 @@ pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
 pub use queues::{QueueControl, QueueScope, validate_queue_name};
 pub use retry::RetryPolicy;
+pub use schedule::{
+    CATCH_UP_MAX, CatchUp, CronSchedule, DEFAULT_TIMEZONE, Due, JobTemplate, Schedule,
+    ScheduleInfo, ScheduleStore, ScheduledRun,
+};
 pub use state::State;
 pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,

@@ -178,7 +178,10 @@ impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         let detail = error.to_string();
         match error {
-            JobError::NotFound(_) => Self::not_found(detail),
+            JobError::NotFound(_) | JobError::ScheduleNotFound(_) => Self::not_found(detail),
+            JobError::Conflict(_) => {
+                Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+            }
             JobError::IllegalTransition { from, .. } => {
                 let mut e = Self::new(
                     StatusCode::CONFLICT,

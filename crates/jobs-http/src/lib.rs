@@ -258,6 +258,12 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::queues)
         .service(routes::queue_control::pause_queue)
         .service(routes::queue_control::resume_queue)
+        .service(routes::schedules::create_schedule)
+        .service(routes::schedules::list_schedules)
+        .service(routes::schedules::get_schedule)
+        .service(routes::schedules::delete_schedule)
+        .service(routes::schedules::pause_schedule)
+        .service(routes::schedules::resume_schedule)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -385,7 +391,10 @@ async fn observe(
     paths(
         routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
         routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
-        routes::snooze::snooze, routes::bulk::bulk_jobs, routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::snooze::snooze, routes::bulk::bulk_jobs, routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue,
+        routes::schedules::create_schedule, routes::schedules::list_schedules,
+        routes::schedules::get_schedule, routes::schedules::delete_schedule,
+        routes::schedules::pause_schedule, routes::schedules::resume_schedule, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),

@@ -22,6 +22,7 @@ use crate::{
 };
 
 pub mod queue_control;
+pub mod schedules;
 
 type Data = web::Data<ApiState>;
 

@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use jobs_core::{FieldError, JobError, RetryPolicy, WorkerBackend};
+use jobs_core::{FieldError, JobError, RetryPolicy, Schedule, WorkerBackend};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -85,6 +85,13 @@ impl WorkerBuilder {
 
     pub fn queue(mut self, name: impl Into<String>, concurrency: usize) -> Self {
         self.config.queues.push((name.into(), concurrency));
+        self
+    }
+
+    /// A periodic job defined in code, created or updated at start: an unchanged cron
+    /// and time zone keep the next slot, so restarts neither repeat nor skip one.
+    pub fn schedule(mut self, schedule: Schedule) -> Self {
+        self.config.schedules.push(schedule);
         self
     }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{FieldError, JobError};
+use jobs_core::{FieldError, JobError, Schedule};
 
 /// Set fields through `WorkerBuilder::config(|c| ...)`; new settings keep old code compiling.
 #[derive(Debug, Clone)]
@@ -46,6 +46,11 @@ pub struct WorkerConfig {
     pub maintenance_batch: u32,
     /// How often coalesced progress reports are written.
     pub progress_interval: Duration,
+    /// How often this process enqueues due schedule slots (every process does; each
+    /// slot still gets one job). A job starts at most this long after its slot.
+    pub scheduler_interval: Duration,
+    /// Schedules defined in code (`WorkerBuilder::schedule`), upserted at start.
+    pub schedules: Vec<Schedule>,
 }
 
 impl WorkerConfig {
@@ -61,6 +66,7 @@ impl WorkerConfig {
             ("leader_ttl", self.leader_ttl, s),
             ("maintenance_interval", self.maintenance_interval, ms),
             ("retention_interval", self.retention_interval, ms),
+            ("scheduler_interval", self.scheduler_interval, ms),
         ];
         let mut errors: Vec<FieldError> = minimums
             .into_iter()
@@ -79,6 +85,16 @@ impl WorkerConfig {
         }
         if self.queues.iter().any(|(_, concurrency)| *concurrency == 0) {
             errors.push(FieldError::new("queues", "concurrency must be at least 1"));
+        }
+        for schedule in &self.schedules {
+            if let Err(JobError::Invalid(fields)) = schedule.validate() {
+                errors.extend(fields.into_iter().map(|f| {
+                    FieldError::new(
+                        format!("schedules.{}.{}", schedule.name, f.field),
+                        f.message,
+                    )
+                }));
+            }
         }
         JobError::invalid_if_any(errors)
     }
@@ -108,6 +124,8 @@ impl Default for WorkerConfig {
             retention_interval: Duration::from_secs(30),
             maintenance_batch: 1_000,
             progress_interval: Duration::from_millis(250),
+            scheduler_interval: Duration::from_millis(500),
+            schedules: Vec::new(),
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::{
     runtime::{Completion, Shared},
     services::{
         cancel_watcher::CancelWatcher, completer::Completer, heartbeater::Heartbeater,
-        producer::Producer, progress_writer::ProgressWriter, run_periodic,
+        producer::Producer, progress_writer::ProgressWriter, run_periodic, scheduler::Scheduler,
     },
 };
 
@@ -102,6 +102,9 @@ async fn start(
     shutdown: &CancellationToken,
 ) -> Result<Services, JobError> {
     let (config, store, attempts) = (&shared.config, &shared.store, &shared.attempts);
+    for schedule in &config.schedules {
+        store.upsert_schedule(schedule).await?;
+    }
     let wakeups = store.subscribe().await?;
     let (give_up, flushed) = (CancellationToken::new(), CancellationToken::new());
     let completer = Completer::new(store.clone(), completed, give_up.clone());
@@ -129,7 +132,8 @@ async fn start(
     })
 }
 
-/// The cancel watcher, the progress writer and maintenance, stopped together, last.
+/// The cancel watcher, the progress writer, the scheduler and maintenance, stopped
+/// together, last.
 fn background(shared: &Shared) -> (JoinSet<()>, CancellationToken) {
     let (config, store, attempts) = (&shared.config, &shared.store, &shared.attempts);
     let (mut services, stop) = (JoinSet::new(), CancellationToken::new());
@@ -143,6 +147,12 @@ fn background(shared: &Shared) -> (JoinSet<()>, CancellationToken) {
     services.spawn(run_periodic(
         progress,
         config.progress_interval,
+        stop.clone(),
+    ));
+    let scheduler = Scheduler::new(store.clone(), &config.worker_id);
+    services.spawn(run_periodic(
+        scheduler,
+        config.scheduler_interval,
         stop.clone(),
     ));
     if config.maintenance {

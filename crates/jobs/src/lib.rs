@@ -12,6 +12,7 @@
 //! another process's API.
 
 mod client;
+mod schedules;
 pub mod testing;
 
 pub use client::{Client, Transaction};
@@ -20,13 +21,14 @@ pub use jobs_core::{
     JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueScope, QueueStats,
     Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates, limits,
 };
+pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 
 /// The ports a backend implements; in scope, they let you call the store directly
 /// (`client.store().list(..)`), or run the worker on a backend of your own.
 pub mod ports {
     pub use jobs_core::{
-        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, QueueControl, SchemaGate,
-        WorkerBackend,
+        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, QueueControl, ScheduleStore,
+        SchemaGate, WorkerBackend,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

@@ -16,6 +16,7 @@ mod lease;
 mod maintenance;
 mod queues;
 mod read;
+mod schedules;
 mod transition;
 mod unique;
 

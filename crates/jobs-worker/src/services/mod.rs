@@ -16,6 +16,7 @@ pub(crate) mod producer;
 pub(crate) mod progress_writer;
 pub(crate) mod rescuer;
 pub(crate) mod retention;
+pub(crate) mod scheduler;
 pub(crate) mod sweeper;
 
 #[cfg(test)]

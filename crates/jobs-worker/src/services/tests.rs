@@ -12,6 +12,7 @@ use super::{
     heartbeater::{Beat, Heartbeater},
     maintenance::Term,
     rescuer::Rescuer,
+    scheduler::Scheduler,
 };
 use crate::runtime::{Attempts, Backend, Running, StopReason};
 
@@ -19,6 +20,7 @@ backend_tests!(
     a_heartbeat_stops_only_the_jobs_whose_lease_was_lost,
     the_rescuer_rescues_expired_leases_only_while_leading,
     one_elector_leads_at_a_time_and_resigning_hands_over,
+    schedulers_of_two_processes_enqueue_a_due_slot_once,
 );
 
 fn backend(db: &TestDb) -> Backend {
@@ -120,4 +122,29 @@ fn maintenance_is_led_under_the_role_older_workers_use() {
         super::elector::MAINTENANCE_ROLE,
         jobs_store::MAINTENANCE_ROLE
     );
+}
+
+async fn schedulers_of_two_processes_enqueue_a_due_slot_once(db: TestDb) {
+    let store = backend(&db);
+    let every_second = jobs_core::Schedule::new(
+        "beat",
+        "* * * * * *",
+        jobs_core::JobTemplate::new("beat", json!({})),
+    );
+    let slot = store
+        .create_schedule(&every_second)
+        .await
+        .unwrap()
+        .next_run_at;
+    let mut a = Scheduler::new(store.clone(), "a");
+    let mut b = Scheduler::new(Arc::new(db.connect_again().await), "b");
+    assert!(a.tick().await.is_empty(), "not due before its slot");
+    let wait = slot - time::OffsetDateTime::now_utc();
+    tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(20)).await;
+    let (ran_a, ran_b) = tokio::join!(a.tick(), b.tick());
+    let runs: Vec<_> = ran_a.into_iter().chain(ran_b).collect();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].slot, slot);
+    let job = store.get(None, runs[0].job_id).await.unwrap();
+    assert_eq!((job.kind.as_str(), job.run_at), ("beat", slot));
 }

@@ -64,7 +64,7 @@ pub struct CreateJob {
     pub metadata: Option<Value>,
 }
 
-fn empty_object() -> Value {
+pub(crate) fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 

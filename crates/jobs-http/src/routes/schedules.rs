@@ -3,7 +3,7 @@
 //! for a single slot only.
 
 use actix_web::{HttpResponse, delete, get, post, web};
-use jobs_core::{CatchUp, FieldError, JobError, JobTemplate, Schedule, ScheduleInfo};
+use jobs_core::{CatchUp, JobError, JobTemplate, Schedule, ScheduleInfo};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -63,34 +63,72 @@ pub struct CreateSchedule {
     /// IANA time zone the cron fields are read in; default `UTC`.
     #[schema(example = "Europe/Paris")]
     pub timezone: Option<String>,
-    /// The job of each slot: the fields of `POST /v1/jobs` except `run_at`, `delay_ms`,
-    /// `deadline`, `unique_key` and `unique` (each slot runs at its own time).
-    pub job: CreateJob,
+    /// The job of each slot.
+    pub job: ScheduleJobBody,
     /// Default `once`.
     pub catch_up: Option<CatchUpPolicy>,
 }
 
+/// The job each slot enqueues: the create fields of `POST /v1/jobs` that hold for every
+/// slot. `run_at`, `delay_ms`, `deadline` and uniqueness would hold for one slot only
+/// (each slot runs at its own time), so they are unknown fields here.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleJobBody {
+    /// Which handler runs it, e.g. `send_report`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
+    pub kind: String,
+    /// The handler's arguments (any JSON; default `{}`).
+    #[serde(default = "crate::dto::empty_object")]
+    pub args: Value,
+    /// Default `default`.
+    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
+    pub queue: Option<String>,
+    /// 0..=10, 10 runs first; default 5.
+    #[schema(minimum = 0, maximum = 10)]
+    #[serde(default, deserialize_with = "crate::dto::whole::option")]
+    pub priority: Option<i16>,
+    /// 1..=1000; default 20.
+    #[schema(minimum = 1, maximum = 1000)]
+    #[serde(default, deserialize_with = "crate::dto::whole::option")]
+    pub max_attempts: Option<i32>,
+    /// Per-attempt limit in milliseconds.
+    #[schema(minimum = 1, maximum = 315_360_000_000u64)]
+    #[serde(default, deserialize_with = "crate::dto::whole::option")]
+    pub timeout_ms: Option<u64>,
+    /// How long each job is kept after it ends, in seconds; default 7 days.
+    #[schema(maximum = 315_360_000u64)]
+    #[serde(default, deserialize_with = "crate::dto::whole::option")]
+    pub ttl_seconds: Option<u64>,
+    /// Free-form JSON object, kept beside `schedule` and `slot`.
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<Value>,
+}
+
+impl From<ScheduleJobBody> for CreateJob {
+    fn from(job: ScheduleJobBody) -> Self {
+        CreateJob {
+            kind: job.kind,
+            args: job.args,
+            queue: job.queue,
+            priority: job.priority,
+            run_at: None,
+            delay_ms: None,
+            max_attempts: job.max_attempts,
+            timeout_ms: job.timeout_ms,
+            deadline: None,
+            ttl_seconds: job.ttl_seconds,
+            unique_key: None,
+            unique: None,
+            metadata: job.metadata,
+        }
+    }
+}
+
 impl CreateSchedule {
     fn into_schedule(self, tenant: &str) -> Result<Schedule, ApiError> {
-        let one_slot_only = [
-            ("job.run_at", self.job.run_at.is_some()),
-            ("job.delay_ms", self.job.delay_ms.is_some()),
-            ("job.deadline", self.job.deadline.is_some()),
-            ("job.unique_key", self.job.unique_key.is_some()),
-            ("job.unique", self.job.unique.is_some()),
-        ];
-        let refused: Vec<FieldError> = one_slot_only
-            .into_iter()
-            .filter(|(_, given)| *given)
-            .map(|(field, _)| {
-                FieldError::new(
-                    field,
-                    "not allowed in a schedule: each slot gets its own job",
-                )
-            })
-            .collect();
-        JobError::invalid_if_any(refused)?;
-        let job = self.job.into_new_job(tenant, None)?;
+        // Validation names the template's fields as `POST /v1/jobs` does, under `job.`.
+        let job = CreateJob::from(self.job).into_new_job(tenant, None)?;
         let mut template = JobTemplate::new(job.kind, job.args)
             .queue(job.queue)
             .priority(job.priority)

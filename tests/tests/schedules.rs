@@ -1,7 +1,8 @@
 //! Periodic jobs with real processes: every worker process runs the scheduler, and each
 //! slot of a schedule still becomes exactly one job, with no gaps, even when the process
-//! that enqueued the latest slot is SIGKILLed. The catch-up policies are tested at the
-//! store level with a controlled clock (jobs-conformance `schedules`).
+//! that enqueued the latest slot is SIGKILLed; and after no worker ran for 10 slots, each
+//! catch-up policy yields what it promises (also tested at the store level with a
+//! controlled clock, jobs-conformance `schedules`).
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -208,4 +209,81 @@ async fn sqlite_api_with_embedded_worker_enqueues_each_slot_once_across_a_sigkil
     let through = first + 9 * SECOND;
     sleep_until(through + 2 * SECOND).await;
     assert_one_job_per_slot(&jobs_per_slot(&db.store).await, first, through);
+}
+
+/// No worker runs for the first 10 slots of three schedules, one per catch-up policy; then
+/// one starts. Its first tick finds every missed slot due at once: `all` enqueues each of
+/// them, `once` only the latest, `skip` none (its first job is for a slot after that tick).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_missed_slots_follow_each_catch_up_policy() {
+    let db = TestDb::sqlite().await;
+    let policies = [
+        ("all", CatchUp::All),
+        ("once", CatchUp::Once),
+        ("skip", CatchUp::Skip),
+    ];
+    let mut first = None;
+    for (name, policy) in policies {
+        let template = JobTemplate::new("echo", json!({}));
+        let schedule = Schedule::new(name, "* * * * * *", template).catch_up(policy);
+        let created = db.store.create_schedule(&schedule).await.unwrap();
+        first = first.or(Some(created.next_run_at));
+    }
+    let first = first.unwrap();
+    // Slots first .. first + 9 s pass with no worker at all.
+    sleep_until(first + 10 * SECOND).await;
+    let _worker = spawn("jobs-worker", "schedules-catch-up", &db.url(), &[]);
+    wait_until(
+        "the worker to catch up",
+        Duration::from_secs(60),
+        async || {
+            let info = db.store.get_schedule("default", "skip").await.unwrap();
+            info.last_run_at.is_some()
+        },
+    )
+    .await;
+
+    let page = db
+        .store
+        .list(&ListFilter::new().kind("echo"), &PageRequest::first(100))
+        .await
+        .unwrap();
+    let of = |name: &str| {
+        let mut jobs: Vec<_> = page
+            .items
+            .iter()
+            .filter(|j| j.metadata["schedule"] == name)
+            .collect();
+        jobs.sort_by_key(|j| j.run_at);
+        jobs
+    };
+    let all = of("all");
+    // The jobs of the catch-up tick: enqueued together, before any later tick (500 ms on).
+    let tick = all[0].created_at;
+    let in_tick = |jobs: &[&jobs_core::Job]| {
+        jobs.iter()
+            .filter(|j| j.created_at - tick < Duration::from_millis(300))
+            .map(|j| j.run_at)
+            .collect::<Vec<_>>()
+    };
+    let caught_up = in_tick(&all);
+    assert_eq!(caught_up[0], first, "all: from the first missed slot");
+    assert!(
+        caught_up.len() >= 10,
+        "all: every missed slot: {caught_up:?}"
+    );
+    for pair in caught_up.windows(2) {
+        assert_eq!(pair[1] - pair[0], SECOND, "all: no gap: {caught_up:?}");
+    }
+    let latest = *caught_up.last().unwrap();
+    assert_eq!(in_tick(&of("once")), [latest], "once: the latest slot only");
+    assert!(
+        of("once")[0].run_at == latest,
+        "once: no job for an earlier slot"
+    );
+    assert!(in_tick(&of("skip")).is_empty(), "skip: none of them");
+    assert!(
+        of("skip").iter().all(|j| j.run_at > latest),
+        "skip: only slots after the catch-up"
+    );
 }

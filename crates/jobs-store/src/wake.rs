@@ -49,6 +49,24 @@ impl SeaOrmStore {
         // No subscriber is not an error: nobody is idle here.
         let _ = self.local_wake().send(queue.to_owned());
     }
+
+    /// `wake_workers` for each of `queues`, once per queue.
+    pub(crate) fn wake_queues<'a>(&self, queues: impl IntoIterator<Item = &'a str>) {
+        let distinct: std::collections::HashSet<&str> = queues.into_iter().collect();
+        for queue in distinct {
+            self.wake_workers(queue);
+        }
+    }
+
+    /// Wakes the workers of `queues` in every process (NOTIFY on PostgreSQL) and in this
+    /// one, after a change that committed already (a resume, a bulk retry). A NOTIFY that
+    /// fails is only logged: the change stands, and workers elsewhere find it by polling.
+    pub(crate) async fn wake_everywhere(&self, queues: &[&str]) {
+        if let Err(error) = self.notify_queue_names(self.connection(), queues).await {
+            tracing::warn!(%error, "could not notify other processes' workers; they will poll");
+        }
+        self.wake_queues(queues.iter().copied());
+    }
 }
 
 /// The LISTEN task, stopped with the subscription that owns it.

@@ -151,7 +151,8 @@ async fn apply_statement(
     let rows = store.connection().query_all_raw(sql.build()).await?;
     let (moved, queues) = moved_of(&rows)?;
     if request.action == BulkAction::Retry {
-        wake(store, &queues).await;
+        let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+        store.wake_everywhere(&names).await;
     }
     store.changed(moved.iter().copied());
     Ok(moved.len() as u64)
@@ -165,16 +166,4 @@ fn moved_of(rows: &[QueryResult]) -> Result<(Vec<JobId>, HashSet<String>), DbErr
         queues.insert(row.try_get::<String>("", "queue")?);
     }
     Ok((moved, queues))
-}
-
-/// Workers of every process (NOTIFY on PostgreSQL) and of this one. The jobs moved
-/// already: a lost wake-up only delays them until the workers poll.
-async fn wake(store: &SeaOrmStore, queues: &HashSet<String>) {
-    let names: Vec<&str> = queues.iter().map(String::as_str).collect();
-    if let Err(error) = store.notify_queue_names(store.connection(), &names).await {
-        tracing::warn!(%error, "could not notify workers of retried jobs; they will poll");
-    }
-    for queue in names {
-        store.wake_workers(queue);
-    }
 }

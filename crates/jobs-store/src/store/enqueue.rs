@@ -35,13 +35,7 @@ pub(super) async fn enqueue_many(
         .filter(|e| !e.duplicate || e.replaced)
         .map(|e| &e.job)
         .collect();
-    for queue in moved
-        .iter()
-        .map(|j| j.queue.as_str())
-        .collect::<HashSet<_>>()
-    {
-        store.wake_workers(queue);
-    }
+    store.wake_queues(moved.iter().map(|j| j.queue.as_str()));
     store.changed(done.iter().filter(|e| e.replaced).map(|e| e.job.id));
     Ok(done)
 }
@@ -125,7 +119,7 @@ impl SeaOrmStore {
     }
 
     /// PostgreSQL: one NOTIFY per queue, delivered when the transaction of `conn` commits.
-    pub(super) async fn notify_queue_names(
+    pub(crate) async fn notify_queue_names(
         &self,
         conn: &impl ConnectionTrait,
         queues: &[&str],

@@ -3,7 +3,6 @@
 //! pause holds in every process from its commit on, remote workers included.
 
 use jobs_core::{ClaimRequest, JobError, QueueScope, validate_queue_name};
-use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use super::{SeaOrmStore, db_error};
 use crate::sql::Sql;
@@ -37,7 +36,7 @@ pub(super) fn unpaused(sql: &mut Sql, request: &ClaimRequest) -> String {
 }
 
 /// Pauses (keeping an earlier pause's time) or resumes the queue in `scope`. A resume
-/// wakes idle workers: on PostgreSQL every process, with the commit.
+/// then wakes idle workers: on PostgreSQL those of every process.
 async fn set_paused(
     store: &SeaOrmStore,
     scope: QueueScope<'_>,
@@ -60,14 +59,9 @@ async fn set_paused(
          ON CONFLICT (tenant, name) DO UPDATE SET paused_at = {paused_at}, updated_at = {now}",
         initial = if paused { now } else { "NULL" },
     ));
-    let txn = store.db.begin().await.map_err(db_error)?;
-    txn.execute_raw(sql.build()).await.map_err(db_error)?;
+    store.execute(sql).await?;
     if !paused {
-        store.notify_queue_names(&txn, &[queue]).await?;
-    }
-    txn.commit().await.map_err(db_error)?;
-    if !paused {
-        store.wake_workers(queue);
+        store.wake_everywhere(&[queue]).await;
     }
     Ok(())
 }

@@ -5,8 +5,6 @@
 //! whichever process commits first wins, the others update nothing and insert nothing.
 //! No process needs to lead, and no memory of what was enqueued is trusted.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use jobs_core::{JobError, JobId, Schedule, ScheduleInfo, ScheduleStore, ScheduledRun};
 use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
@@ -161,10 +159,7 @@ impl SeaOrmStore {
         }
         let enqueued = self.enqueue_many_in(&txn, jobs).await?;
         txn.commit().await.map_err(db_error)?;
-        let queues: HashSet<&str> = enqueued.iter().map(|e| e.job.queue.as_str()).collect();
-        for queue in queues {
-            self.wake_workers(queue);
-        }
+        self.wake_queues(enqueued.iter().map(|e| e.job.queue.as_str()));
         Ok(enqueued
             .iter()
             .zip(&due.slots)

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{ClaimRequest, JobId, Lease, NewJob, RescueReport, WorkerBackend};
+use jobs_core::{ClaimRequest, JobId, Lease, NewJob, RescueReport, Wake, Wakeups, WorkerBackend};
 use serde_json::json;
 
 /// A valid job of `kind` with small arguments.
@@ -48,5 +48,16 @@ pub async fn rescue_all(s: &dyn WorkerBackend) -> RescueReport {
         retried: leases.retried + pending.retried,
         failed: leases.failed + pending.failed,
         cancelled: leases.cancelled + pending.cancelled,
+    }
+}
+
+/// Waits for a wake-up naming `queue`. Tests sharing a database hear each other's
+/// wake-ups, so others are skipped; a wake-up for every queue does not count, since it
+/// would not show that `queue` was named.
+pub async fn wake_for(wakeups: &mut Wakeups, queue: &str) {
+    loop {
+        if matches!(wakeups.next().await, Wake::Queue(q) if q == queue) {
+            return;
+        }
     }
 }

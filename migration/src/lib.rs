@@ -16,6 +16,7 @@ mod m20261126_000003_lean_listing_indexes;
 mod m20261201_000004_leases_and_leader;
 mod m20261201_000005_schema_compatibility;
 pub mod m20261203_000006_operations;
+pub mod m20261204_000007_flow_control;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_leases_and_leader::Migration),
             Box::new(m20261201_000005_schema_compatibility::Migration),
             Box::new(m20261203_000006_operations::Migration),
+            Box::new(m20261204_000007_flow_control::Migration),
         ]
     }
 }

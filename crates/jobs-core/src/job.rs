@@ -43,6 +43,9 @@ pub struct Job {
     /// With a `unique_key`: the states of this job in which the key blocks another job.
     #[serde(default)]
     pub unique_states: Option<UniqueStates>,
+    /// Counts against the queue's per-key limits.
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
     pub trace_id: Option<String>,
     pub metadata: Value,
     #[serde(with = "time::serde::rfc3339")]

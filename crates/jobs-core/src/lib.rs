@@ -29,7 +29,7 @@ pub use error::{FieldError, JobError};
 pub use id::{JobId, LeaseToken};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
-pub use queues::{QueueControl, QueueScope, validate_queue_name};
+pub use queues::{QueueControl, QueueLimits, QueueScope, Rate, validate_queue_name};
 pub use retry::RetryPolicy;
 pub use schedule::{
     CATCH_UP_MAX, CatchUp, CronSchedule, DEFAULT_TIMEZONE, Due, JobTemplate, Schedule,

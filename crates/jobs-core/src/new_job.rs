@@ -54,6 +54,9 @@ pub struct NewJob {
     pub unique_states: UniqueStates,
     /// What enqueueing does when another job holds the key.
     pub on_conflict: OnConflict,
+    /// Per tenant and queue: jobs sharing this key (a customer id, an API host) count
+    /// against the queue's `key_concurrency` and `key_rate` limits together.
+    pub concurrency_key: Option<String>,
     pub trace_id: Option<String>,
     /// Free-form JSON object for the caller's own bookkeeping.
     pub metadata: Value,
@@ -77,6 +80,7 @@ impl NewJob {
             unique_key: None,
             unique_states: UniqueStates::DEFAULT,
             on_conflict: OnConflict::Return,
+            concurrency_key: None,
             trace_id: None,
             metadata: Value::Object(Default::default()),
         }
@@ -133,6 +137,11 @@ impl NewJob {
     }
 
     /// Unique by every option of `unique` (its key computed now, at the enqueue time).
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.concurrency_key = Some(key.into());
+        self
+    }
+
     pub fn unique(self, unique: impl Into<UniqueOpts>) -> Self {
         unique.into().apply(self)
     }
@@ -179,6 +188,11 @@ impl NewJob {
         if self.unique_key.is_some() && !self.unique_states.is_allowed() {
             errors.push(crate::unique::states_error());
         }
+        check_key(
+            &mut errors,
+            "concurrency_key",
+            self.concurrency_key.as_deref(),
+        );
         check_key(&mut errors, "trace_id", self.trace_id.as_deref());
         storable::check_json(&mut errors, "args", &self.args);
         if !self.metadata.is_object() {

@@ -396,6 +396,9 @@ impl QueueStats {
             counts: Default::default(),
             oldest_pending_age: None,
             paused: false,
+            limits: Default::default(),
+            all_tenants_limits: Default::default(),
+            throttled: 0,
         }
     }
 }
@@ -416,6 +419,13 @@ pub struct QueueStats {
     pub oldest_pending_age: Option<Duration>,
     /// No job of the queue is claimed (for this tenant, or for every tenant).
     pub paused: bool,
+    /// The limits of the viewer's scope: the tenant's own, or (for `None`) every tenant's.
+    pub limits: crate::QueueLimits,
+    /// In a tenant's view, the limits an operator set for every tenant together.
+    pub all_tenants_limits: crate::QueueLimits,
+    /// Due pending jobs that a limit holds back right now: all of them while the queue's
+    /// concurrency or rate is used up, else those whose key is at its `key_concurrency`.
+    pub throttled: u64,
 }
 
 #[async_trait]

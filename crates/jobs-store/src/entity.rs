@@ -43,6 +43,9 @@ pub struct Model {
     pub unique_key: Option<String>,
     /// Bitmask of the states in which `unique_key` blocks another job (migration 6).
     pub unique_states: Option<i32>,
+    /// Jobs sharing it count against per-key limits together (migration 7).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub concurrency_key: Option<String>,
     #[sea_orm(column_type = "Text", nullable)]
     pub trace_id: Option<String>,
     #[sea_orm(column_type = "JsonBinary")]

@@ -101,6 +101,7 @@ fn sample_job() -> entity::Model {
         cancel_requested_at: None,
         unique_key: Some("k1".into()),
         unique_states: Some(63),
+        concurrency_key: None,
         trace_id: None,
         metadata: json!({"m": 1}),
         created_at: at,

@@ -77,6 +77,7 @@ impl TestContext {
             cancel_requested_at: None,
             unique_states: job.unique_key.as_ref().map(|_| job.unique_states),
             unique_key: job.unique_key,
+            concurrency_key: job.concurrency_key,
             trace_id: job.trace_id,
             metadata: job.metadata,
             created_at: now,

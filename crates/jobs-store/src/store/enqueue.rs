@@ -153,10 +153,10 @@ impl SeaOrmStore {
             "WITH {r} \
              INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
                max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
-               unique_states, trace_id, metadata, created_at, updated_at) \
+               unique_states, concurrency_key, trace_id, metadata, created_at, updated_at) \
              SELECT id, tenant, queue, kind, COALESCE(args, 'null'), '{pending}', priority, \
                COALESCE(run_at, {due}), 0, max_attempts, timeout_ms, deadline, retention_ms, 0, \
-               '[]', unique_key, unique_states, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
+               '[]', unique_key, unique_states, concurrency_key, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
              FROM r WHERE true \
              ON CONFLICT (tenant, unique_key) WHERE {unique} DO NOTHING RETURNING {columns}",
             unique = migration::m20261203_000006_operations::UNIQUE_PREDICATE,
@@ -216,6 +216,7 @@ const INSERT_COLUMNS: &[(&str, &str)] = &[
     ("retention_ms", "bigint"),
     ("unique_key", "text"),
     ("unique_states", "integer"),
+    ("concurrency_key", "text"),
     ("trace_id", "text"),
     ("metadata", "jsonb"),
 ];
@@ -240,6 +241,7 @@ fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
             .as_ref()
             .map(|_| job.unique_states.bits())
             .into(),
+        job.concurrency_key.clone().into(),
         job.trace_id.clone().into(),
         job.metadata.clone().into(),
     ]

@@ -13,6 +13,7 @@ mod enqueue;
 mod errors;
 mod finish;
 mod lease;
+mod limits;
 mod maintenance;
 mod queues;
 mod read;
@@ -48,6 +49,7 @@ pub struct SeaOrmStore {
     retry_policy: RetryPolicy,
     local_wake: broadcast::Sender<String>,
     watchers: std::sync::Arc<crate::watchers::Watchers>,
+    limited_queues: std::sync::Arc<limits::LimitedQueues>,
 }
 
 impl SeaOrmStore {
@@ -59,6 +61,7 @@ impl SeaOrmStore {
             retry_policy: RetryPolicy::default(),
             local_wake: broadcast::channel(1024).0,
             watchers: std::sync::Arc::default(),
+            limited_queues: std::sync::Arc::default(),
         }
     }
 
@@ -239,6 +242,7 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
         cancel_requested_at: m.cancel_requested_at,
         unique_states: m.unique_states.map(jobs_core::UniqueStates::from_bits),
         unique_key: m.unique_key,
+        concurrency_key: m.concurrency_key,
         trace_id: m.trace_id,
         metadata: m.metadata,
         created_at: m.created_at,

@@ -2,7 +2,7 @@
 //! set while paused. The claim statement skips the jobs of paused queues (`unpaused`), so a
 //! pause holds in every process from its commit on, remote workers included.
 
-use jobs_core::{ClaimRequest, JobError, QueueScope, validate_queue_name};
+use jobs_core::{ClaimRequest, JobError, QueueLimits, QueueScope, validate_queue_name};
 
 use super::{SeaOrmStore, db_error};
 use crate::sql::Sql;
@@ -98,5 +98,22 @@ impl jobs_core::QueueControl for SeaOrmStore {
 
     async fn resume_queue(&self, scope: QueueScope<'_>, queue: &str) -> Result<(), JobError> {
         set_paused(self, scope, queue, false).await
+    }
+
+    async fn set_queue_limits(
+        &self,
+        scope: QueueScope<'_>,
+        queue: &str,
+        limits: &QueueLimits,
+    ) -> Result<(), JobError> {
+        super::limits::set_queue_limits(self, scope, queue, limits).await
+    }
+
+    async fn queue_limits(
+        &self,
+        scope: QueueScope<'_>,
+        queue: &str,
+    ) -> Result<QueueLimits, JobError> {
+        super::limits::queue_limits(self, scope, queue).await
     }
 }

@@ -7,6 +7,7 @@
 //! `maintenance` (sweeps), `queues` (pause and resume); every statement
 //! that ends a job takes its next state from `transition`.
 
+mod budgets;
 mod bulk;
 mod claim;
 mod control;

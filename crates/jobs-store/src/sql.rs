@@ -42,6 +42,25 @@ impl Dialect {
         }
     }
 
+    /// The database clock when the statement began. On PostgreSQL `now()` is when the
+    /// transaction began, which may be long before a statement that waited for a lock.
+    pub(crate) fn statement_now(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "statement_timestamp()",
+            Dialect::Sqlite => SQLITE_NOW,
+        }
+    }
+
+    /// `statement_now` plus an SQL expression counting milliseconds.
+    pub(crate) fn statement_now_plus_ms(self, ms: &str) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("(statement_timestamp() + ({ms}) * interval '1 millisecond')")
+            }
+            Dialect::Sqlite => self.now_plus_ms(ms),
+        }
+    }
+
     /// The database clock plus an SQL expression counting milliseconds.
     pub(crate) fn now_plus_ms(self, ms: &str) -> String {
         match self {
@@ -97,15 +116,16 @@ impl Dialect {
         }
     }
 
-    /// Milliseconds from the instant in column `at` to the database clock.
+    /// Whole milliseconds (rounded down) from the instant in column `at` to
+    /// `statement_now`: an instant 999.6 ms old is 999 ms old, still within a second.
     pub(crate) fn age_ms(self, at: &str) -> String {
         match self {
-            Dialect::Postgres => {
-                format!("CAST(EXTRACT(EPOCH FROM (now() - {at})) * 1000 AS BIGINT)")
-            }
-            Dialect::Sqlite => {
-                format!("CAST((julianday('now') - julianday({at})) * 86400000 AS INTEGER)")
-            }
+            Dialect::Postgres => format!(
+                "CAST(FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - {at})) * 1000) AS BIGINT)"
+            ),
+            Dialect::Sqlite => format!(
+                "CAST(FLOOR((julianday('now') - julianday({at})) * 86400000) AS INTEGER)"
+            ),
         }
     }
 

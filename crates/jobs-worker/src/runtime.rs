@@ -5,7 +5,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -40,6 +40,9 @@ pub(crate) struct QueueSlots {
     /// Whether the last claim could have left jobs behind; only then does a freed slot
     /// trigger an immediate claim instead of waiting for a wake-up.
     pub(crate) maybe_more: AtomicBool,
+    /// Jobs held right after the last claim: a claim that a queue's limit cut short sets
+    /// the level that "half the room" is measured against.
+    pub(crate) held_after_claim: AtomicUsize,
 }
 
 impl QueueSlots {
@@ -51,13 +54,17 @@ impl QueueSlots {
             handlers: Arc::new(Semaphore::new(concurrency)),
             wake: Notify::new(),
             maybe_more: AtomicBool::new(true),
+            held_after_claim: AtomicUsize::new(concurrency + prefetch),
         }
     }
 
     /// Claim when a handler would otherwise sit idle; with prefetch, otherwise only once
-    /// half the room is free, so that claims stay large instead of one job per freed slot.
+    /// half of what the last claim left held has run, so that claims stay large instead of
+    /// one job per freed slot (also when a queue's limit, not the room, sized the last).
     pub(crate) fn wants_claim(&self, free: usize) -> bool {
-        free > 0 && (self.handlers.available_permits() > 0 || free >= self.capacity / 2)
+        let held = self.capacity.saturating_sub(free);
+        let level = self.held_after_claim.load(Ordering::Relaxed);
+        free > 0 && (self.handlers.available_permits() > 0 || held <= level / 2)
     }
 
     /// A held or handler slot was just returned: claim again if jobs may be waiting.

@@ -119,7 +119,7 @@ pub(super) async fn read_usage(
             "SELECT queue, tenant, concurrency_key, started, {age} AS age_ms \
              FROM jobs_queue_starts WHERE queue IN ({queues}) AND started_at > {since}",
             age = d.age_ms("started_at"),
-            since = d.now_plus_ms(&window),
+            since = d.statement_now_plus_ms(&window),
         ));
         for row in conn.query_all_raw(sql.build()).await.map_err(db_error)? {
             let n: i64 = row.try_get("", "started").map_err(db_error)?;
@@ -145,7 +145,7 @@ pub(super) async fn prune_starts(
     let window = sql.bind(-longest);
     sql.push(&format!(
         "DELETE FROM jobs_queue_starts WHERE queue IN ({queues}) AND started_at <= {since}",
-        since = store.dialect.now_plus_ms(&window),
+        since = store.dialect.statement_now_plus_ms(&window),
     ));
     conn.execute_raw(sql.build()).await.map_err(db_error)?;
     Ok(())
@@ -190,6 +190,10 @@ pub(super) async fn log_starts(
         .filter(|s| s.limits.key_rate.is_some())
         .map(|s| s.queue.as_str())
         .collect();
+    // Every job of one claim has the claim statement's time as `started_at`.
+    let Some(started_at) = jobs.first().and_then(|job| job.started_at) else {
+        return Ok(());
+    };
     let mut counts: HashMap<Group, i64> = HashMap::new();
     for job in jobs.iter().filter(|j| rated.contains(j.queue.as_str())) {
         let key = keyed
@@ -212,11 +216,11 @@ pub(super) async fn log_starts(
         .collect();
     let mut sql = store.sql();
     let starts = rows_cte(&mut sql, "s", STARTS_COLUMNS, rows);
+    let started_at = sql.bind_time(Some(started_at));
     sql.push(&format!(
         "WITH {starts} INSERT INTO jobs_queue_starts \
            (queue, tenant, concurrency_key, started_at, started) \
-         SELECT queue, tenant, concurrency_key, {now}, started FROM s",
-        now = store.dialect.now(),
+         SELECT queue, tenant, concurrency_key, {started_at}, started FROM s",
     ));
     conn.execute_raw(sql.build()).await.map_err(db_error)?;
     Ok(())

@@ -82,7 +82,9 @@ fn claim_statement(
     budgets: Option<&Budgets>,
 ) -> Sql {
     let d = store.dialect;
-    let now = d.now();
+    // The statement's own time: a limited claim may have waited for its lock, and its
+    // starts must not look older than they are.
+    let now = d.statement_now();
     let mut sql = store.sql();
     let n = request.limit as i64;
     let mut ctes = Vec::new();
@@ -150,7 +152,7 @@ fn claim_statement(
         running = State::Running,
         returning = job_columns("jobs."),
         token = d.random_uuid(),
-        lease_end = d.now_plus_ms(&lease),
+        lease_end = d.statement_now_plus_ms(&lease),
     ));
     sql
 }
@@ -239,7 +241,7 @@ async fn open_pairs(
 /// budget are skipped here, so their backlog is never read.
 fn candidates(sql: &mut Sql, request: &ClaimRequest, share: i64, locked: bool) -> String {
     let d = sql.dialect();
-    let now = d.now();
+    let now = d.statement_now();
     let mut only = String::new();
     if let Some(kinds) = &request.kinds {
         only = format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned()));

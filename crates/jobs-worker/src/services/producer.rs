@@ -63,13 +63,16 @@ impl Producer {
             Ok(jobs) => {
                 let full = jobs.len() == free;
                 let woken = queue.maybe_more.load(Ordering::Relaxed);
-                // A short claim that got jobs may have been held back by the queue's
-                // limits (shared with other processes) rather than have emptied it: a
-                // freed slot claims again, and an empty claim ends that.
-                if !jobs.is_empty() {
+                jobs.into_iter().for_each(|job| self.start(job));
+                let held = queue.capacity - queue.slots.available_permits();
+                // A short claim may have been held back by the queue's limits (shared
+                // with other processes) rather than have emptied it: while this process
+                // holds jobs, each one it ends may free a place, so a freed slot claims
+                // again; an empty claim with nothing held waits for a wake-up or the poll.
+                if held > 0 {
                     queue.maybe_more.store(true, Ordering::Relaxed);
                 }
-                jobs.into_iter().for_each(|job| self.start(job));
+                queue.held_after_claim.store(held, Ordering::Relaxed);
                 (full || woken) && queue.wants_claim(queue.slots.available_permits())
             }
             Err(error) => {

@@ -11,7 +11,10 @@ use time::OffsetDateTime;
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::unique::{UniqueBody, UniqueState};
+use crate::{
+    limits::QueueLimitsBody,
+    unique::{UniqueBody, UniqueState},
+};
 
 /// A job to create. Only `kind` is required.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -59,6 +62,10 @@ pub struct CreateJob {
     /// Every option of uniqueness: key, by arguments, by kind, within a period, among
     /// chosen states, and what a duplicate does.
     pub unique: Option<UniqueBody>,
+    /// Jobs of the tenant and queue with the same key (a customer id, an API host) count
+    /// together against the queue's `key_concurrency` and `key_rate`.
+    #[schema(min_length = 1, max_length = 255)]
+    pub concurrency_key: Option<String>,
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
@@ -91,6 +98,7 @@ impl CreateJob {
             .map(Duration::from_secs)
             .unwrap_or(job.retention);
         job.unique_key = self.unique_key.or(job.unique_key);
+        job.concurrency_key = self.concurrency_key;
         job.trace_id = trace_id;
         job.metadata = self.metadata.unwrap_or(job.metadata);
         match unique {
@@ -144,6 +152,8 @@ pub struct JobView {
     /// With a `unique_key`: the states of this job in which the key blocks another.
     #[schema(value_type = Option<Vec<UniqueState>>)]
     pub unique_states: Option<UniqueStates>,
+    /// Counts against the queue's per-key limits.
+    pub concurrency_key: Option<String>,
     pub trace_id: Option<String>,
     pub metadata: Value,
     pub timeout_ms: Option<i64>,
@@ -210,6 +220,7 @@ impl From<Job> for JobView {
             cancel_requested: job.cancel_requested_at.is_some(),
             unique_key: job.unique_key,
             unique_states: job.unique_states,
+            concurrency_key: job.concurrency_key,
             trace_id: job.trace_id,
             metadata: job.metadata,
             timeout_ms: job.timeout_ms,
@@ -414,11 +425,20 @@ pub struct QueueView {
     /// No job of the queue is claimed while paused (for this tenant or for every tenant);
     /// running jobs finish.
     pub paused: bool,
+    /// Jobs running now, in every process (`counts.running`).
+    pub running: u64,
+    /// Due pending jobs that a limit holds back right now.
+    pub throttled: u64,
+    /// The limits this tenant set (`PUT /v1/queues/{name}`); each `null` is no limit.
+    pub limits: QueueLimitsBody,
+    /// The limits an operator set for every tenant, counting all tenants' jobs
+    /// together; where both are set, both hold.
+    pub all_tenants_limits: QueueLimitsBody,
 }
 
 impl From<QueueStats> for QueueView {
     fn from(stats: QueueStats) -> Self {
-        let counts = State::ALL
+        let counts: std::collections::BTreeMap<String, u64> = State::ALL
             .iter()
             .map(|s| {
                 (
@@ -429,9 +449,13 @@ impl From<QueueStats> for QueueView {
             .collect();
         Self {
             queue: stats.queue,
-            counts,
             oldest_pending_age_ms: stats.oldest_pending_age.map(|d| d.as_millis() as u64),
             paused: stats.paused,
+            running: counts[State::Running.as_str()],
+            counts,
+            throttled: stats.throttled,
+            limits: stats.limits.into(),
+            all_tenants_limits: stats.all_tenants_limits.into(),
         }
     }
 }

@@ -77,7 +77,8 @@ impl ApiError {
 
     /// The body is not JSON, or not the JSON this endpoint takes.
     pub fn malformed(field: String, detail: String) -> Self {
-        let field = if field.is_empty() || field == "." {
+        // `?` is serde_path_to_error's place for a body that ends before any field.
+        let field = if field.is_empty() || field == "." || field == "?" {
             "body".to_owned()
         } else {
             field

@@ -7,6 +7,7 @@ mod coalesce;
 mod dto;
 mod error;
 mod extract;
+mod limits;
 mod routes;
 mod unique;
 
@@ -258,6 +259,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::queues)
         .service(routes::queue_control::pause_queue)
         .service(routes::queue_control::resume_queue)
+        .service(routes::queue_control::get_queue)
+        .service(routes::queue_control::set_queue_limits)
         .service(routes::schedules::create_schedule)
         .service(routes::schedules::list_schedules)
         .service(routes::schedules::get_schedule)
@@ -392,6 +395,7 @@ async fn observe(
         routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
         routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
         routes::snooze::snooze, routes::bulk::bulk_jobs, routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue,
+        routes::queue_control::get_queue, routes::queue_control::set_queue_limits,
         routes::schedules::create_schedule, routes::schedules::list_schedules,
         routes::schedules::get_schedule, routes::schedules::delete_schedule,
         routes::schedules::pause_schedule, routes::schedules::resume_schedule, routes::healthz, routes::readyz, routes::metrics, routes::openapi,

@@ -757,6 +757,8 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         ("post", "/v1/jobs/{id}/snooze"),
         ("post", "/v1/jobs/bulk"),
         ("get", "/v1/queues"),
+        ("get", "/v1/queues/{name}"),
+        ("put", "/v1/queues/{name}"),
         ("post", "/v1/queues/{name}/pause"),
         ("post", "/v1/queues/{name}/resume"),
         ("post", "/v1/schedules"),

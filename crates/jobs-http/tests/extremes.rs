@@ -43,6 +43,7 @@ backend_tests!(
     extreme_heartbeats_never_answer_5xx,
     extreme_completes_never_answer_5xx,
     extreme_fails_never_answer_5xx,
+    extreme_queue_limits_never_answer_5xx,
     a_nul_in_args_is_refused_alone_among_concurrent_creates,
     instants_past_year_9999_in_utc_are_refused_by_field,
     a_result_holding_nul_is_refused_and_the_job_keeps_running,
@@ -482,6 +483,11 @@ fn create_chaos() -> BoxedStrategy<Value> {
         ),
         ("metadata", 0.3, field(object_of(any_json()))),
         ("unique", 0.3, field(unique_chaos())),
+        (
+            "concurrency_key",
+            0.2,
+            field(text().prop_map(Value::String).boxed()),
+        ),
     ])
 }
 
@@ -934,6 +940,7 @@ fn create_valid() -> BoxedStrategy<Value> {
         ("unique_key", 0.3, valid_key()),
         ("metadata", 0.3, valid_object_of(valid_json())),
         ("unique", 0.2, unique_valid()),
+        ("concurrency_key", 0.3, valid_key()),
     ])
 }
 
@@ -1046,6 +1053,60 @@ fn fail_valid() -> BoxedStrategy<Value> {
         ),
         ("retry_after_seconds", 0.6, retry_after),
     ])
+}
+
+/// A limit's count: edges of its range, past it, and any number.
+fn limit_count(valid: bool) -> BoxedStrategy<Value> {
+    if valid {
+        return prop_oneof![
+            ints(&[1, 2, 1_000_000]),
+            Just(json!(1e6)),
+            Just(Value::Null)
+        ]
+        .boxed();
+    }
+    field(
+        prop_oneof![
+            ints(&[0, 1, 1_000_000, 1_000_001, -1, 4_294_967_296]),
+            number()
+        ]
+        .boxed(),
+    )
+}
+
+fn rate_body(valid: bool) -> BoxedStrategy<Value> {
+    let period = if valid {
+        prop_oneof![ints(&[1, 60, 86_400]), Just(json!(86_400.0))].boxed()
+    } else {
+        field(prop_oneof![ints(&[0, 1, 86_400, 86_401, -1]), number()].boxed())
+    };
+    let p = if valid { 1.0 } else { 0.9 };
+    let limit = limit_count(valid).prop_filter("a rate has a limit", |v| !v.is_null());
+    object(vec![
+        ("limit", p, limit.boxed()),
+        ("period_seconds", p, period),
+    ])
+}
+
+/// `PUT /v1/queues/{name}`: each limit out of range, of the wrong type, or extreme but valid.
+fn limits_body() -> BoxedStrategy<Value> {
+    let body = |valid: bool| {
+        let rate = || {
+            let rate = rate_body(valid);
+            if valid {
+                prop_oneof![rate, Just(Value::Null)].boxed()
+            } else {
+                field(rate)
+            }
+        };
+        object(vec![
+            ("concurrency", 0.5, limit_count(valid)),
+            ("key_concurrency", 0.4, limit_count(valid)),
+            ("rate", 0.5, rate()),
+            ("key_rate", 0.4, rate()),
+        ])
+    };
+    either(body(false), body(true))
 }
 
 /// Half the bodies anything, half valid with extreme values.
@@ -1530,6 +1591,17 @@ async fn extreme_list_queries_never_answer_5xx(db: TestDb) {
             .await;
     }
     judge.finish("GET /v1/jobs").await;
+}
+
+async fn extreme_queue_limits_never_answer_5xx(db: TestDb) {
+    let api = start(&db).await;
+    let mut judge = Judge::new(&api);
+    let names = prop_oneof![4 => valid_name(), 1 => name()];
+    for (body, name) in cases(8, (limits_body(), names)) {
+        let path = format!("/v1/queues/{}", encode(name.as_str().unwrap()));
+        judge.send(Method::PUT, &path, Some(body_text(&body))).await;
+    }
+    judge.finish("PUT /v1/queues/{name}").await;
 }
 
 async fn extreme_claims_never_answer_5xx(db: TestDb) {

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 use futures::Stream;
 use jobs_core::{
     BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob,
-    QueueControl, QueueScope,
+    QueueControl, QueueLimits, QueueScope,
 };
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -126,7 +126,28 @@ impl Client {
         self.store.resume_queue(QueueScope::AllTenants, queue).await
     }
 
-    /// Per queue: jobs by state, the oldest due job's wait, and whether it is paused.
+    /// Replaces `queue`'s limits for every tenant, counting all tenants' jobs together
+    /// (`QueueLimits::default()` lifts them); limits a tenant set over HTTP hold as well.
+    /// They hold for every claim that starts after this returns, in every process, remote
+    /// workers included. `QueueScope::Tenant` through `store().set_queue_limits` limits one
+    /// tenant's jobs.
+    pub async fn set_queue_limits(
+        &self,
+        queue: &str,
+        limits: &QueueLimits,
+    ) -> Result<(), JobError> {
+        self.store
+            .set_queue_limits(QueueScope::AllTenants, queue, limits)
+            .await
+    }
+
+    /// `queue`'s limits for every tenant, as `set_queue_limits` left them.
+    pub async fn queue_limits(&self, queue: &str) -> Result<QueueLimits, JobError> {
+        self.store.queue_limits(QueueScope::AllTenants, queue).await
+    }
+
+    /// Per queue: jobs by state, the oldest due job's wait, whether it is paused, its
+    /// limits for every tenant, and how many due jobs a limit holds back.
     pub async fn queues(&self) -> Result<Vec<jobs_core::QueueStats>, JobError> {
         self.store.queue_stats(None).await
     }

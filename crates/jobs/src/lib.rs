@@ -18,8 +18,9 @@ pub mod testing;
 pub use client::{Client, Transaction};
 pub use jobs_core::{
     AttemptError, BulkAction, BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId,
-    JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueScope, QueueStats,
-    Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates, limits,
+    JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueLimits,
+    QueueScope, QueueStats, Rate, Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates,
+    limits,
 };
 pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 

@@ -152,7 +152,55 @@ backend_tests!(
     transactions_commit_or_roll_back_with_their_jobs,
     wait_hears_of_jobs_ended_by_other_processes,
     bulk_retry_hands_dead_letters_to_a_running_worker,
+    queue_limits_set_from_code_show_in_queues,
 );
+
+/// Limits for every tenant, set and lifted through the client; `queues()` shows them.
+async fn queue_limits_set_from_code_show_in_queues(db: TestDb) {
+    use jobs::{NewJob, QueueLimits, Rate};
+    let client = Client::new(db.store.clone());
+    let job = NewJob::new("sync", serde_json::json!({})).queue("mail");
+    let id = client
+        .insert_job(job.concurrency_key("customer-42"))
+        .await
+        .unwrap()
+        .job
+        .id;
+    let concurrency_key = client.get(id).await.unwrap().concurrency_key;
+    assert_eq!(concurrency_key.as_deref(), Some("customer-42"));
+
+    let limits = QueueLimits {
+        concurrency: Some(10),
+        key_concurrency: Some(1),
+        rate: Some(Rate::per_second(50)),
+        key_rate: None,
+    };
+    client.set_queue_limits("mail", &limits).await.unwrap();
+    assert_eq!(client.queue_limits("mail").await.unwrap(), limits);
+    let queues = client.queues().await.unwrap();
+    let mail = queues.iter().find(|q| q.queue == "mail").expect("listed");
+    assert_eq!(
+        (&mail.limits, mail.counts.get(&State::Pending)),
+        (&limits, Some(&1))
+    );
+
+    let zero = QueueLimits {
+        concurrency: Some(0),
+        ..limits.clone()
+    };
+    match client.set_queue_limits("mail", &zero).await {
+        Err(JobError::Invalid(fields)) => assert_eq!(fields[0].field, "concurrency"),
+        other => panic!("a concurrency of 0 is refused: {other:?}"),
+    }
+    assert_eq!(
+        client.queue_limits("mail").await.unwrap(),
+        limits,
+        "unchanged"
+    );
+    let lifted = QueueLimits::default();
+    client.set_queue_limits("mail", &lifted).await.unwrap();
+    assert!(client.queue_limits("mail").await.unwrap().is_unlimited());
+}
 
 /// Dead letters retried in bulk through the client wake an idle worker, which runs them
 /// to completion from attempt 0.

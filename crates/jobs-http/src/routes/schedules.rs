@@ -120,6 +120,7 @@ impl From<ScheduleJobBody> for CreateJob {
             ttl_seconds: job.ttl_seconds,
             unique_key: None,
             unique: None,
+            concurrency_key: None,
             metadata: job.metadata,
         }
     }

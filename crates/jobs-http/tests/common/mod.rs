@@ -81,21 +81,29 @@ impl Api {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, String, String) {
-        let mut request = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(key) = &self.key {
-            request = request.bearer_auth(key);
-        }
+        let mut request = self.request(method, path);
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request.send().await.expect("request");
-        let status = response.status();
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        (status, content_type, response.text().await.unwrap())
+        answer(request).await
+    }
+
+    /// A JSON body as text, for numbers `Value` cannot hold (`1e400`, `18446744073709551616`).
+    pub async fn send_text(&self, method: Method, path: &str, body: &str) -> (StatusCode, Value) {
+        let request = self
+            .request(method, path)
+            .header("content-type", "application/json")
+            .body(body.to_owned());
+        let (status, _, body) = answer(request).await;
+        (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let request = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -104,6 +112,10 @@ impl Api {
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(body)).await
     }
 
     pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
@@ -116,6 +128,18 @@ impl Api {
         assert_eq!(status, StatusCode::ACCEPTED, "{job}");
         job["id"].as_str().unwrap().to_owned()
     }
+}
+
+/// Status, content type and body text of the answer.
+async fn answer(request: reqwest::RequestBuilder) -> (StatusCode, String, String) {
+    let response = request.send().await.expect("request");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (status, content_type, response.text().await.unwrap())
 }
 
 /// Asserts a problem+json answer with this status and stable type.

@@ -40,7 +40,14 @@ fn start_workers(db: &TestDb, label: &str) -> Vec<Proc> {
     let queue = format!("{QUEUE}={SLOTS_PER_WORKER}");
     let args = ["--queue", &queue, "--poll-interval-ms", "50"];
     (1..=WORKERS)
-        .map(|i| spawn("jobs-worker", &format!("flow-{label}-{i}"), &db.url(), &args))
+        .map(|i| {
+            spawn(
+                "jobs-worker",
+                &format!("flow-{label}-{i}"),
+                &db.url(),
+                &args,
+            )
+        })
         .collect()
 }
 
@@ -160,7 +167,10 @@ async fn a_global_limit_of_5_holds_across_four_workers() {
     let runs = drain(&db, &ids, Duration::from_secs(240)).await;
     let most = max_overlap(&runs);
     eprintln!("at most {most} ran at once");
-    assert!(most <= 5, "{most} jobs ran at once under a global limit of 5");
+    assert!(
+        most <= 5,
+        "{most} jobs ran at once under a global limit of 5"
+    );
     // Jobs did run side by side, so the ledger could have shown a breach.
     assert!(most >= 2, "the jobs ran one at a time");
 }
@@ -202,10 +212,12 @@ async fn a_key_limit_of_1_never_runs_two_jobs_of_a_key_at_once() {
 }
 
 /// How much later than its claim a handler may start: the claim statement's own time,
-/// handing the job to an executor, and a loaded machine's scheduling. The limiter counts
-/// claims in any second; handler starts in a window are claims from a window up to this
-/// much wider, so the ledger is checked over windows this much narrower than a second.
-const CLAIM_TO_HANDLER: Duration = Duration::from_millis(100);
+/// handing the job to an executor, and a loaded machine's scheduling (up to 60 ms seen
+/// with 80 handlers starting at once on 2 cores). The limiter counts claims in any second;
+/// handler starts in a window are claims from a window up to this much wider, so the
+/// ledger is checked over windows this much narrower than a second. A limiter that bursts
+/// at its window edges still shows: up to twice the limit within a few milliseconds.
+const CLAIM_TO_HANDLER: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
@@ -237,14 +249,19 @@ async fn a_rate_of_50_per_second_holds_at_window_edges_and_the_queue_drains() {
 /// Tenant `a`'s jobs started (claimed) at or after `from`, and at or before `to` if given.
 async fn a_started(db: &TestDb, from: OffsetDateTime, to: Option<OffsetDateTime>) -> i64 {
     let conn = db.store.connection();
-    let mut sql = String::from("SELECT count(*) AS n FROM jobs WHERE tenant = 'a' AND started_at >= $1");
+    let mut sql =
+        String::from("SELECT count(*) AS n FROM jobs WHERE tenant = 'a' AND started_at >= $1");
     let mut values: Vec<sea_orm::Value> = vec![from.into()];
     if let Some(to) = to {
         sql += " AND started_at <= $2";
         values.push(to.into());
     }
     let statement = Statement::from_sql_and_values(conn.get_database_backend(), sql, values);
-    let row = conn.query_one_raw(statement).await.unwrap().expect("a count");
+    let row = conn
+        .query_one_raw(statement)
+        .await
+        .unwrap()
+        .expect("a count");
     row.try_get("", "n").unwrap()
 }
 
@@ -269,9 +286,11 @@ async fn a_tenant_behind_another_tenants_backlog_starts_within_a_few_claim_round
     eprintln!("a's 100,000 jobs enqueued in {:?}", began.elapsed());
     let epoch = OffsetDateTime::UNIX_EPOCH;
     let _workers = start_workers(&db, "fair");
-    wait_until("the workers to run a's jobs", Duration::from_secs(60), async || {
-        a_started(&db, epoch, None).await > 0
-    })
+    wait_until(
+        "the workers to run a's jobs",
+        Duration::from_secs(60),
+        async || a_started(&db, epoch, None).await > 0,
+    )
     .await;
 
     let b = db

@@ -14,6 +14,7 @@ use jobs_core::{ApiBackend, WorkerBackend};
 #[doc(hidden)]
 pub mod bulk;
 pub mod fixtures;
+mod limits;
 mod schedules;
 // Public only because `conformance_tests!` calls it from the backend's crate.
 #[doc(hidden)]
@@ -91,6 +92,16 @@ macro_rules! conformance_tests {
             queue_stats_show_paused_queues_even_without_jobs,
             pausing_refuses_names_no_job_could_have,
             resume_wakes_idle_workers,
+            limits_are_stored_per_scope_and_validated,
+            global_concurrency_caps_running_jobs_of_every_tenant,
+            a_tenants_concurrency_counts_its_own_jobs_only,
+            key_concurrency_runs_one_job_per_key_at_a_time,
+            a_rate_limits_starts_in_any_window_of_its_period,
+            a_key_rate_limits_each_keys_starts,
+            racing_claimers_never_pass_a_limit,
+            a_limit_holds_at_once_in_a_process_that_has_not_heard_of_it,
+            claims_take_turns_between_tenants,
+            queue_stats_show_limits_and_throttled_jobs,
             unique_key_blocks_among_its_states_only,
             unique_by_args_and_key_with_args,
             unique_by_kind_and_within_a_period,

@@ -97,6 +97,18 @@ impl Dialect {
         }
     }
 
+    /// Milliseconds from the instant in column `at` to the database clock.
+    pub(crate) fn age_ms(self, at: &str) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("CAST(EXTRACT(EPOCH FROM (now() - {at})) * 1000 AS BIGINT)")
+            }
+            Dialect::Sqlite => {
+                format!("CAST((julianday('now') - julianday({at})) * 86400000 AS INTEGER)")
+            }
+        }
+    }
+
     /// A fresh random uuid per row: a lease token.
     pub(crate) fn random_uuid(self) -> &'static str {
         match self {

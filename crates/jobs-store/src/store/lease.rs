@@ -1,75 +1,16 @@
-//! Leases: claiming pending jobs, keeping attempts alive, and what a running attempt
-//! reports (progress) or learns (cancel requests). Every write is conditional on the
+//! Leases: keeping attempts alive, and what a running attempt reports (progress) or
+//! learns (cancel requests); claims are in `claim`. Every write is conditional on the
 //! row still running under the caller's lease token.
 
 use std::{collections::HashSet, time::Duration};
 
 use jobs_core::{
-    ClaimRequest, FieldError, Heartbeat, Job, JobError, Lease, LeaseToken, State,
+    FieldError, Heartbeat, JobError, Lease, LeaseToken, State,
     storable::{caps, storable_text},
 };
 
-use super::{SeaOrmStore, db_error, job_columns, millis, token_of};
-use crate::sql::{Sql, state_list};
-
-pub(super) async fn claim(
-    store: &SeaOrmStore,
-    request: &ClaimRequest,
-) -> Result<Vec<Job>, JobError> {
-    request.validate()?;
-    if request.limit == 0 || request.queues.is_empty() {
-        return Ok(Vec::new());
-    }
-    if request.kinds.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
-    }
-    let sql = claim_statement(store, request);
-    let mut jobs = store.fetch_jobs(&store.db, sql).await?;
-    store.changed(jobs.iter().map(|job| job.id));
-    // RETURNING does not keep the subquery's order.
-    jobs.sort_by(|a, b| (b.priority, a.run_at, a.id).cmp(&(a.priority, b.run_at, b.id)));
-    Ok(jobs)
-}
-
-/// Moves up to `limit` due jobs of the request's queues (kinds, tenant) to running.
-fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest) -> Sql {
-    let d = store.dialect;
-    let now = d.now();
-    let mut sql = store.sql();
-    let worker = sql.bind(request.worker_id.clone());
-    let lease = sql.bind(millis(request.lease));
-    let queues = sql.bind_list(request.queues.iter().cloned());
-    let mut only = String::new();
-    if let Some(kinds) = &request.kinds {
-        only = format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned()));
-    }
-    if let Some(tenant) = &request.tenant {
-        only.push_str(&format!(" AND tenant = {}", sql.bind(tenant.clone())));
-    }
-    let limit = sql.bind(request.limit as i64);
-    let unpaused = super::queues::unpaused(&mut sql, request);
-    // The picked rows are materialized once: PostgreSQL may otherwise re-run a
-    // `LIMIT ... SKIP LOCKED` subquery per row and claim more than `limit`.
-    sql.push(&format!(
-        "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
-           WHERE state IN ({from}) AND queue IN ({queues}){only} AND run_at <= {now} \
-             AND (deadline IS NULL OR deadline > {now}) AND cancel_requested_at IS NULL \
-             AND {unpaused} \
-           ORDER BY priority DESC, run_at, id LIMIT {limit}{lock}) \
-         UPDATE jobs SET state = '{running}', worker_id = {worker}, attempt = attempt + 1, \
-           lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
-           updated_at = {now}, progress = 0, stage = NULL \
-         FROM picked WHERE jobs.id = picked.id AND jobs.state IN ({from}) \
-         RETURNING {returning}",
-        from = state_list(&State::sources_of(State::Running)),
-        running = State::Running,
-        returning = job_columns("jobs."),
-        token = d.random_uuid(),
-        lease_end = d.now_plus_ms(&lease),
-        lock = d.skip_locked(),
-    ));
-    sql
-}
+use super::{SeaOrmStore, db_error, millis, token_of};
+use crate::sql::Sql;
 
 pub(super) async fn heartbeat(
     store: &SeaOrmStore,

@@ -7,7 +7,9 @@
 //! `maintenance` (sweeps), `queues` (pause and resume); every statement
 //! that ends a job takes its next state from `transition`.
 
+mod budgets;
 mod bulk;
+mod claim;
 mod control;
 mod enqueue;
 mod errors;
@@ -153,7 +155,7 @@ impl JobStore for SeaOrmStore {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Job>, JobError> {
-        lease::claim(self, request).await
+        claim::claim(self, request).await
     }
 
     async fn heartbeat(&self, leases: &[Lease], lease: Duration) -> Result<Heartbeat, JobError> {

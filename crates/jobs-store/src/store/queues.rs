@@ -1,39 +1,10 @@
 //! Queue control: a row in `jobs_queues` per (tenant, queue) ever paused, with `paused_at`
-//! set while paused. The claim statement skips the jobs of paused queues (`unpaused`), so a
+//! set while paused. A claim skips the (queue, tenant) pairs that a pause holds (see `claim`), so a
 //! pause holds in every process from its commit on, remote workers included.
 
-use jobs_core::{ClaimRequest, JobError, QueueLimits, QueueScope, validate_queue_name};
+use jobs_core::{JobError, QueueLimits, QueueScope, validate_queue_name};
 
 use super::{SeaOrmStore, db_error};
-use crate::sql::Sql;
-
-/// The claim condition on a row of `jobs`: neither its tenant's nor every tenant's pause
-/// holds for its queue. The subqueries are uncorrelated, so the database reads the pauses
-/// once per claim and probes them as a hash. For a claim of one queue (every worker's
-/// producer) a one-time test comes first: a queue paused for every tenant (or for the
-/// claim's tenant) then costs no scan of its backlog at all. A queue paused for some
-/// tenants only is still scanned past their pending jobs on each claim.
-pub(super) fn unpaused(sql: &mut Sql, request: &ClaimRequest) -> String {
-    let all = QueueScope::ALL_TENANTS;
-    let mut condition = format!(
-        "jobs.queue NOT IN (SELECT name FROM jobs_queues \
-           WHERE tenant = '{all}' AND paused_at IS NOT NULL) \
-         AND (jobs.queue, jobs.tenant) NOT IN (SELECT name, tenant FROM jobs_queues \
-           WHERE paused_at IS NOT NULL)"
-    );
-    if let [queue] = request.queues.as_slice() {
-        let queue = sql.bind(queue.clone());
-        let mut scopes = format!("'{all}'");
-        if let Some(tenant) = &request.tenant {
-            scopes.push_str(&format!(", {}", sql.bind(tenant.clone())));
-        }
-        condition = format!(
-            "NOT EXISTS (SELECT 1 FROM jobs_queues a WHERE a.name = {queue} \
-               AND a.tenant IN ({scopes}) AND a.paused_at IS NOT NULL) AND {condition}"
-        );
-    }
-    condition
-}
 
 /// Pauses (keeping an earlier pause's time) or resumes the queue in `scope`. A resume
 /// then wakes idle workers: on PostgreSQL those of every process.

@@ -141,6 +141,21 @@ pub(super) async fn queue_stats(
             }
         }
     }
+    for (queue, limits, everyone, throttled) in
+        super::budgets::limited_queues_view(store, tenant).await?
+    {
+        let index = match stats.iter().position(|s| s.queue == queue) {
+            Some(index) => index,
+            None => {
+                stats.push(QueueStats::empty(queue));
+                stats.len() - 1
+            }
+        };
+        let entry = &mut stats[index];
+        entry.limits = limits;
+        entry.all_tenants_limits = everyone;
+        entry.throttled = throttled;
+    }
     stats.sort_by(|a, b| a.queue.cmp(&b.queue));
     Ok(stats)
 }

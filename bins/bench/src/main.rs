@@ -69,6 +69,10 @@ pub struct DrainArgs {
     /// Jobs claimed ahead of free handler slots.
     #[arg(long, default_value_t = 0)]
     pub prefetch: usize,
+    /// A global concurrency limit on the queue (0: none); several values run one after
+    /// another, so limited and unlimited drains compare in one run.
+    #[arg(long, value_delimiter = ',', default_value = "0")]
+    pub limit: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -150,6 +154,7 @@ async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
                 n,
                 concurrency: args.concurrency.clone(),
                 prefetch: args.prefetch,
+                limit: vec![0],
             };
             scenarios::drain(url, &drain).await?;
             scenarios::latency(url, &args.latency).await?;

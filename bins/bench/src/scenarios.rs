@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome};
+use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome, QueueControl};
 use jobs_worker::{JobContext, Worker};
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, time::Instant};
@@ -41,8 +41,32 @@ pub async fn enqueue(url: &str, args: &EnqueueArgs) -> anyhow::Result<()> {
 /// the table holds no unfinished job.
 pub async fn drain(url: &str, args: &DrainArgs) -> anyhow::Result<()> {
     for &concurrency in &args.concurrency {
+        for &limit in &args.limit {
+            drain_once(url, args, concurrency, limit).await?;
+        }
+    }
+    Ok(())
+}
+
+/// One drain; with a `limit`, under that global concurrency limit on the queue.
+async fn drain_once(
+    url: &str,
+    args: &DrainArgs,
+    concurrency: usize,
+    limit: u32,
+) -> anyhow::Result<()> {
+    {
         let store = setup::fresh(url).await?;
         setup::fill(&store, args.n, 1_000).await?;
+        if limit > 0 {
+            let limits = jobs_core::QueueLimits {
+                concurrency: Some(limit),
+                ..Default::default()
+            };
+            store
+                .set_queue_limits(jobs_core::QueueScope::AllTenants, QUEUE, &limits)
+                .await?;
+        }
         if store.is_postgres() {
             setup::analyze(&store).await?;
         }
@@ -69,6 +93,7 @@ pub async fn drain(url: &str, args: &DrainArgs) -> anyhow::Result<()> {
             .param("n", json!(args.n))
             .param("concurrency", json!(concurrency))
             .param("prefetch", json!(args.prefetch))
+            .param("limit", json!(limit))
             .rate("jobs_per_s", args.n, took)
             .add(
                 "worker_cpu_s",

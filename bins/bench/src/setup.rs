@@ -28,6 +28,11 @@ pub async fn fresh(url: &str) -> anyhow::Result<SeaOrmStore> {
         "DELETE FROM jobs"
     };
     store.connection().execute_unprepared(empty).await?;
+    // No pause or limit of an earlier run applies.
+    for table in ["jobs_queues", "jobs_queue_starts"] {
+        let sql = format!("DELETE FROM {table}");
+        store.connection().execute_unprepared(&sql).await?;
+    }
     Ok(store)
 }
 

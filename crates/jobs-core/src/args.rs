@@ -75,6 +75,9 @@ pub struct JobOptions {
     /// unset: the store's policy.
     pub backoff: Option<RetryPolicy>,
     pub tenant: Option<String>,
+    /// Counts the job against its queue's per-key limits (`QueueLimits::key_concurrency`,
+    /// `key_rate`) with the other jobs of this key.
+    pub concurrency_key: Option<String>,
     pub run_at: Option<OffsetDateTime>,
     pub delay: Option<Duration>,
     pub deadline: Option<OffsetDateTime>,
@@ -106,7 +109,7 @@ impl JobOptions {
         Self::default()
     }
 
-    text_setters!(queue, tenant, trace_id);
+    text_setters!(queue, tenant, concurrency_key, trace_id);
 
     /// `Unique::Args`, `Unique::Key(..)`, or a `UniqueOpts` with a period, states or a
     /// policy on duplicates.
@@ -143,6 +146,7 @@ impl JobOptions {
             unique: self.unique.or(defaults.unique),
             backoff: self.backoff.or(defaults.backoff),
             tenant: self.tenant.or(defaults.tenant),
+            concurrency_key: self.concurrency_key.or(defaults.concurrency_key),
             run_at,
             delay,
             deadline: self.deadline.or(defaults.deadline),
@@ -162,6 +166,7 @@ impl JobOptions {
         job.max_attempts = self.max_attempts.unwrap_or(job.max_attempts);
         job.timeout = self.timeout.or(job.timeout);
         job.tenant = self.tenant.unwrap_or(job.tenant);
+        job.concurrency_key = self.concurrency_key.or(job.concurrency_key);
         job.run_at = self.run_at.or(job.run_at);
         job.delay = self.delay.or(job.delay);
         job.deadline = self.deadline.or(job.deadline);

@@ -130,9 +130,9 @@ pub trait SchemaGate: Send + Sync + 'static {
 }
 
 /// Everything the worker runtime needs.
-pub trait WorkerBackend: JobStore + ScheduleStore + Notifier + Leadership {}
-impl<T: JobStore + ScheduleStore + Notifier + Leadership> WorkerBackend for T {}
+pub trait WorkerBackend: JobStore + ScheduleStore + QueueControl + Notifier + Leadership {}
+impl<T: JobStore + ScheduleStore + QueueControl + Notifier + Leadership> WorkerBackend for T {}
 
 /// Everything the HTTP API needs.
-pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate + QueueControl {}
-impl<T: WorkerBackend + KeyLookup + SchemaGate + QueueControl> ApiBackend for T {}
+pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate {}
+impl<T: WorkerBackend + KeyLookup + SchemaGate> ApiBackend for T {}

@@ -136,12 +136,13 @@ impl NewJob {
         self
     }
 
-    /// Unique by every option of `unique` (its key computed now, at the enqueue time).
+    /// Counts the job against its queue's per-key limits with the other jobs of `key`.
     pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
         self.concurrency_key = Some(key.into());
         self
     }
 
+    /// Unique by every option of `unique` (its key computed now, at the enqueue time).
     pub fn unique(self, unique: impl Into<UniqueOpts>) -> Self {
         unique.into().apply(self)
     }

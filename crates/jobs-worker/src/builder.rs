@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use jobs_core::{FieldError, JobError, RetryPolicy, Schedule, WorkerBackend};
+use jobs_core::{FieldError, JobError, QueueLimits, RetryPolicy, Schedule, WorkerBackend};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -92,6 +92,14 @@ impl WorkerBuilder {
     /// and time zone keep the next slot, so restarts neither repeat nor skip one.
     pub fn schedule(mut self, schedule: Schedule) -> Self {
         self.config.schedules.push(schedule);
+        self
+    }
+
+    /// Limits of a queue for every tenant together (`QueueScope::AllTenants`), set at start
+    /// in the database, where every process honours them; they replace limits set
+    /// earlier in that scope (over HTTP a tenant sets its own).
+    pub fn limit(mut self, queue: impl Into<String>, limits: QueueLimits) -> Self {
+        self.config.limits.push((queue.into(), limits));
         self
     }
 

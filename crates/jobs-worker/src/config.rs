@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{FieldError, JobError, Schedule};
+use jobs_core::{FieldError, JobError, QueueLimits, Schedule};
 
 /// Set fields through `WorkerBuilder::config(|c| ...)`; new settings keep old code compiling.
 #[derive(Debug, Clone)]
@@ -51,6 +51,8 @@ pub struct WorkerConfig {
     pub scheduler_interval: Duration,
     /// Schedules defined in code (`WorkerBuilder::schedule`), upserted at start.
     pub schedules: Vec<Schedule>,
+    /// Queue limits defined in code (`WorkerBuilder::limit`), set at start.
+    pub limits: Vec<(String, QueueLimits)>,
 }
 
 impl WorkerConfig {
@@ -96,6 +98,16 @@ impl WorkerConfig {
                 }));
             }
         }
+        for (queue, limits) in &self.limits {
+            let checked = jobs_core::validate_queue_name("queue", queue).and(limits.validate());
+            if let Err(JobError::Invalid(fields)) = checked {
+                errors.extend(
+                    fields
+                        .into_iter()
+                        .map(|f| FieldError::new(format!("limits.{queue}.{}", f.field), f.message)),
+                );
+            }
+        }
         JobError::invalid_if_any(errors)
     }
 }
@@ -126,6 +138,7 @@ impl Default for WorkerConfig {
             progress_interval: Duration::from_millis(250),
             scheduler_interval: Duration::from_millis(500),
             schedules: Vec::new(),
+            limits: Vec::new(),
         }
     }
 }

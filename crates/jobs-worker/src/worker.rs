@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use jobs_core::{JobError, Wakeups, WorkerBackend};
+use jobs_core::{JobError, QueueScope, Wakeups, WorkerBackend};
 use tokio::{
     sync::mpsc,
     task::{JoinHandle, JoinSet},
@@ -104,6 +104,11 @@ async fn start(
     let (config, store, attempts) = (&shared.config, &shared.store, &shared.attempts);
     for schedule in &config.schedules {
         store.upsert_schedule(schedule).await?;
+    }
+    for (queue, limits) in &config.limits {
+        store
+            .set_queue_limits(QueueScope::AllTenants, queue, limits)
+            .await?;
     }
     let wakeups = store.subscribe().await?;
     let (give_up, flushed) = (CancellationToken::new(), CancellationToken::new());

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 backend_tests!(
     handlers_see_priority_then_fifo_order,
     concurrency_limit_is_never_exceeded,
+    a_queue_limit_in_code_holds_across_workers,
     scheduled_jobs_wait_for_run_at,
     retries_follow_the_backoff_and_end_failed,
     a_slow_attempt_times_out,
@@ -142,22 +143,32 @@ async fn handlers_see_priority_then_fifo_order(db: TestDb) {
     );
 }
 
+type Running = futures::future::BoxFuture<'static, Result<Output<Value>, HandlerError>>;
+
+/// A handler that runs 30 ms and records the most handlers running at once.
+fn peak_recording() -> (
+    impl Fn(Value, JobContext) -> Running + Clone + Send + Sync + 'static,
+    Arc<AtomicUsize>,
+) {
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let recorded = peak.clone();
+    let handler = move |_args: Value, _ctx: JobContext| {
+        let (now, peak) = (now.clone(), peak.clone());
+        let run = async move {
+            let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+            peak.fetch_max(running, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            now.fetch_sub(1, Ordering::SeqCst);
+            Ok(Value::Null.into())
+        };
+        Box::pin(run) as Running
+    };
+    (handler, recorded)
+}
+
 async fn concurrency_limit_is_never_exceeded(db: TestDb) {
     let s = &db.store;
-    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let handler = {
-        let (now, peak) = (now.clone(), peak.clone());
-        move |_args: Value, _ctx: JobContext| {
-            let (now, peak) = (now.clone(), peak.clone());
-            async move {
-                let running = now.fetch_add(1, Ordering::SeqCst) + 1;
-                peak.fetch_max(running, Ordering::SeqCst);
-                tokio::time::sleep(Duration::from_millis(30)).await;
-                now.fetch_sub(1, Ordering::SeqCst);
-                Ok(Value::Null.into())
-            }
-        }
-    };
+    let (handler, peak) = peak_recording();
     let jobs: Vec<NewJob> = (0..40)
         .map(|_| NewJob::new("busy", json!({})).queue("limited"))
         .collect();
@@ -178,6 +189,40 @@ async fn concurrency_limit_is_never_exceeded(db: TestDb) {
         3,
         "the limit is used and never exceeded"
     );
+}
+
+/// A queue limit set in code holds across workers: two workers of 10 slots each (and
+/// prefetch) run at most 3 jobs at once between them, and drain the queue.
+async fn a_queue_limit_in_code_holds_across_workers(db: TestDb) {
+    let s = &db.store;
+    let (handler, peak) = peak_recording();
+    let limits = jobs_core::QueueLimits {
+        concurrency: Some(3),
+        ..Default::default()
+    };
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            fast(s)
+                .handler("busy", handler.clone())
+                .queue("shared", 10)
+                .limit("shared", limits.clone())
+                .build()
+                .expect("valid worker configuration")
+                .spawn()
+        })
+        .collect();
+    let jobs: Vec<NewJob> = (0..60)
+        .map(|_| NewJob::new("busy", json!({})).queue("shared"))
+        .collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    s.enqueue_many(jobs).await.unwrap();
+    for id in &ids {
+        assert_eq!(ended(s, *id).await.state, State::Completed);
+    }
+    for worker in workers {
+        worker.shutdown().await.unwrap();
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 3, "used, never exceeded");
 }
 
 async fn scheduled_jobs_wait_for_run_at(db: TestDb) {

@@ -16,7 +16,7 @@
 //! the lock is released. A claim that locks nothing never takes a limited queue's jobs.
 
 use jobs_core::{ClaimRequest, Job, JobError, QueueScope, State};
-use sea_orm::TransactionTrait;
+use sea_orm::{ConnectionTrait, TransactionTrait};
 
 use super::{
     SeaOrmStore,
@@ -39,7 +39,11 @@ pub(super) async fn claim(
         return Ok(Vec::new());
     }
     let mut jobs = if store.limited_among(&request.queues).await?.is_empty() {
-        let sql = claim_statement(store, request, None);
+        let pairs = open_pairs(store, &store.db, request, None).await?;
+        if pairs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = claim_statement(store, request, &pairs, None);
         store.fetch_jobs(&store.db, sql).await?
     } else {
         claim_limited(store, request).await?
@@ -56,14 +60,11 @@ async fn claim_limited(store: &SeaOrmStore, request: &ClaimRequest) -> Result<Ve
     let settings = budgets::read_settings(store, &txn, Some(&request.queues), tenant, true).await?;
     let usage = budgets::read_usage(store, &txn, &settings).await?;
     let budgets = Budgets::new(&settings, &usage);
-    let mut request = request.clone();
-    request
-        .queues
-        .retain(|queue| budgets.queue.get(queue).is_none_or(|n| *n > 0));
-    let jobs = if request.queues.is_empty() {
+    let pairs = open_pairs(store, &txn, request, Some(&budgets)).await?;
+    let jobs = if pairs.is_empty() {
         Vec::new()
     } else {
-        let sql = claim_statement(store, &request, Some(&budgets));
+        let sql = claim_statement(store, request, &pairs, Some(&budgets));
         store.fetch_jobs(&txn, sql).await?
     };
     budgets::log_starts(store, &txn, &settings, &jobs).await?;
@@ -72,10 +73,14 @@ async fn claim_limited(store: &SeaOrmStore, request: &ClaimRequest) -> Result<Ve
     Ok(jobs)
 }
 
-/// Moves up to `limit` due jobs of the request's queues (kinds, tenant) to running, taking
-/// turns between tenants; with `budgets`, within them. Without budgets it leaves limited
-/// queues alone (their rows are not locked).
-fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest, budgets: Option<&Budgets>) -> Sql {
+/// Moves up to `limit` due jobs of `pairs` (of the request's kinds) to running, taking
+/// turns between tenants; with `budgets`, within them.
+fn claim_statement(
+    store: &SeaOrmStore,
+    request: &ClaimRequest,
+    pairs: &[(String, String)],
+    budgets: Option<&Budgets>,
+) -> Sql {
     let d = store.dialect;
     let now = d.now();
     let mut sql = store.sql();
@@ -84,8 +89,20 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest, budgets: Option<
     if let Some(budgets) = budgets {
         ctes.extend(budget_ctes(&mut sql, budgets));
     }
-    ctes.push(pairs(&mut sql, request, budgets.is_some()));
-    ctes.push(candidates(&mut sql, request, budgets.is_some()));
+    let rows = pairs
+        .iter()
+        .map(|(q, t)| vec![q.clone().into(), t.clone().into()])
+        .collect();
+    ctes.push(rows_cte(
+        &mut sql,
+        "pairs",
+        &[("queue", "text"), ("tenant", "text")],
+        rows,
+    ));
+    // An equal share of the claim per pair (rounded up): a literal, so the planner reads
+    // each pair's first jobs from the index instead of sorting its whole backlog.
+    let share = (request.limit as usize).div_ceil(pairs.len()) as i64;
+    ctes.push(candidates(&mut sql, request, share, budgets.is_some()));
     let order = "priority DESC, run_at, id";
     let ranked = if budgets.is_some() {
         format!(
@@ -138,18 +155,42 @@ fn claim_statement(store: &SeaOrmStore, request: &ClaimRequest, budgets: Option<
     sql
 }
 
-/// `pairs(queue, tenant)`: the pairs to claim from, neither paused nor (without the
-/// limits locked) limited, nor out of budget. For a tenant's claim they are given; else
-/// each queue's tenants with pending jobs are found one index probe at a time.
-fn pairs(sql: &mut Sql, request: &ClaimRequest, locked: bool) -> String {
+/// The (queue, tenant) pairs to claim from: neither paused nor (without `budgets`, so
+/// without the limits locked) limited, nor out of budget. For a tenant's claim they are
+/// given; else each queue's tenants with pending jobs are found one index probe at a time.
+async fn open_pairs(
+    store: &SeaOrmStore,
+    conn: &impl ConnectionTrait,
+    request: &ClaimRequest,
+    budgets: Option<&Budgets>,
+) -> Result<Vec<(String, String)>, JobError> {
     let pending = State::Pending;
+    let mut sql = store.sql();
+    let mut ctes = Vec::new();
+    if let Some(budgets) = budgets {
+        let spent = budgets
+            .pair
+            .iter()
+            .filter(|(_, n)| **n <= 0)
+            .map(|((q, t), _)| vec![q.clone().into(), t.clone().into()])
+            .collect();
+        let columns = &[("queue", "text"), ("tenant", "text")];
+        ctes.push(rows_cte(&mut sql, "spent", columns, spent));
+    }
     let queues: Vec<String> = request
         .queues
         .iter()
+        .filter(|q| budgets.is_none_or(|b| b.queue.get(*q).is_none_or(|n| *n > 0)))
         .map(|q| format!("({})", sql.bind(q.clone())))
         .collect();
-    let queues = queues.join(", ");
-    let found = match &request.tenant {
+    if queues.is_empty() {
+        return Ok(Vec::new());
+    }
+    ctes.push(format!(
+        "claim_queues(queue) AS (VALUES {})",
+        queues.join(", ")
+    ));
+    ctes.push(match &request.tenant {
         Some(tenant) => {
             let tenant = sql.bind(tenant.clone());
             format!("found(queue, tenant) AS (SELECT queue, {tenant} FROM claim_queues)")
@@ -163,34 +204,42 @@ fn pairs(sql: &mut Sql, request: &ClaimRequest, locked: bool) -> String {
                  WHERE state = '{pending}' AND jobs.queue = f.queue AND jobs.tenant > f.tenant) \
                FROM found f WHERE f.tenant IS NOT NULL)"
         ),
-    };
+    });
     let all = QueueScope::ALL_TENANTS;
-    let held = if locked {
-        "c.paused_at IS NOT NULL".to_owned()
-    } else {
-        format!("(c.paused_at IS NOT NULL OR {})", limited_row("c."))
+    let held = match budgets {
+        Some(_) => "c.paused_at IS NOT NULL".to_owned(),
+        None => format!("(c.paused_at IS NOT NULL OR {})", limited_row("c.")),
     };
-    let in_budget = if locked {
-        " AND NOT EXISTS (SELECT 1 FROM pair_budget b \
-           WHERE b.queue = f.queue AND b.tenant = f.tenant AND b.budget <= 0)"
-    } else {
-        ""
+    let in_budget = match budgets {
+        Some(_) => {
+            " AND NOT EXISTS (SELECT 1 FROM spent s \
+           WHERE s.queue = f.queue AND s.tenant = f.tenant)"
+        }
+        None => "",
     };
-    format!(
-        "claim_queues(queue) AS (VALUES {queues}), {found}, \
-         pairs AS (SELECT queue, tenant FROM found f WHERE f.tenant IS NOT NULL \
+    sql.push(&format!(
+        "WITH RECURSIVE {ctes} \
+         SELECT queue, tenant FROM found f WHERE f.tenant IS NOT NULL \
            AND NOT EXISTS (SELECT 1 FROM jobs_queues c WHERE c.name = f.queue \
-             AND c.tenant IN ('{all}', f.tenant) AND {held}){in_budget})"
-    )
+             AND c.tenant IN ('{all}', f.tenant) AND {held}){in_budget}",
+        ctes = ctes.join(", "),
+    ));
+    let rows = conn.query_all_raw(sql.build()).await.map_err(db_error)?;
+    rows.iter()
+        .map(|row| {
+            let queue = row.try_get("", "queue").map_err(db_error)?;
+            let tenant = row.try_get("", "tenant").map_err(db_error)?;
+            Ok((queue, tenant))
+        })
+        .collect()
 }
 
 /// `candidates`: each pair's first due jobs in claim order, as many as an equal share of
 /// the claim (locked on PostgreSQL, so racing claims take the next ones). Keys out of
 /// budget are skipped here, so their backlog is never read.
-fn candidates(sql: &mut Sql, request: &ClaimRequest, locked: bool) -> String {
+fn candidates(sql: &mut Sql, request: &ClaimRequest, share: i64, locked: bool) -> String {
     let d = sql.dialect();
     let now = d.now();
-    let n = request.limit as i64;
     let mut only = String::new();
     if let Some(kinds) = &request.kinds {
         only = format!(" AND kind IN ({})", sql.bind_list(kinds.iter().cloned()));
@@ -202,9 +251,6 @@ fn candidates(sql: &mut Sql, request: &ClaimRequest, locked: bool) -> String {
                WHERE b.queue = p.queue AND b.tenant = p.tenant AND b.budget <= 0))",
         );
     }
-    let share = format!(
-        "(SELECT CASE WHEN COUNT(*) = 0 THEN {n} ELSE ({n} + COUNT(*) - 1) / COUNT(*) END FROM pairs)"
-    );
     let due = format!(
         "SELECT id, queue, tenant, concurrency_key, priority, run_at FROM jobs \
          WHERE state = '{pending}' AND queue = p.queue AND tenant = p.tenant \

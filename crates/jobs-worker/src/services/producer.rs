@@ -61,12 +61,16 @@ impl Producer {
         };
         match self.shared.store.claim(&request).await {
             Ok(jobs) => {
-                if jobs.len() == free {
+                let full = jobs.len() == free;
+                let woken = queue.maybe_more.load(Ordering::Relaxed);
+                // A short claim that got jobs may have been held back by the queue's
+                // limits (shared with other processes) rather than have emptied it: a
+                // freed slot claims again, and an empty claim ends that.
+                if !jobs.is_empty() {
                     queue.maybe_more.store(true, Ordering::Relaxed);
                 }
                 jobs.into_iter().for_each(|job| self.start(job));
-                queue.maybe_more.load(Ordering::Relaxed)
-                    && queue.wants_claim(queue.slots.available_permits())
+                (full || woken) && queue.wants_claim(queue.slots.available_permits())
             }
             Err(error) => {
                 tracing::warn!(%error, queue = %queue.name, "claim failed; retrying after the poll interval");

@@ -27,12 +27,16 @@ fn parse<T: for<'de> Deserialize<'de>>(args: Value) -> Result<T, HandlerError> {
     serde_json::from_value(args).map_err(|e| HandlerError::permanent("invalid_args", e.to_string()))
 }
 
-/// `{"ms": 500}`: sleeps, reporting progress; stops early when cancelled.
+/// `{"ms": 500}`: sleeps, reporting progress; stops early when cancelled. The result says
+/// when the handler itself started and ended (`started_at_us`, `ended_at_us`: microseconds
+/// since the Unix epoch on this host's clock): a ledger of when jobs really ran, which the
+/// claim times in the database cannot give.
 async fn sleep(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
     #[derive(Deserialize)]
     struct Args {
         ms: u64,
     }
+    let started_at_us = epoch_micros();
     let Args { ms } = parse(args)?;
     const STEPS: u64 = 10;
     for step in 1..=STEPS {
@@ -46,7 +50,13 @@ async fn sleep(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerErr
             format!("slept {slept} of {ms} ms"),
         );
     }
-    Ok(json!({"slept_ms": ms}).into())
+    let ended_at_us = epoch_micros();
+    Ok(json!({"slept_ms": ms, "started_at_us": started_at_us, "ended_at_us": ended_at_us}).into())
+}
+
+fn epoch_micros() -> i64 {
+    let micros = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+    i64::try_from(micros).expect("the clock is within 292,000 years of 1970")
 }
 
 /// Returns its arguments.

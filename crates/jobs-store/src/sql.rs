@@ -123,9 +123,11 @@ impl Dialect {
             Dialect::Postgres => format!(
                 "CAST(FLOOR(EXTRACT(EPOCH FROM (statement_timestamp() - {at})) * 1000) AS BIGINT)"
             ),
-            Dialect::Sqlite => format!(
-                "CAST(FLOOR((julianday('now') - julianday({at})) * 86400000) AS INTEGER)"
-            ),
+            // CAST truncates, which for an age (never negative) is rounding down; SQLite
+            // has FLOOR only when built with its math functions.
+            Dialect::Sqlite => {
+                format!("CAST((julianday('now') - julianday({at})) * 86400000 AS INTEGER)")
+            }
         }
     }
 

@@ -21,6 +21,20 @@ fn limits(f: impl FnOnce(&mut QueueLimits)) -> QueueLimits {
     limits
 }
 
+/// Sets the limits of the `default` queue in `scope`.
+async fn limit_default(s: &dyn WorkerBackend, scope: QueueScope<'_>, limits: &QueueLimits) {
+    s.set_queue_limits(scope, "default", limits).await.unwrap();
+}
+
+/// How many of `jobs` have each concurrency key.
+fn per_key(jobs: &[jobs_core::Job]) -> HashMap<Option<String>, usize> {
+    let mut counts = HashMap::new();
+    for job in jobs {
+        *counts.entry(job.concurrency_key.clone()).or_default() += 1;
+    }
+    counts
+}
+
 async fn claim(s: &dyn WorkerBackend, n: u32) -> Vec<jobs_core::Job> {
     s.claim(&claim_req("w", n)).await.unwrap()
 }
@@ -118,21 +132,18 @@ pub async fn global_concurrency_caps_running_jobs_of_every_tenant(h: &dyn Harnes
         job("k").tenant(if i % 2 == 0 { "a" } else { "b" })
     })
     .await;
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::AllTenants,
-        "default",
         &limits(|l| l.concurrency = Some(3)),
     )
-    .await
-    .unwrap();
+    .await;
     let first = claim(s, 10).await;
     assert_eq!(first.len(), 3, "three may run, whatever was asked");
     assert!(claim(s, 10).await.is_empty(), "none more while three run");
     complete(s, &first[0]).await;
     assert_eq!(claim(s, 10).await.len(), 1, "an ended job frees its place");
-    s.set_queue_limits(QueueScope::AllTenants, "default", &QueueLimits::default())
-        .await
-        .unwrap();
+    limit_default(s, QueueScope::AllTenants, &QueueLimits::default()).await;
     assert_eq!(
         claim(s, 10).await.len(),
         6,
@@ -144,13 +155,12 @@ pub async fn a_tenants_concurrency_counts_its_own_jobs_only(h: &dyn Harness) {
     let s = h.backend();
     add_many(s, 6, |_| job("k").tenant("a")).await;
     add_many(s, 6, |_| job("k").tenant("b")).await;
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::Tenant("a"),
-        "default",
         &limits(|l| l.concurrency = Some(2)),
     )
-    .await
-    .unwrap();
+    .await;
     let got = claim(s, 20).await;
     let of = |t: &str| got.iter().filter(|j| j.tenant == t).count();
     assert_eq!((of("a"), of("b")), (2, 6));
@@ -166,18 +176,14 @@ pub async fn key_concurrency_runs_one_job_per_key_at_a_time(h: &dyn Harness) {
     })
     .await;
     add_many(s, 2, |_| job("k")).await;
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::AllTenants,
-        "default",
         &limits(|l| l.key_concurrency = Some(1)),
     )
-    .await
-    .unwrap();
+    .await;
     let got = claim(s, 20).await;
-    let mut per_key: HashMap<Option<String>, usize> = HashMap::new();
-    for job in &got {
-        *per_key.entry(job.concurrency_key.clone()).or_default() += 1;
-    }
+    let per_key = per_key(&got);
     assert_eq!(
         per_key.len(),
         4,
@@ -200,13 +206,7 @@ pub async fn a_rate_limits_starts_in_any_window_of_its_period(h: &dyn Harness) {
     let s = h.backend();
     add_many(s, 12, |_| job("k")).await;
     let rate = Rate::new(5, Duration::from_secs(1));
-    s.set_queue_limits(
-        QueueScope::AllTenants,
-        "default",
-        &limits(|l| l.rate = Some(rate)),
-    )
-    .await
-    .unwrap();
+    limit_default(s, QueueScope::AllTenants, &limits(|l| l.rate = Some(rate))).await;
     let first = claim(s, 20).await;
     assert_eq!(first.len(), 5);
     for job in &first {
@@ -224,13 +224,12 @@ pub async fn a_key_rate_limits_each_keys_starts(h: &dyn Harness) {
     let s = h.backend();
     add_many(s, 6, |i| job("k").concurrency_key(format!("api-{}", i % 2))).await;
     let rate = Rate::new(2, Duration::from_secs(60));
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::Tenant("default"),
-        "default",
         &limits(|l| l.key_rate = Some(rate)),
     )
-    .await
-    .unwrap();
+    .await;
     let got = claim(s, 20).await;
     assert_eq!(got.len(), 4, "two per key");
     for job in &got {
@@ -259,10 +258,7 @@ pub async fn racing_claimers_never_pass_a_limit(h: &dyn Harness) {
     });
     let got: Vec<_> = join_all(claims).await.into_iter().flatten().collect();
     assert_eq!(got.len(), 6, "eight claims of three, six may run");
-    let mut per_key: HashMap<Option<String>, usize> = HashMap::new();
-    for job in &got {
-        *per_key.entry(job.concurrency_key.clone()).or_default() += 1;
-    }
+    let per_key = per_key(&got);
     assert!(per_key.values().all(|n| *n <= 2), "{per_key:?}");
 }
 
@@ -272,13 +268,12 @@ pub async fn a_limit_holds_at_once_in_a_process_that_has_not_heard_of_it(h: &dyn
     add_many(s, 10, |_| job("k")).await;
     // The other process claims first, so it has read (and keeps) that nothing is limited.
     assert_eq!(other.claim(&claim_req("o", 1)).await.unwrap().len(), 1);
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::AllTenants,
-        "default",
         &limits(|l| l.concurrency = Some(2)),
     )
-    .await
-    .unwrap();
+    .await;
     let got = other.claim(&claim_req("o", 10)).await.unwrap();
     assert!(got.len() <= 1, "one runs, one more may: {}", got.len());
 }
@@ -310,17 +305,14 @@ pub async fn claims_take_turns_between_tenants(h: &dyn Harness) {
 pub async fn queue_stats_show_limits_and_throttled_jobs(h: &dyn Harness) {
     let s = h.backend();
     add_many(s, 5, |_| job("k").tenant("a")).await;
-    s.set_queue_limits(
+    limit_default(
+        s,
         QueueScope::AllTenants,
-        "default",
         &limits(|l| l.concurrency = Some(2)),
     )
-    .await
-    .unwrap();
+    .await;
     let own = limits(|l| l.rate = Some(Rate::per_second(100)));
-    s.set_queue_limits(QueueScope::Tenant("a"), "default", &own)
-        .await
-        .unwrap();
+    limit_default(s, QueueScope::Tenant("a"), &own).await;
     assert_eq!(claim(s, 10).await.len(), 2);
     let stats = s.queue_stats(Some("a")).await.unwrap();
     let q = stats.iter().find(|q| q.queue == "default").unwrap();

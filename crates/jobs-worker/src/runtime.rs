@@ -41,7 +41,8 @@ pub(crate) struct QueueSlots {
     /// trigger an immediate claim instead of waiting for a wake-up.
     pub(crate) maybe_more: AtomicBool,
     /// Jobs held right after the last claim: a claim that a queue's limit cut short sets
-    /// the level that "half the room" is measured against.
+    /// the level that "half the room" is measured against, until a wake-up or the poll
+    /// says new jobs may wait (then the whole room counts again).
     pub(crate) held_after_claim: AtomicUsize,
 }
 
@@ -75,8 +76,16 @@ impl QueueSlots {
     }
 
     pub(crate) fn wake_up(&self) {
-        self.maybe_more.store(true, Ordering::Relaxed);
+        self.expect_more();
         self.wake.notify_one();
+    }
+
+    /// Jobs may have arrived since the last claim: a short claim no longer means the
+    /// queue's limit is what keeps this process from filling its room.
+    pub(crate) fn expect_more(&self) {
+        self.held_after_claim
+            .store(self.capacity, Ordering::Relaxed);
+        self.maybe_more.store(true, Ordering::Relaxed);
     }
 
     fn idle(&self) -> bool {

@@ -36,7 +36,7 @@ impl Producer {
             let (queue, poll) = (&self.queue, self.shared.config.poll_interval);
             tokio::select! {
                 _ = queue.wake.notified() => {}
-                _ = tokio::time::sleep(poll) => queue.maybe_more.store(true, Ordering::Relaxed),
+                _ = tokio::time::sleep(poll) => queue.expect_more(),
                 _ = shutdown.cancelled() => return,
             }
         }

@@ -17,6 +17,7 @@ mod m20261201_000004_leases_and_leader;
 mod m20261201_000005_schema_compatibility;
 pub mod m20261203_000006_operations;
 pub mod m20261204_000007_flow_control;
+pub mod m20261205_000008_workflows;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_schema_compatibility::Migration),
             Box::new(m20261203_000006_operations::Migration),
             Box::new(m20261204_000007_flow_control::Migration),
+            Box::new(m20261205_000008_workflows::Migration),
         ]
     }
 }

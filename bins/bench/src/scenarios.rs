@@ -231,6 +231,7 @@ async fn table_latencies(url: &str, rows: usize, samples: usize) -> anyhow::Resu
             .iter()
             .filter_map(Lease::of)
             .map(|lease| Finish {
+                follow_ups: Vec::new(),
                 lease,
                 outcome: Outcome::Completed {
                     result: Value::Null,

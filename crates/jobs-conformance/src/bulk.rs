@@ -41,6 +41,7 @@ async fn fail_enqueued(s: &dyn WorkerBackend, jobs: &[(NewJob, &str)]) {
         let finishes = claimed
             .iter()
             .map(|job| Finish {
+                follow_ups: Vec::new(),
                 lease: Lease::of(job).unwrap(),
                 outcome: Outcome::Failed {
                     kind: kinds[&job.id].to_owned(),
@@ -280,6 +281,7 @@ async fn drain(s: &dyn WorkerBackend, worker: &str, total: usize) -> usize {
         let finishes = claimed
             .iter()
             .map(|job| Finish {
+                follow_ups: Vec::new(),
                 lease: Lease::of(job).unwrap(),
                 outcome: Outcome::Completed {
                     result: serde_json::json!({"ok": true}),

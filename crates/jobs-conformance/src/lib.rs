@@ -22,6 +22,7 @@ pub mod queues;
 #[doc(hidden)]
 pub mod suite;
 mod unique;
+mod workflows;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
 #[async_trait]
@@ -126,6 +127,19 @@ macro_rules! conformance_tests {
             catching_up_all_keeps_the_most_recent_slots,
             paused_schedules_enqueue_nothing_and_resume_from_now,
             upsert_from_code_keeps_the_next_slot_of_an_unchanged_cron,
+            a_child_waits_until_its_last_parent_completes,
+            a_child_of_ended_parents_is_pending_at_once,
+            unknown_or_foreign_parents_are_refused_naming_the_field,
+            a_failed_parent_cancels_its_dependents_down_the_chain,
+            a_cancelled_parent_is_a_failure_to_its_dependents,
+            racing_parents_release_their_child_exactly_once,
+            follow_ups_exist_only_with_a_stored_completion,
+            a_batch_callback_runs_once_all_ended_with_their_counts,
+            a_workflow_runs_its_steps_in_order_of_the_graph,
+            a_cancelled_workflow_leaves_nothing_runnable,
+            a_failed_step_fails_the_workflow_until_retried,
+            invalid_workflows_are_refused_naming_the_step,
+            a_wide_fan_out_and_in_runs_the_join_once,
         );
     };
 }

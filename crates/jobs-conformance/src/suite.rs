@@ -18,6 +18,7 @@ pub use crate::limits::*;
 pub use crate::queues::*;
 pub use crate::schedules::*;
 pub use crate::unique::*;
+pub use crate::workflows::*;
 use crate::{
     Harness,
     fixtures::{add, claim_one, claim_req, count, job, rescue_all, wake_for},
@@ -414,12 +415,14 @@ pub async fn complete_partial_and_permanent_failure(h: &dyn Harness) {
     let lease_of = |id: JobId| *leases.iter().find(|l| l.job_id == id).unwrap();
     let outcomes = vec![
         Finish {
+            follow_ups: Vec::new(),
             lease: lease_of(ids[0]),
             outcome: Outcome::Completed {
                 result: json!({"ok": true}),
             },
         },
         Finish {
+            follow_ups: Vec::new(),
             lease: lease_of(ids[1]),
             outcome: Outcome::Partial {
                 result: json!({"done": 9}),
@@ -427,6 +430,7 @@ pub async fn complete_partial_and_permanent_failure(h: &dyn Harness) {
             },
         },
         Finish {
+            follow_ups: Vec::new(),
             lease: lease_of(ids[2]),
             outcome: Outcome::Failed {
                 kind: "bad_input".into(),
@@ -902,6 +906,7 @@ pub async fn json_of_every_shape_round_trips(h: &dyn Harness) {
         .unwrap()
         .iter()
         .map(|claimed| Finish {
+            follow_ups: Vec::new(),
             lease: Lease::of(claimed).unwrap(),
             outcome: Outcome::Completed {
                 result: claimed.args.clone(),

@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use futures_core::Stream;
 
-use crate::{JobError, JobId, JobStore, QueueControl, ScheduleStore};
+use crate::{JobError, JobId, JobStore, QueueControl, ScheduleStore, WorkflowStore};
 
 /// What woke a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,8 +130,14 @@ pub trait SchemaGate: Send + Sync + 'static {
 }
 
 /// Everything the worker runtime needs.
-pub trait WorkerBackend: JobStore + ScheduleStore + QueueControl + Notifier + Leadership {}
-impl<T: JobStore + ScheduleStore + QueueControl + Notifier + Leadership> WorkerBackend for T {}
+pub trait WorkerBackend:
+    JobStore + ScheduleStore + QueueControl + WorkflowStore + Notifier + Leadership
+{
+}
+impl<T: JobStore + ScheduleStore + QueueControl + WorkflowStore + Notifier + Leadership>
+    WorkerBackend for T
+{
+}
 
 /// Everything the HTTP API needs.
 pub trait ApiBackend: WorkerBackend + KeyLookup + SchemaGate {}

@@ -139,7 +139,7 @@ mod tests {
         assert_eq!(BulkAction::Retry.sources(), State::ENDED.to_vec());
         assert_eq!(
             BulkAction::Cancel.sources(),
-            vec![State::Pending, State::Running]
+            vec![State::Pending, State::Running, State::Waiting]
         );
         assert!(!BulkAction::Delete.sources().contains(&State::Running));
         assert_eq!(BulkAction::Delete.sources().len(), State::ALL.len() - 1);

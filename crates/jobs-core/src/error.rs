@@ -30,6 +30,10 @@ pub enum JobError {
     #[error("schedule {0:?} not found")]
     ScheduleNotFound(String),
 
+    /// No workflow with this id (in the caller's tenant).
+    #[error("workflow {0} not found")]
+    WorkflowNotFound(crate::WorkflowId),
+
     /// The name is taken (a schedule of the same tenant and name exists).
     #[error("conflict: {0}")]
     Conflict(String),

@@ -5,77 +5,75 @@ use std::{fmt, str::FromStr};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The stable identity of a job; handlers can use it to deduplicate side effects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(Uuid);
+/// Defines an id type: a UUID with its own name, parsed and printed as the UUID.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
 
-impl JobId {
-    /// A fresh time-ordered id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
+        impl $name {
+            pub fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
 
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
+        impl From<Uuid> for $name {
+            fn from(id: Uuid) -> Self {
+                Self(id)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = uuid::Error;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self)
+            }
+        }
+    };
 }
 
-impl Default for JobId {
-    fn default() -> Self {
-        Self::new()
-    }
+uuid_id!(
+    /// The stable identity of a job; handlers can use it to deduplicate side effects.
+    JobId
+);
+
+uuid_id!(
+    /// Names one attempt: minted at random by each claim and stored on the row. Every
+    /// write a worker makes for the attempt presents it, so a stale attempt (even under a
+    /// reused worker id) changes nothing.
+    LeaseToken
+);
+
+uuid_id!(
+    /// Names a workflow: a graph of jobs created together.
+    WorkflowId
+);
+
+/// Fresh time-ordered ids.
+macro_rules! time_ordered {
+    ($($name:ident),*) => {$(
+        impl $name {
+            /// A fresh time-ordered id.
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    )*};
 }
 
-impl From<Uuid> for JobId {
-    fn from(id: Uuid) -> Self {
-        Self(id)
-    }
-}
-
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for JobId {
-    type Err = uuid::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
-
-/// Names one attempt: minted at random by each claim and stored on the row. Every write a
-/// worker makes for the attempt presents it, so a stale attempt (even under a reused
-/// worker id) changes nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct LeaseToken(Uuid);
-
-impl LeaseToken {
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl From<Uuid> for LeaseToken {
-    fn from(token: Uuid) -> Self {
-        Self(token)
-    }
-}
-
-impl fmt::Display for LeaseToken {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for LeaseToken {
-    type Err = uuid::Error;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
-}
+time_ordered!(JobId, WorkflowId);

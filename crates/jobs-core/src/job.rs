@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{JobId, LeaseToken, State, UniqueStates};
+use crate::{JobId, LeaseToken, OnParentFailure, State, UniqueStates, WorkflowId};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
@@ -48,6 +48,18 @@ pub struct Job {
     pub concurrency_key: Option<String>,
     pub trace_id: Option<String>,
     pub metadata: Value,
+    /// How many jobs this one depends on.
+    #[serde(default)]
+    pub parents: i32,
+    /// How many of them have not yet ended as it requires; it is `waiting` while any.
+    #[serde(default)]
+    pub waiting_on: i32,
+    #[serde(default)]
+    pub on_parent_failure: OnParentFailure,
+    #[serde(default)]
+    pub workflow_id: Option<WorkflowId>,
+    #[serde(default)]
+    pub workflow_step: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

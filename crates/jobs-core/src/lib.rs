@@ -6,6 +6,7 @@
 mod args;
 mod backend;
 mod bulk;
+pub mod dependency;
 mod error;
 mod id;
 mod job;
@@ -18,6 +19,7 @@ pub mod storable;
 mod store;
 pub mod transition;
 mod unique;
+pub mod workflow;
 
 pub use args::{JobArgs, JobOptions};
 pub use backend::{
@@ -25,8 +27,9 @@ pub use backend::{
     Wake, Wakeups, WorkerBackend,
 };
 pub use bulk::{BulkAction, BulkRequest, BulkResult};
+pub use dependency::{Dependency, OnParentFailure, ParentResult, Requires};
 pub use error::{FieldError, JobError};
-pub use id::{JobId, LeaseToken};
+pub use id::{JobId, LeaseToken, WorkflowId};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
 pub use queues::{QueueControl, QueueLimits, QueueScope, Rate, validate_queue_name};
@@ -41,3 +44,7 @@ pub use store::{
     PageRequest, QueueStats, RescueReport, Retry,
 };
 pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};
+pub use workflow::{
+    Step, StepDependency, StepView, Workflow, WorkflowFilter, WorkflowPage, WorkflowState,
+    WorkflowStore, WorkflowView,
+};

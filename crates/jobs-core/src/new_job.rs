@@ -5,7 +5,10 @@ use std::time::Duration;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use crate::{FieldError, JobError, JobId, OnConflict, UniqueOpts, UniqueStates, storable};
+use crate::{
+    Dependency, FieldError, JobError, JobId, OnConflict, OnParentFailure, UniqueOpts, UniqueStates,
+    WorkflowId, dependency, storable,
+};
 
 /// Bounds that validation enforces; exported so the API can document them.
 pub mod limits {
@@ -60,6 +63,12 @@ pub struct NewJob {
     pub trace_id: Option<String>,
     /// Free-form JSON object for the caller's own bookkeeping.
     pub metadata: Value,
+    /// Jobs that must end first (see `Dependency`): existing ones, or others of the same
+    /// batch. With any, the job is created `waiting`.
+    pub depends_on: Vec<Dependency>,
+    pub on_parent_failure: OnParentFailure,
+    /// Set by the store for the steps of a workflow.
+    pub workflow: Option<(WorkflowId, String)>,
 }
 
 impl NewJob {
@@ -83,7 +92,28 @@ impl NewJob {
             concurrency_key: None,
             trace_id: None,
             metadata: Value::Object(Default::default()),
+            depends_on: Vec::new(),
+            on_parent_failure: OnParentFailure::Cancel,
+            workflow: None,
         }
+    }
+
+    /// Runs only after `parent` completed.
+    pub fn after(mut self, parent: JobId) -> Self {
+        self.depends_on.push(Dependency::completed(parent));
+        self
+    }
+
+    /// Runs once `parent` ended, however it ended.
+    pub fn after_ended(mut self, parent: JobId) -> Self {
+        self.depends_on.push(Dependency::ended(parent));
+        self
+    }
+
+    /// What happens to this job if a parent it needs completed fails or is cancelled.
+    pub fn on_parent_failure(mut self, policy: OnParentFailure) -> Self {
+        self.on_parent_failure = policy;
+        self
     }
 
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
@@ -200,6 +230,7 @@ impl NewJob {
             errors.push(FieldError::new("metadata", "must be a JSON object"));
         }
         storable::check_json(&mut errors, "metadata", &self.metadata);
+        dependency::check_list(&mut errors, self);
         if errors.is_empty() {
             Ok(())
         } else {

@@ -17,16 +17,21 @@ pub enum State {
     Partial,
     Failed,
     Cancelled,
+    /// Waiting for the jobs it depends on to end; the claim never sees it. The move
+    /// that ends its last parent makes it pending (or, by its policy, cancels it).
+    Waiting,
 }
 
 impl State {
-    pub const ALL: [State; 6] = [
+    /// Waiting comes last: positions are stored (`UniqueStates` bits).
+    pub const ALL: [State; 7] = [
         State::Pending,
         State::Running,
         State::Completed,
         State::Partial,
         State::Failed,
         State::Cancelled,
+        State::Waiting,
     ];
 
     /// The states a job ends in; only an explicit retry moves it on.
@@ -48,7 +53,8 @@ impl State {
             (self, to),
             (Pending, Running | Cancelled | Failed)
                 | (Running, Completed | Partial | Pending | Failed | Cancelled)
-                | (Completed | Partial | Failed | Cancelled, Pending)
+                | (Waiting, Pending | Cancelled)
+                | (Completed | Partial | Failed | Cancelled, Pending | Waiting)
         )
     }
 
@@ -78,6 +84,7 @@ impl State {
             State::Partial => "partial",
             State::Failed => "failed",
             State::Cancelled => "cancelled",
+            State::Waiting => "waiting",
         }
     }
 }
@@ -105,7 +112,7 @@ mod tests {
     use State::*;
 
     /// The whole table, written out independently of `can_move_to`.
-    const LEGAL: [(State, State); 12] = [
+    const LEGAL: [(State, State); 18] = [
         (Pending, Running),
         (Pending, Cancelled),
         (Pending, Failed),
@@ -118,6 +125,12 @@ mod tests {
         (Partial, Pending),
         (Failed, Pending),
         (Cancelled, Pending),
+        (Waiting, Pending),
+        (Waiting, Cancelled),
+        (Completed, Waiting),
+        (Partial, Waiting),
+        (Failed, Waiting),
+        (Cancelled, Waiting),
     ];
 
     #[test]
@@ -148,10 +161,14 @@ mod tests {
                     .iter()
                     .filter(|to| state.can_move_to(**to))
                     .count(),
-                1
+                2,
+                "back to pending, or to waiting when its parents have not all ended"
             );
         }
-        assert_eq!(State::sources_of(Cancelled), vec![Pending, Running]);
+        assert_eq!(
+            State::sources_of(Cancelled),
+            vec![Pending, Running, Waiting]
+        );
     }
 
     #[test]

@@ -363,6 +363,24 @@ impl Outcome {
 pub struct Finish {
     pub lease: Lease,
     pub outcome: Outcome,
+    /// Jobs enqueued in the transaction that stores a completed or partial outcome:
+    /// they exist if and only if it is stored. Other outcomes drop them.
+    pub follow_ups: Vec<NewJob>,
+}
+
+impl Finish {
+    pub fn new(lease: Lease, outcome: Outcome) -> Self {
+        Self {
+            lease,
+            outcome,
+            follow_ups: Vec::new(),
+        }
+    }
+
+    pub fn with_follow_ups(mut self, jobs: Vec<NewJob>) -> Self {
+        self.follow_ups = jobs;
+        self
+    }
 }
 
 /// What one heartbeat found, by lease token.
@@ -474,11 +492,9 @@ pub trait JobStore: Send + Sync + 'static {
     ) -> Result<Vec<Result<State, JobError>>, JobError>;
 
     async fn finish(&self, lease: &Lease, outcome: Outcome) -> Result<State, JobError> {
-        let item = Finish {
-            lease: *lease,
-            outcome,
-        };
-        self.finish_many(vec![item]).await?.remove(0)
+        self.finish_many(vec![Finish::new(*lease, outcome)])
+            .await?
+            .remove(0)
     }
 
     async fn complete(&self, lease: &Lease, result: Value) -> Result<State, JobError> {

@@ -83,7 +83,7 @@ impl UniqueStates {
     pub fn states(self) -> Vec<State> {
         State::ALL
             .into_iter()
-            .filter(|s| self.contains(*s))
+            .filter(|s| *s != State::Waiting && self.contains(*s))
             .collect()
     }
 
@@ -118,7 +118,12 @@ impl<'de> Deserialize<'de> for UniqueStates {
     }
 }
 
+/// A waiting job holds its key as a pending one does: it is the same job, not yet due.
 fn bit(state: State) -> i32 {
+    let state = match state {
+        State::Waiting => State::Pending,
+        other => other,
+    };
     let index = State::ALL.iter().position(|s| *s == state).unwrap_or(0);
     1 << index
 }

@@ -55,6 +55,15 @@ pub struct Model {
     pub started_at: Option<TimeDateTimeWithTimeZone>,
     pub finished_at: Option<TimeDateTimeWithTimeZone>,
     pub expires_at: Option<TimeDateTimeWithTimeZone>,
+    /// Dependencies and workflows (migration 8).
+    pub parents: i32,
+    pub waiting_on: i32,
+    #[sea_orm(column_type = "Text")]
+    pub on_parent_failure: String,
+    pub has_dependents: bool,
+    pub workflow_id: Option<Uuid>,
+    #[sea_orm(column_type = "Text", nullable)]
+    pub workflow_step: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -63,6 +63,7 @@ async fn one_unstorable_outcome_fails_alone_in_its_batch(db: TestDb) {
         .iter()
         .zip(outcomes)
         .map(|(lease, outcome)| Finish {
+            follow_ups: Vec::new(),
             lease: *lease,
             outcome,
         })
@@ -107,6 +108,7 @@ async fn a_value_the_database_refuses_fails_only_its_own_job(db: TestDb) {
         .iter()
         .enumerate()
         .map(|(i, lease)| Finish {
+            follow_ups: Vec::new(),
             lease: *lease,
             outcome: Outcome::Completed {
                 result: json!(if i == 2 { "poison" } else { "fine" }),

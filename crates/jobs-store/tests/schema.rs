@@ -109,6 +109,12 @@ fn sample_job() -> entity::Model {
         started_at: None,
         finished_at: Some(at),
         expires_at: None,
+        parents: 2,
+        waiting_on: 1,
+        on_parent_failure: "wait".into(),
+        has_dependents: true,
+        workflow_id: Some(uuid::Uuid::now_v7()),
+        workflow_step: Some("fetch".into()),
     }
 }
 

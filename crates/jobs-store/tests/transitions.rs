@@ -125,6 +125,7 @@ async fn finish_writes_the_state_the_core_decides(db: TestDb) {
         .iter()
         .zip(&leases)
         .map(|((ending, _), lease)| Finish {
+            follow_ups: Vec::new(),
             lease: *lease,
             outcome: outcome_of(*ending),
         })

@@ -1,9 +1,12 @@
 //! What a running handler knows about its job, and how it reports progress and hears
 //! of cancellation.
 
-use std::sync::{Arc, Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
-use jobs_core::{Job, JobId};
+use jobs_core::{Job, JobError, JobId, NewJob, ParentResult, State};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -13,23 +16,87 @@ pub struct JobContext {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     job: Job,
     token: CancellationToken,
     /// The latest unwritten progress; the worker writes it at most a few times a second.
     pending_progress: Mutex<Option<(f64, Option<String>)>>,
+    /// Jobs to enqueue with the completion, in its transaction.
+    follow_ups: Mutex<Vec<NewJob>>,
+    /// Where the parents' results are read; `None` in handler unit tests.
+    store: Option<crate::runtime::Backend>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobContext").field("job", &self.job.id).finish()
+    }
 }
 
 impl JobContext {
-    pub(crate) fn new(job: Job, token: CancellationToken) -> Self {
+    pub(crate) fn new(
+        job: Job,
+        token: CancellationToken,
+        store: Option<crate::runtime::Backend>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 job,
                 token,
                 pending_progress: Mutex::new(None),
+                follow_ups: Mutex::new(Vec::new()),
+                store,
             }),
         }
+    }
+
+    /// Enqueues `job` if, and when, this attempt's completed (or partial) outcome is
+    /// stored: in the same transaction, so a pipeline continues exactly once per stored
+    /// result. A failed, cancelled or lost attempt drops its follow-ups. Refused at once
+    /// when the job is invalid.
+    pub fn follow_up(&self, job: NewJob) -> Result<(), JobError> {
+        job.validate()?;
+        self.inner
+            .follow_ups
+            .lock()
+            .expect("follow-ups lock")
+            .push(job);
+        Ok(())
+    }
+
+    /// The follow-ups so far, taken with the outcome.
+    pub(crate) fn take_follow_ups(&self) -> Vec<NewJob> {
+        std::mem::take(&mut *self.inner.follow_ups.lock().expect("follow-ups lock"))
+    }
+
+    /// The jobs this one depends on, with how each ended and its result (oldest parent
+    /// first, all of them).
+    pub async fn parent_results(&self) -> Result<Vec<ParentResult>, JobError> {
+        let id = self.inner.job.id;
+        if self.inner.job.parents == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = jobs_core::dependency::MAX_PARENTS as u32;
+        Ok(self
+            .store()?
+            .parent_results(&[id], limit)
+            .await?
+            .remove(&id)
+            .unwrap_or_default())
+    }
+
+    /// How many of this job's parents ended in each state: what a batch's callback reads.
+    pub async fn parent_counts(&self) -> Result<BTreeMap<State, u64>, JobError> {
+        if self.inner.job.parents == 0 {
+            return Ok(BTreeMap::new());
+        }
+        self.store()?.parent_counts(self.inner.job.id).await
+    }
+
+    fn store(&self) -> Result<&crate::runtime::Backend, JobError> {
+        self.inner.store.as_ref().ok_or_else(|| {
+            JobError::Unavailable("this context has no store to read parents from".into())
+        })
     }
 
     pub fn id(&self) -> JobId {

@@ -68,7 +68,9 @@ pub(crate) async fn execute(
             }
         }
         tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
-        shared.complete(Completion::new(slot, lease, outcome, &job));
+        let mut completion = Completion::new(slot, lease, outcome, &job);
+        completion.follow_ups = ctx.take_follow_ups();
+        shared.complete(completion);
     }
 }
 

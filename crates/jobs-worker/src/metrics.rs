@@ -31,7 +31,7 @@ pub(crate) fn ended(kind: &str, queue: &str, outcome_was_failure: bool, state: S
         (State::Cancelled, _) => "jobs_cancelled_total",
         (State::Pending, true) => "jobs_retried_total",
         (State::Pending, false) => "jobs_released_total",
-        (State::Running, _) => return,
+        (State::Running | State::Waiting, _) => return,
     };
     counter!(name, "kind" => kind.to_owned(), "queue" => queue.to_owned()).increment(1);
 }

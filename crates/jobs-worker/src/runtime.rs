@@ -107,9 +107,9 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(job: &Job, lease: Lease) -> Arc<Self> {
+    pub(crate) fn new(job: &Job, lease: Lease, store: &Backend) -> Arc<Self> {
         Arc::new(Self {
-            ctx: JobContext::new(job.clone(), CancellationToken::new()),
+            ctx: JobContext::new(job.clone(), CancellationToken::new(), Some(store.clone())),
             lease,
             reason: Mutex::new(None),
         })
@@ -181,6 +181,8 @@ pub(crate) struct Completion {
     pub(crate) _slot: Slot,
     pub(crate) lease: Lease,
     pub(crate) outcome: Outcome,
+    /// Enqueued with a completed or partial outcome (`JobContext::follow_up`).
+    pub(crate) follow_ups: Vec<jobs_core::NewJob>,
     pub(crate) kind: String,
     pub(crate) queue: String,
     pub(crate) failure: bool,
@@ -193,6 +195,7 @@ impl Completion {
             lease,
             failure: matches!(outcome, Outcome::Failed { .. }),
             outcome,
+            follow_ups: Vec::new(),
             kind: job.kind.clone(),
             queue: job.queue.clone(),
         }
@@ -218,7 +221,7 @@ impl Shared {
     }
 
     pub(crate) fn start(&self, job: &Job, lease: Lease) -> Arc<Running> {
-        let running = Running::new(job, lease);
+        let running = Running::new(job, lease, &self.store);
         self.attempts.insert(running.clone());
         running
     }

@@ -80,6 +80,11 @@ impl TestContext {
             concurrency_key: job.concurrency_key,
             trace_id: job.trace_id,
             metadata: job.metadata,
+            parents: job.depends_on.len() as i32,
+            waiting_on: 0,
+            on_parent_failure: job.on_parent_failure,
+            workflow_id: job.workflow.as_ref().map(|(id, _)| *id),
+            workflow_step: job.workflow.map(|(_, step)| step),
             created_at: now,
             updated_at: now,
             started_at: Some(now),
@@ -123,7 +128,7 @@ impl TestContext {
     /// The context; keep a clone to read progress or to cancel the job from the test
     /// (`ctx.cancellation_token().cancel()`).
     pub fn build(self) -> JobContext {
-        JobContext::new(self.job, CancellationToken::new())
+        JobContext::new(self.job, CancellationToken::new(), None)
     }
 }
 

@@ -8,8 +8,8 @@
 
 use std::collections::HashSet;
 
-use jobs_core::{BulkAction, BulkRequest, BulkResult, JobError, JobId};
-use sea_orm::{ConnectionTrait, DbErr, QueryResult};
+use jobs_core::{BulkAction, BulkRequest, BulkResult, JobError};
+use sea_orm::DbErr;
 use uuid::Uuid;
 
 use super::{
@@ -142,28 +142,20 @@ async fn apply_statement(
     let mut sql = store.sql();
     let matching = matching(&mut sql, request);
     let in_ids = sql.in_uuids(ids.iter().copied());
-    let target = format!("WHERE id{in_ids} AND {matching} RETURNING id, queue");
+    let target =
+        format!("WHERE id{in_ids} AND {matching} RETURNING id, queue, state, has_dependents");
     sql.push(&match request.action {
         BulkAction::Retry => format!("UPDATE jobs SET {} {target}", retry_set(d)),
         BulkAction::Cancel => format!("UPDATE jobs SET {} {target}", cancel_set(d)),
         BulkAction::Delete => format!("DELETE FROM jobs {target}"),
     });
-    let rows = store.connection().query_all_raw(sql.build()).await?;
-    let (moved, queues) = moved_of(&rows)?;
+    let moved = store
+        .end_jobs(sql, request.action == BulkAction::Delete)
+        .await?;
     if request.action == BulkAction::Retry {
-        let names: Vec<&str> = queues.iter().map(String::as_str).collect();
+        let queues: HashSet<&str> = moved.iter().map(|m| m.queue.as_str()).collect();
+        let names: Vec<&str> = queues.into_iter().collect();
         store.wake_everywhere(&names).await;
     }
-    store.changed(moved.iter().copied());
     Ok(moved.len() as u64)
-}
-
-fn moved_of(rows: &[QueryResult]) -> Result<(Vec<JobId>, HashSet<String>), DbErr> {
-    let mut moved = Vec::with_capacity(rows.len());
-    let mut queues = HashSet::new();
-    for row in rows {
-        moved.push(JobId::from(row.try_get::<Uuid>("", "id")?));
-        queues.insert(row.try_get::<String>("", "queue")?);
-    }
-    Ok((moved, queues))
 }

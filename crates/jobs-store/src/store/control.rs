@@ -16,15 +16,17 @@ pub(super) async fn cancel(
     let mut sql = store.sql();
     let clause = format!(" WHERE id = {}", sql.bind(id.as_uuid()));
     sql.push(&format!(
-        "UPDATE jobs SET {set}{clause} AND state IN ({from}) RETURNING {columns}",
+        "UPDATE jobs SET {set}{clause} AND state IN ({from}) \
+         RETURNING id, state, queue, has_dependents",
         set = cancel_set(store.dialect),
-        columns = job_columns(""),
         from = state_list(&BulkAction::Cancel.sources()),
     ));
-    let rows = store.fetch_jobs(&store.db, sql).await?;
-    let job = move_one(store, rows, id, State::Cancelled).await?;
-    store.changed([id]);
-    Ok(job)
+    let moved = store.end_jobs(sql, false).await.map_err(db_error)?;
+    let rows = match moved.is_empty() {
+        true => Vec::new(),
+        false => vec![read::get(store, None, id).await?],
+    };
+    move_one(store, rows, id, State::Cancelled).await
 }
 
 /// From attempt 0, as if new: only an ended job, never one still running.
@@ -75,13 +77,14 @@ async fn key_taken(store: &SeaOrmStore, id: JobId) -> JobError {
 /// the end.
 pub(super) fn cancel_set(d: Dialect) -> String {
     format!(
-        "state = CASE WHEN state = '{pending}' THEN '{cancelled}' ELSE state END, \
+        "state = CASE WHEN state IN ('{pending}', '{waiting}') THEN '{cancelled}' ELSE state END, \
            cancel_requested_at = CASE WHEN state = '{running}' \
              THEN COALESCE(cancel_requested_at, {now}) ELSE cancel_requested_at END, \
-           finished_at = CASE WHEN state = '{pending}' THEN {now} ELSE finished_at END, \
-           expires_at = CASE WHEN state = '{pending}' THEN {expiry} ELSE expires_at END, \
+           finished_at = CASE WHEN state IN ('{pending}', '{waiting}') THEN {now} ELSE finished_at END, \
+           expires_at = CASE WHEN state IN ('{pending}', '{waiting}') THEN {expiry} ELSE expires_at END, \
            updated_at = {now}",
         pending = State::Pending,
+        waiting = State::Waiting,
         running = State::Running,
         cancelled = State::Cancelled,
         now = d.now(),
@@ -90,14 +93,16 @@ pub(super) fn cancel_set(d: Dialect) -> String {
 }
 
 /// The SET of a retry (one job or many): pending from attempt 0, due now, as if new,
-/// with no trace of the last attempt but its error history.
+/// with no trace of the last attempt but its error history; waiting instead while a
+/// parent it requires has not ended as required.
 pub(super) fn retry_set(d: Dialect) -> String {
     format!(
-        "state = '{pending}', attempt = 0, run_at = {now}, progress = 0, \
+        "state = CASE WHEN waiting_on > 0 THEN '{waiting}' ELSE '{pending}' END, attempt = 0, run_at = {now}, progress = 0, \
            stage = NULL, result = NULL, item_errors = NULL, lease_expires_at = NULL, \
            lease_token = NULL, cancel_requested_at = NULL, started_at = NULL, finished_at = NULL, \
            expires_at = NULL, updated_at = {now}",
         pending = State::Pending,
+        waiting = State::Waiting,
         now = d.now(),
     )
 }

@@ -50,11 +50,18 @@ impl SeaOrmStore {
         jobs: Vec<NewJob>,
     ) -> Result<Vec<Enqueued>, JobError> {
         validate_all(&jobs)?;
+        jobs_core::dependency::check_batch(&jobs)?;
         // Rows go in one stable order, by (tenant, unique key): concurrent batches then
         // wait on each other's keys in the same order and cannot deadlock.
         let mut ordered: Vec<&NewJob> = jobs.iter().collect();
         ordered.sort_by(|a, b| (&a.tenant, &a.unique_key).cmp(&(&b.tenant, &b.unique_key)));
-        let (mut inserted, holders) = self.insert_or_find_holders(conn, ordered).await?;
+        let parents_in_batch: HashSet<JobId> = jobs
+            .iter()
+            .flat_map(|j| j.depends_on.iter().map(|d| d.job_id))
+            .collect();
+        let (mut inserted, holders) = self
+            .insert_or_find_holders(conn, ordered, &parents_in_batch)
+            .await?;
         let conflicted: Vec<&NewJob> = jobs
             .iter()
             .filter(|j| !inserted.contains_key(&j.id))
@@ -70,9 +77,46 @@ impl SeaOrmStore {
                 *first = job.clone();
             }
         }
+        if !parents_in_batch.is_empty() {
+            self.depend(conn, &jobs, &mut inserted, &holders).await?;
+        }
         jobs.iter()
             .map(|new| enqueued(new, &mut inserted, &holders, &replaced))
             .collect()
+    }
+
+    /// Records the parents of the inserted jobs; those whose parents all ended already
+    /// are pending at once, and show so.
+    async fn depend(
+        &self,
+        conn: &impl ConnectionTrait,
+        jobs: &[NewJob],
+        inserted: &mut HashMap<JobId, Job>,
+        holders: &HashMap<KeyOf, Job>,
+    ) -> Result<(), JobError> {
+        let batch: HashMap<JobId, JobId> = jobs
+            .iter()
+            .filter_map(|j| match inserted.contains_key(&j.id) {
+                true => Some((j.id, j.id)),
+                false => holders.get(&key_of(j)).map(|h| (j.id, h.id)),
+            })
+            .collect();
+        let ids: HashSet<JobId> = inserted.keys().copied().collect();
+        let released = self.record_dependencies(conn, jobs, &ids, &batch).await?;
+        let now_pending: Vec<JobId> = released
+            .ids
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        if !now_pending.is_empty() {
+            let mut sql = self.sql();
+            let in_ids = sql.in_ids(&now_pending);
+            sql.push(&format!("SELECT {} FROM jobs WHERE id{in_ids}", job_columns("")));
+            for job in self.fetch_jobs(conn, sql).await? {
+                inserted.insert(job.id, job);
+            }
+        }
+        Ok(())
     }
 
     /// Inserts `jobs`; those whose key is held come back with the holder. A key whose
@@ -82,12 +126,13 @@ impl SeaOrmStore {
         &self,
         conn: &impl ConnectionTrait,
         mut todo: Vec<&NewJob>,
+        parents: &HashSet<JobId>,
     ) -> Result<(HashMap<JobId, Job>, HashMap<KeyOf, Job>), JobError> {
         let mut inserted: HashMap<JobId, Job> = HashMap::with_capacity(todo.len());
         let mut holders = HashMap::new();
         for _ in 0..INSERT_ROUNDS {
             for chunk in todo.chunks(INSERT_CHUNK) {
-                for job in self.insert_chunk(conn, chunk).await? {
+                for job in self.insert_chunk(conn, chunk, parents).await? {
                     inserted.insert(job.id, job);
                 }
             }
@@ -142,10 +187,14 @@ impl SeaOrmStore {
         &self,
         db: &impl ConnectionTrait,
         jobs: &[&NewJob],
+        parents: &HashSet<JobId>,
     ) -> Result<Vec<Job>, JobError> {
         let d = self.dialect;
         let mut sql = self.sql();
-        let rows = jobs.iter().map(|job| insert_row(d, job)).collect();
+        let rows = jobs
+            .iter()
+            .map(|job| insert_row(d, job, parents.contains(&job.id)))
+            .collect();
         let r = rows_cte(&mut sql, "r", INSERT_COLUMNS, rows);
         // A JSON null arrives as no value (see `rows_cte`): it is stored as JSON null.
         // `WHERE true` lets SQLite tell the SELECT from the upsert clause.
@@ -153,17 +202,21 @@ impl SeaOrmStore {
             "WITH {r} \
              INSERT INTO jobs (id, tenant, queue, kind, args, state, priority, run_at, attempt, \
                max_attempts, timeout_ms, deadline, retention_ms, progress, errors, unique_key, \
-               unique_states, concurrency_key, trace_id, metadata, created_at, updated_at) \
-             SELECT id, tenant, queue, kind, COALESCE(args, 'null'), '{pending}', priority, \
+               unique_states, concurrency_key, trace_id, metadata, created_at, updated_at, \
+               parents, waiting_on, on_parent_failure, has_dependents, workflow_id, workflow_step) \
+             SELECT id, tenant, queue, kind, COALESCE(args, 'null'), \
+               CASE WHEN parents > 0 THEN '{waiting}' ELSE '{pending}' END, priority, \
                COALESCE(run_at, {due}), 0, max_attempts, timeout_ms, deadline, retention_ms, 0, \
-               '[]', unique_key, unique_states, concurrency_key, trace_id, COALESCE(metadata, 'null'), {now}, {now} \
+               '[]', unique_key, unique_states, concurrency_key, trace_id, COALESCE(metadata, 'null'), {now}, {now}, \
+               parents, parents, on_parent_failure, has_dependents, workflow_id, workflow_step \
              FROM r WHERE true \
              ON CONFLICT (tenant, unique_key) WHERE {unique} DO NOTHING RETURNING {columns}",
-            unique = migration::m20261203_000006_operations::UNIQUE_PREDICATE,
+            unique = migration::m20261205_000008_workflows::UNIQUE_PREDICATE,
             columns = job_columns(""),
             due = d.now_plus_ms("delay_ms"),
             now = d.now(),
             pending = jobs_core::State::Pending,
+            waiting = jobs_core::State::Waiting,
         ));
         self.fetch_jobs(db, sql).await
     }
@@ -219,10 +272,20 @@ const INSERT_COLUMNS: &[(&str, &str)] = &[
     ("concurrency_key", "text"),
     ("trace_id", "text"),
     ("metadata", "jsonb"),
+    ("parents", "integer"),
+    ("on_parent_failure", "text"),
+    ("has_dependents", "boolean"),
+    ("workflow_id", "uuid"),
+    ("workflow_step", "text"),
 ];
 
 /// `run_at` when given, else `delay_ms` (0 when neither) from the database clock.
-fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
+fn insert_row(d: Dialect, job: &&NewJob, has_dependents: bool) -> Vec<sea_orm::Value> {
+    let (workflow_id, workflow_step) = job
+        .workflow
+        .as_ref()
+        .map(|(id, step)| (id.as_uuid(), step.clone()))
+        .unzip();
     vec![
         job.id.as_uuid().into(),
         job.tenant.clone().into(),
@@ -244,10 +307,15 @@ fn insert_row(d: Dialect, job: &&NewJob) -> Vec<sea_orm::Value> {
         job.concurrency_key.clone().into(),
         job.trace_id.clone().into(),
         job.metadata.clone().into(),
+        (job.depends_on.len() as i32).into(),
+        job.on_parent_failure.as_str().into(),
+        has_dependents.into(),
+        workflow_id.into(),
+        workflow_step.into(),
     ]
 }
 
-fn validate_all(jobs: &[NewJob]) -> Result<(), JobError> {
+pub(super) fn validate_all(jobs: &[NewJob]) -> Result<(), JobError> {
     let mut errors = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
         if let Err(JobError::Invalid(fields)) = job.validate() {

@@ -4,11 +4,11 @@
 use std::{collections::HashMap, time::Duration};
 
 use jobs_core::{
-    Finish, JobError, JobId, Outcome, Retry, State,
+    Finish, JobError, JobId, NewJob, Outcome, Retry, State,
     storable::{caps, storable_text},
     transition::Ending,
 };
-use sea_orm::{ConnectionTrait, DbErr};
+use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
 use uuid::Uuid;
 
 use super::{
@@ -26,11 +26,12 @@ pub(super) async fn finish_many(
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    check_follow_ups(&items)?;
     let mut items: Vec<Finish> = items
         .into_iter()
         .map(|item| Finish {
-            lease: item.lease,
             outcome: item.outcome.into_storable(),
+            ..item
         })
         .collect();
     match store.finish_rows(&items).await {
@@ -44,24 +45,54 @@ pub(super) async fn finish_many(
 }
 
 impl SeaOrmStore {
-    /// Writes outcomes in one statement and tells watchers of the rows it moved; the
-    /// database's own error if it refuses it.
+    /// Writes outcomes in one statement, releases the jobs waiting for those that ended
+    /// and enqueues the follow-ups of those that completed, all in one transaction; then
+    /// tells watchers of the rows it moved. The database's own error if it refuses.
     async fn finish_rows(&self, items: &[Finish]) -> Result<Vec<Result<State, JobError>>, DbErr> {
-        let returned = self
-            .db
+        let txn = self.db.begin().await?;
+        let returned = txn
             .query_all_raw(self.finish_statement(items).build())
             .await?;
         let mut moved = HashMap::with_capacity(returned.len());
+        let mut parents = Vec::new();
         for row in returned {
             let id = JobId::from(row.try_get::<Uuid>("", "id")?);
             let state: String = row.try_get("", "state")?;
+            let state: State = state.parse().map_err(|e: JobError| DbErr::Custom(e.to_string()))?;
+            if state.is_ended() && row.try_get::<bool>("", "has_dependents")? {
+                parents.push((id, state));
+            }
             moved.insert(id, state);
         }
+        let follow_ups: Vec<NewJob> = items
+            .iter()
+            .filter(|item| {
+                matches!(
+                    moved.get(&item.lease.job_id),
+                    Some(State::Completed | State::Partial)
+                )
+            })
+            .flat_map(|item| item.follow_ups.iter().cloned())
+            .collect();
+        let released = self
+            .release_dependents(&txn, parents)
+            .await
+            .map_err(in_transaction)?;
+        let enqueued = match follow_ups.is_empty() {
+            true => Vec::new(),
+            false => self
+                .enqueue_many_in(&txn, follow_ups)
+                .await
+                .map_err(in_transaction)?,
+        };
+        txn.commit().await?;
+        released.announce(self);
+        self.wake_queues(enqueued.iter().map(|e| e.job.queue.as_str()));
         self.changed(moved.keys().copied());
         Ok(items
             .iter()
             .map(|item| match moved.get(&item.lease.job_id) {
-                Some(state) => state.parse(),
+                Some(state) => Ok(*state),
                 None => Err(JobError::LeaseLost(item.lease.job_id)),
             })
             .collect())
@@ -93,7 +124,7 @@ impl SeaOrmStore {
                progress = CASE WHEN t.outcome IN ({done}) THEN 1.0 ELSE jobs.progress END \
              FROM v AS t \
              WHERE jobs.id = t.id AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
-             RETURNING jobs.id, jobs.state",
+             RETURNING jobs.id, jobs.state, jobs.has_dependents",
             ended = end.set_columns(d),
             done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),
             partial = Ending::Partial.as_str(),
@@ -135,9 +166,9 @@ impl SeaOrmStore {
             return Ok(vec![Err(db_error(error))]);
         }
         tracing::warn!(job = %item.lease.job_id, %error, "the database refused an outcome; failing the job");
-        let failed = Finish {
-            lease: item.lease,
-            outcome: Outcome::Failed {
+        let failed = Finish::new(
+            item.lease,
+            Outcome::Failed {
                 kind: Outcome::UNSTORABLE.into(),
                 message: storable_text(
                     &format!("the database refused the outcome: {error}"),
@@ -145,7 +176,7 @@ impl SeaOrmStore {
                 ),
                 retry: Retry::Never,
             },
-        };
+        );
         match self.finish_rows(&[failed]).await {
             Ok(results) => Ok(results),
             Err(error) if transient(&error) => Err(db_error(error)),
@@ -165,6 +196,29 @@ impl SeaOrmStore {
             Retry::After(delay) => Some(delay),
             Retry::Never => None,
         }
+    }
+}
+
+/// Follow-ups are checked before anything is written: `items[2].follow_ups[0].kind`.
+fn check_follow_ups(items: &[Finish]) -> Result<(), JobError> {
+    let mut errors = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if let Err(JobError::Invalid(fields)) = super::enqueue::validate_all(&item.follow_ups) {
+            errors.extend(fields.into_iter().map(|f| jobs_core::FieldError {
+                field: format!("items[{i}].{}", f.field.replacen("jobs", "follow_ups", 1)),
+                message: f.message,
+            }));
+        }
+    }
+    JobError::invalid_if_any(errors)
+}
+
+/// A failure of the store's own code inside the transaction of an outcome, as the
+/// database error that rolls it back: a transient one stays transient.
+pub(super) fn in_transaction(error: JobError) -> DbErr {
+    match error {
+        JobError::Unavailable(message) => DbErr::Conn(sea_orm::RuntimeErr::Internal(message)),
+        other => DbErr::Custom(other.to_string()),
     }
 }
 

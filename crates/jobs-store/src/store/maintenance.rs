@@ -1,7 +1,7 @@
 //! Maintenance sweeps, each one bounded statement: expired leases rescued, pending jobs
 //! that can never run ended, and ended jobs past retention deleted.
 
-use jobs_core::{JobError, JobId, RescueReport, State, transition::Ending};
+use jobs_core::{JobError, RescueReport, State, transition::Ending};
 
 use super::{
     SeaOrmStore, db_error,
@@ -94,7 +94,7 @@ impl Sweep {
                WHERE state IN ({from}) AND {pick} LIMIT {limit}{lock}) \
              UPDATE jobs SET {ended}, errors = {errors} \
              FROM t WHERE jobs.id = t.id AND jobs.state IN ({from}) \
-             RETURNING jobs.id, jobs.state",
+             RETURNING jobs.id, jobs.state, jobs.queue, jobs.has_dependents",
             from = sources(&[self.ending]),
             pick = self.pick.replace("{now}", d.now()),
             ended = end.set_columns(d),
@@ -120,26 +120,17 @@ pub(super) async fn purge_expired(store: &SeaOrmStore, limit: u32) -> Result<u64
     Ok(done.rows_affected())
 }
 
-/// Counts the states that a maintenance statement `RETURNING id, state` moved jobs to,
-/// and tells this process's watchers of those jobs.
+/// Runs a maintenance statement that ends jobs (with their dependents' release) and
+/// counts the states it moved them to.
 async fn report(store: &SeaOrmStore, sql: Sql) -> Result<RescueReport, JobError> {
-    let rows = store.query(sql).await?;
+    let moved = store.end_jobs(sql, false).await.map_err(db_error)?;
     let mut report = RescueReport::default();
-    let mut moved = Vec::with_capacity(rows.len());
-    for row in rows {
-        moved.push(JobId::from(
-            row.try_get::<uuid::Uuid>("", "id").map_err(db_error)?,
-        ));
-        let state: State = row
-            .try_get::<String>("", "state")
-            .map_err(db_error)?
-            .parse()?;
-        match state {
+    for job in moved {
+        match job.state {
             State::Pending => report.retried += 1,
             State::Cancelled => report.cancelled += 1,
             _ => report.failed += 1,
         }
     }
-    store.changed(moved);
     Ok(report)
 }

@@ -11,6 +11,7 @@ mod budgets;
 mod bulk;
 mod claim;
 mod control;
+mod dependencies;
 mod enqueue;
 mod errors;
 mod finish;
@@ -22,6 +23,7 @@ mod read;
 mod schedules;
 mod transition;
 mod unique;
+mod workflows;
 
 use std::{collections::HashMap, time::Duration};
 
@@ -252,6 +254,12 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
         started_at: m.started_at,
         finished_at: m.finished_at,
         expires_at: m.expires_at,
+        parents: m.parents,
+        waiting_on: m.waiting_on,
+        on_parent_failure: jobs_core::OnParentFailure::parse(&m.on_parent_failure)
+            .unwrap_or_default(),
+        workflow_id: m.workflow_id.map(jobs_core::WorkflowId::from),
+        workflow_step: m.workflow_step,
     })
 }
 

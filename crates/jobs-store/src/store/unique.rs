@@ -5,7 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use jobs_core::{Job, JobError, JobId, NewJob, OnConflict, State};
-use migration::m20261203_000006_operations::UNIQUE_PREDICATE;
+use migration::m20261205_000008_workflows::UNIQUE_PREDICATE;
 use sea_orm::ConnectionTrait;
 
 use super::{SeaOrmStore, job_columns, millis};

@@ -52,10 +52,7 @@ impl Completer {
     pub(crate) async fn tick(&mut self, batch: &mut Vec<Completion>) -> usize {
         let finishes: Vec<Finish> = batch
             .iter()
-            .map(|c| Finish {
-                lease: c.lease,
-                outcome: c.outcome.clone(),
-            })
+            .map(|c| Finish::new(c.lease, c.outcome.clone()).with_follow_ups(c.follow_ups.clone()))
             .collect();
         let Some(results) = self.write(finishes).await else {
             for completion in batch.drain(..) {

@@ -41,8 +41,8 @@ async fn claimed(store: &Backend, kind: &str, lease: Duration) -> Job {
     store.claim(&request).await.unwrap().remove(0)
 }
 
-fn hold(attempts: &Attempts, job: &Job) -> Arc<Running> {
-    let running = Running::new(job, Lease::of(job).unwrap());
+fn hold(store: &Backend, attempts: &Attempts, job: &Job) -> Arc<Running> {
+    let running = Running::new(job, Lease::of(job).unwrap(), store);
     attempts.insert(running.clone());
     running
 }
@@ -51,10 +51,12 @@ async fn a_heartbeat_stops_only_the_jobs_whose_lease_was_lost(db: TestDb) {
     let store = backend(&db);
     let attempts = Arc::new(Attempts::default());
     let lost = hold(
+        &store,
         &attempts,
         &claimed(&store, "lost", Duration::from_millis(1)).await,
     );
     let kept = hold(
+        &store,
         &attempts,
         &claimed(&store, "kept", Duration::from_secs(30)).await,
     );

@@ -224,6 +224,8 @@ fn catalog_type(backend: DbBackend, column: &str, ty: &ColumnType) -> &'static s
         ColumnType::Double => "double",
         ColumnType::TimestampWithTimeZone if pg => "timestamp with time zone",
         ColumnType::TimestampWithTimeZone => "timestamp_with_timezone_text",
+        ColumnType::Boolean if pg => "boolean",
+        ColumnType::Boolean => "boolean",
         other => panic!(
             "column {column}: no expected {backend:?} catalog type for SeaORM type {other:?}; \
              add it to catalog_type()"

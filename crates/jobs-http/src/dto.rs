@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use jobs_core::{
-    AttemptError, FieldError, Job, JobError, LeaseToken, NewJob, QueueStats, State, UniqueStates,
+    AttemptError, Dependency, FieldError, Job, JobError, JobId, LeaseToken, NewJob, OnParentFailure,
+    QueueStats, Requires, State, UniqueStates, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -69,6 +70,73 @@ pub struct CreateJob {
     /// Free-form JSON object.
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<Value>,
+    /// Jobs that must end before this one runs (up to 10,000): job ids, or
+    /// `{"id": ..., "requires": "completed" | "ended"}` (default `completed`: the parent
+    /// must complete; `ended`: any end will do). In a workflow step: step names, or
+    /// `{"step": ..., "requires": ...}`. With any, the job is created `waiting`.
+    pub depends_on: Option<Vec<DependsOn>>,
+    /// When a parent it requires to complete fails or is cancelled instead: `cancel`
+    /// (default; the job is cancelled, its error history naming the parent) or `wait`
+    /// (it keeps waiting for a retry of the parent).
+    #[schema(value_type = Option<String>, example = "cancel")]
+    pub on_parent_failure: Option<OnParentFailure>,
+}
+
+/// One parent: a job id (or, in a workflow, a step name), or an object saying what is
+/// required of it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum DependsOn {
+    Name(String),
+    Parent(ParentBody),
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ParentBody {
+    /// A job id (in `POST /v1/jobs` and batches).
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub id: Option<Uuid>,
+    /// A step name (in workflows).
+    pub step: Option<String>,
+    #[schema(value_type = Option<String>, example = "completed")]
+    #[serde(default)]
+    pub requires: Requires,
+}
+
+impl DependsOn {
+    /// The name (a job id or a step name) and what is required of it; `field` names the
+    /// item in errors.
+    pub(crate) fn target(&self, in_workflow: bool, field: &str) -> Result<(String, Requires), FieldError> {
+        match self {
+            DependsOn::Name(name) => Ok((name.clone(), Requires::Completed)),
+            DependsOn::Parent(ParentBody { id: Some(id), step: None, requires }) if !in_workflow => {
+                Ok((id.to_string(), *requires))
+            }
+            DependsOn::Parent(ParentBody { id: None, step: Some(step), requires }) if in_workflow => {
+                Ok((step.clone(), *requires))
+            }
+            _ if in_workflow => Err(FieldError::new(field, "must be a step name or {\"step\", \"requires\"}")),
+            _ => Err(FieldError::new(field, "must be a job id or {\"id\", \"requires\"}")),
+        }
+    }
+}
+
+/// Job ids as parents (`POST /v1/jobs`, batches, follow-ups), or every entry at fault.
+fn parents_of(list: &[DependsOn]) -> Result<Vec<Dependency>, Vec<FieldError>> {
+    let mut parents = Vec::with_capacity(list.len());
+    let mut errors = Vec::new();
+    for (i, item) in list.iter().enumerate() {
+        let field = format!("depends_on[{i}]");
+        match item.target(false, &field) {
+            Ok((id, requires)) => match id.parse() {
+                Ok(job_id) => parents.push(Dependency { job_id, requires }),
+                Err(_) => errors.push(FieldError::new(field, "must be a job id (a UUID)")),
+            },
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() { Ok(parents) } else { Err(errors) }
 }
 
 pub(crate) fn empty_object() -> Value {
@@ -77,15 +145,28 @@ pub(crate) fn empty_object() -> Value {
 
 impl CreateJob {
     /// The job, or the fields of `unique` at fault; `NewJob::validate` checks the rest.
-    pub fn into_new_job(self, tenant: &str, trace_id: Option<String>) -> Result<NewJob, JobError> {
+    pub fn into_new_job(mut self, tenant: &str, trace_id: Option<String>) -> Result<NewJob, JobError> {
         if self.unique_key.is_some() && self.unique.is_some() {
             return Err(JobError::Invalid(vec![FieldError::new(
                 "unique_key",
                 "give unique_key or unique, not both",
             )]));
         }
+        let depends_on = self.depends_on.take().unwrap_or_default();
+        let mut job = self.into_job_without_parents(tenant, trace_id)?;
+        job.depends_on = parents_of(&depends_on).map_err(JobError::Invalid)?;
+        Ok(job)
+    }
+
+    /// The job without its `depends_on`, which workflows read as step names.
+    pub(crate) fn into_job_without_parents(
+        self,
+        tenant: &str,
+        trace_id: Option<String>,
+    ) -> Result<NewJob, JobError> {
         let unique = self.unique.map(UniqueBody::into_opts).transpose();
         let mut job = NewJob::new(self.kind, self.args).tenant(tenant);
+        job.on_parent_failure = self.on_parent_failure.unwrap_or_default();
         job.queue = self.queue.unwrap_or(job.queue);
         job.priority = self.priority.unwrap_or(job.priority);
         job.run_at = self.run_at;
@@ -120,9 +201,12 @@ impl CreateJob {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatch {
-    /// 1..=1000 jobs, inserted all or none.
+    /// 1..=1000 jobs, inserted all or none. `depends_on` may name jobs of the batch.
     #[schema(min_items = 1, max_items = 1000)]
     pub jobs: Vec<CreateJob>,
+    /// A job that runs once, after every job of the batch ended (however); it reads
+    /// their counts by state in its claim's `parents.counts`.
+    pub callback: Option<CreateJob>,
 }
 
 /// A job as the API shows it.
@@ -175,6 +259,15 @@ pub struct JobView {
     pub expires_at: Option<OffsetDateTime>,
     /// Run time of the last attempt, once it ended.
     pub duration_ms: Option<i64>,
+    /// How many jobs this one depends on.
+    pub parents: i32,
+    /// How many of them have not yet ended as required; the job is `waiting` while any.
+    pub waiting_on: i32,
+    #[schema(value_type = String, example = "cancel")]
+    pub on_parent_failure: OnParentFailure,
+    #[schema(value_type = Option<String>, format = Uuid)]
+    pub workflow_id: Option<WorkflowId>,
+    pub workflow_step: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -233,6 +326,11 @@ impl From<Job> for JobView {
             lease_expires_at: job.lease_expires_at,
             expires_at: job.expires_at,
             duration_ms,
+            parents: job.parents,
+            waiting_on: job.waiting_on,
+            on_parent_failure: job.on_parent_failure,
+            workflow_id: job.workflow_id,
+            workflow_step: job.workflow_step,
         }
     }
 }
@@ -252,6 +350,8 @@ pub struct Created {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CreatedBatch {
     pub jobs: Vec<Created>,
+    /// The batch's callback job, when one was given.
+    pub callback: Option<Created>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -267,7 +367,7 @@ pub struct WaitQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    #[param(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled)$")]
+    #[param(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled|waiting)$")]
     pub state: Option<State>,
     pub kind: Option<String>,
     pub queue: Option<String>,
@@ -334,6 +434,9 @@ pub struct Claimed {
 pub struct ClaimedJob {
     #[schema(value_type = String, format = Uuid)]
     pub lease_token: LeaseToken,
+    /// For a job with parents: how they ended and what they returned (bounded).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent_results: Option<ParentsView>,
     #[serde(flatten)]
     pub job: JobView,
 }
@@ -342,9 +445,33 @@ impl ClaimedJob {
     pub fn of(job: Job) -> Option<Self> {
         Some(Self {
             lease_token: job.lease_token?,
+            parent_results: None,
             job: job.into(),
         })
     }
+}
+
+/// A claimed job's parents: all of them counted by state, and the results of the first
+/// ones, at most 100 and 1 MiB of results (`truncated` says when some were left out;
+/// `GET /v1/jobs/{id}` of a parent reads any one).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParentsView {
+    #[schema(value_type = Object)]
+    pub counts: std::collections::BTreeMap<State, u64>,
+    pub results: Vec<ParentView>,
+    pub truncated: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ParentView {
+    #[schema(value_type = String, format = Uuid)]
+    pub id: JobId,
+    pub step: Option<String>,
+    #[schema(value_type = Option<String>, example = "completed")]
+    pub state: Option<State>,
+    #[schema(value_type = String, example = "completed")]
+    pub requires: Requires,
+    pub result: Option<Value>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -383,6 +510,10 @@ pub struct CompleteBody {
     pub result: Value,
     /// Present for a partial success: the items that failed.
     pub item_errors: Option<Value>,
+    /// Jobs to create (up to 1,000, as `POST /v1/jobs` takes them) in the transaction
+    /// that stores this result: they exist if and only if it is stored.
+    #[schema(max_items = 1000)]
+    pub follow_ups: Option<Vec<CreateJob>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -267,6 +267,11 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::schedules::delete_schedule)
         .service(routes::schedules::pause_schedule)
         .service(routes::schedules::resume_schedule)
+        .service(routes::workflows::create_workflow)
+        .service(routes::workflows::list_workflows)
+        .service(routes::workflows::get_workflow)
+        .service(routes::workflows::cancel_workflow)
+        .service(routes::workflows::retry_workflow)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -398,11 +403,13 @@ async fn observe(
         routes::queue_control::get_queue, routes::queue_control::set_queue_limits,
         routes::schedules::create_schedule, routes::schedules::list_schedules,
         routes::schedules::get_schedule, routes::schedules::delete_schedule,
-        routes::schedules::pause_schedule, routes::schedules::resume_schedule, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::schedules::pause_schedule, routes::schedules::resume_schedule,
+        routes::workflows::create_workflow, routes::workflows::list_workflows, routes::workflows::get_workflow,
+        routes::workflows::cancel_workflow, routes::workflows::retry_workflow, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations")),
+    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows")),
 )]
 pub struct ApiDoc;
 

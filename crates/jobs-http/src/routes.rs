@@ -9,8 +9,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Enqueued, FieldError, Job, JobError, JobId, Lease, LeaseToken,
-    ListFilter, NewJob, Outcome, PageRequest, Retry, State,
+    ClaimRequest, Cursor, Dependency, Enqueued, FieldError, Finish, Job, JobError, JobId, Lease,
+    LeaseToken, ListFilter, NewJob, Outcome, PageRequest, Retry, State,
 };
 use tokio::time::Instant;
 
@@ -23,6 +23,7 @@ use crate::{
 
 pub mod queue_control;
 pub mod schedules;
+pub mod workflows;
 
 type Data = web::Data<ApiState>;
 
@@ -155,23 +156,68 @@ pub async fn create_batch(
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
         return Err(ApiError::invalid_field("jobs", "must hold 1 to 1000 jobs"));
     }
-    let jobs = batch_jobs(body.jobs, &tenant, &trace.0)?;
-    let done = state.store.enqueue_many(jobs).await?;
+    let mut jobs = batch_jobs(body.jobs, &tenant, &trace.0, "jobs")?;
+    let callback_given = body.callback.is_some();
+    let callback = body
+        .callback
+        .map(|c| callback_of(c, &jobs, &tenant, &trace.0))
+        .transpose()?;
+    jobs.extend(callback);
+    let mut done = state.store.enqueue_many(jobs).await?;
     tracing::info!(
         jobs = done.len(),
         trace_id = trace.0.as_deref().unwrap_or(""),
         "batch accepted"
     );
+    let callback = match callback_given {
+        true => done.pop().map(created),
+        false => None,
+    };
     let jobs = done.into_iter().map(created).collect();
-    Ok(HttpResponse::Accepted().json(CreatedBatch { jobs }))
+    Ok(HttpResponse::Accepted().json(CreatedBatch { jobs, callback }))
+}
+
+/// A batch's callback: it waits for every job of the batch to end, however.
+fn callback_of(
+    body: CreateJob,
+    jobs: &[NewJob],
+    tenant: &str,
+    trace: &Option<String>,
+) -> Result<NewJob, ApiError> {
+    let mut callback = body
+        .into_new_job(tenant, trace.clone())
+        .map_err(|e| prefixed(e, "callback"))?;
+    callback
+        .depends_on
+        .extend(jobs.iter().map(|j| Dependency::ended(j.id)));
+    callback.validate().map_err(|e| prefixed(e, "callback"))?;
+    Ok(callback)
+}
+
+/// Field errors of a part of a request, named under it: `callback.priority`.
+fn prefixed(error: JobError, prefix: &str) -> ApiError {
+    match error {
+        JobError::Invalid(fields) => JobError::Invalid(
+            fields
+                .into_iter()
+                .map(|f| FieldError {
+                    field: format!("{prefix}.{}", f.field),
+                    message: f.message,
+                })
+                .collect(),
+        )
+        .into(),
+        other => other.into(),
+    }
 }
 
 /// The jobs of a batch, or every field at fault in any of them, named by item
 /// (`jobs[3].unique.on_conflict`).
-fn batch_jobs(
+pub(crate) fn batch_jobs(
     items: Vec<CreateJob>,
     tenant: &str,
     trace: &Option<String>,
+    name: &str,
 ) -> Result<Vec<NewJob>, ApiError> {
     let mut jobs = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
@@ -186,7 +232,7 @@ fn batch_jobs(
         };
         if let Some(JobError::Invalid(fields)) = fields {
             errors.extend(fields.into_iter().map(|f| FieldError {
-                field: format!("jobs[{i}].{}", f.field),
+                field: format!("{name}[{i}].{}", f.field),
                 message: f.message,
             }));
         }
@@ -434,7 +480,7 @@ pub async fn claim(
         let waiting = state.wake.notified();
         let jobs = state.store.claim(&request).await?;
         if !jobs.is_empty() || Instant::now() >= until {
-            let jobs = jobs.into_iter().filter_map(ClaimedJob::of).collect();
+            let jobs = with_parents(&state, jobs).await?;
             return Ok(HttpResponse::Ok().json(Claimed { jobs }));
         }
         // Woken by an enqueue, or re-check now and then for scheduled jobs coming due.
@@ -443,6 +489,55 @@ pub async fn claim(
             waiting,
         )
         .await;
+    }
+}
+
+/// Most parent results one claimed job carries, and most bytes of them.
+const PARENT_RESULTS: u32 = 100;
+const PARENT_RESULT_BYTES: usize = 1 << 20;
+
+/// The claimed jobs, each with its parents' counts and first results. A read that fails
+/// is answered 503 (the jobs stay claimed and come back when their lease expires).
+async fn with_parents(state: &ApiState, jobs: Vec<Job>) -> Result<Vec<ClaimedJob>, ApiError> {
+    let children: Vec<JobId> = jobs.iter().filter(|j| j.parents > 0).map(|j| j.id).collect();
+    let mut results = state.store.parent_results(&children, PARENT_RESULTS).await?;
+    let mut claimed = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (id, parents) = (job.id, job.parents);
+        let Some(mut one) = ClaimedJob::of(job) else { continue };
+        if parents > 0 {
+            let counts = state.store.parent_counts(id).await?;
+            one.parent_results = Some(parents_view(counts, results.remove(&id).unwrap_or_default(), parents));
+        }
+        claimed.push(one);
+    }
+    Ok(claimed)
+}
+
+fn parents_view(
+    counts: std::collections::BTreeMap<State, u64>,
+    parents: Vec<jobs_core::ParentResult>,
+    total: i32,
+) -> ParentsView {
+    let mut bytes = 0;
+    let mut results = Vec::with_capacity(parents.len());
+    for parent in parents {
+        bytes += parent.result.as_ref().map_or(0, |r| r.to_string().len());
+        if bytes > PARENT_RESULT_BYTES {
+            break;
+        }
+        results.push(ParentView {
+            id: parent.id,
+            step: parent.step,
+            state: parent.state,
+            requires: parent.requires,
+            result: parent.result,
+        });
+    }
+    ParentsView {
+        counts,
+        truncated: results.len() < total as usize,
+        results,
     }
 }
 
@@ -556,6 +651,11 @@ pub async fn complete(
     if let Some(item_errors) = &body.item_errors {
         check_storable("item_errors", item_errors)?;
     }
+    let follow_ups = body.follow_ups.unwrap_or_default();
+    if follow_ups.len() > MAX_BATCH {
+        return Err(ApiError::invalid_field("follow_ups", "must hold at most 1000 jobs"));
+    }
+    let follow_ups = batch_jobs(follow_ups, &tenant, &None, "follow_ups")?;
     let id = job_id(&path)?;
     let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
     let outcome = match body.item_errors {
@@ -567,7 +667,8 @@ pub async fn complete(
             result: body.result,
         },
     };
-    let state = state.store.finish(&lease, outcome).await?;
+    let finish = Finish::new(lease, outcome).with_follow_ups(follow_ups);
+    let state = state.store.finish_many(vec![finish]).await?.remove(0)?;
     Ok(HttpResponse::Ok().json(Ended { state }))
 }
 

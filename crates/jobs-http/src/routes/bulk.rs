@@ -38,7 +38,7 @@ impl From<BulkActionName> for BulkAction {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
-    #[schema(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled)$")]
+    #[schema(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled|waiting)$")]
     pub state: Option<State>,
     pub kind: Option<String>,
     pub queue: Option<String>,

@@ -122,6 +122,8 @@ impl From<ScheduleJobBody> for CreateJob {
             unique: None,
             concurrency_key: None,
             metadata: job.metadata,
+            depends_on: None,
+            on_parent_failure: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Handlers that make the standalone worker useful without writing Rust: `http` calls a
-//! webhook; `sleep`, `echo` and `fail` are for trying the system out and for tests.
+//! webhook; `gather` joins the results of the jobs it depended on; `sleep`, `echo` and
+//! `fail` are for trying the system out and for tests.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -10,12 +11,14 @@ use jobs_core::storable::{TRUNCATED_MARKER, storable_text};
 
 use crate::{HandlerError, JobContext, Output, WorkerBuilder};
 
-/// Registers `sleep`, `echo`, `fail`, and `http` when `http_allowed_hosts` is not empty.
+/// Registers `sleep`, `echo`, `fail`, `gather`, and `http` when `http_allowed_hosts` is
+/// not empty.
 pub fn register(builder: WorkerBuilder, http_allowed_hosts: Vec<String>) -> WorkerBuilder {
     let builder = builder
         .handler("sleep", sleep)
         .handler("echo", echo)
-        .handler("fail", fail);
+        .handler("fail", fail)
+        .handler("gather", gather);
     if http_allowed_hosts.is_empty() {
         tracing::info!("http handler off: no allowed hosts given");
         return builder;
@@ -62,6 +65,16 @@ fn epoch_micros() -> i64 {
 /// Returns its arguments.
 async fn echo(args: Value, _ctx: JobContext) -> Result<Output<Value>, HandlerError> {
     Ok(args.into())
+}
+
+/// The fan-in of a workflow: completes with its parents counted by state and their
+/// results, oldest parent first (`{"parents": N, "counts": {...}, "results": [...]}`).
+async fn gather(_args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+    let unavailable = |e: jobs_core::JobError| HandlerError::retryable("parents_unavailable", e.to_string());
+    let parents = ctx.parent_results().await.map_err(unavailable)?;
+    let counts = ctx.parent_counts().await.map_err(unavailable)?;
+    let results: Vec<Value> = parents.into_iter().map(|p| p.result.unwrap_or(Value::Null)).collect();
+    Ok(json!({"parents": results.len(), "counts": counts, "results": results}).into())
 }
 
 /// `{"times": N}`: fails the first N attempts (retryably), then succeeds.

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 use futures::Stream;
 use jobs_core::{
     BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob,
-    QueueControl, QueueLimits, QueueScope,
+    QueueControl, QueueLimits, QueueScope, Workflow, WorkflowId, WorkflowStore, WorkflowView,
 };
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -158,6 +158,40 @@ impl Client {
     /// .error_kind("timeout"))`. Refuses a filter that names nothing unless `.all()`.
     pub async fn bulk(&self, request: BulkRequest) -> Result<BulkResult, JobError> {
         self.store.bulk(&request).await
+    }
+
+    /// Creates a workflow (`Workflow::new("etl").step(..).after([..])`): its steps' jobs
+    /// exist at once, all or none, and each step waits for the steps it names.
+    pub async fn create_workflow(&self, workflow: Workflow) -> Result<WorkflowView, JobError> {
+        self.store.create_workflow(workflow).await
+    }
+
+    /// The workflow with each step's state.
+    pub async fn workflow(&self, id: WorkflowId) -> Result<WorkflowView, JobError> {
+        self.store.workflow(None, id).await
+    }
+
+    /// Cancels every step not yet ended; nothing of the workflow runs afterwards.
+    pub async fn cancel_workflow(&self, id: WorkflowId) -> Result<WorkflowView, JobError> {
+        self.store.cancel_workflow(None, id).await
+    }
+
+    /// Runs the workflow's failed and cancelled steps again, in the graph's order.
+    pub async fn retry_workflow(&self, id: WorkflowId) -> Result<WorkflowView, JobError> {
+        self.store.retry_workflow(None, id).await
+    }
+
+    /// Enqueues `jobs` and a `callback` that runs once, after every one of them ended
+    /// however (`JobContext::parent_counts` gives their states). All or none.
+    pub async fn insert_batch_with_callback(
+        &self,
+        jobs: Vec<NewJob>,
+        callback: NewJob,
+    ) -> Result<Vec<Enqueued>, JobError> {
+        let callback = jobs.iter().fold(callback, |c, j| c.after_ended(j.id));
+        let mut all = jobs;
+        all.push(callback);
+        self.store.enqueue_many(all).await
     }
 
     /// Resolves with the job once it has ended (completed, partial, failed or cancelled).

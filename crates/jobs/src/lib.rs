@@ -22,6 +22,10 @@ pub use jobs_core::{
     QueueScope, QueueStats, Rate, Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates,
     limits,
 };
+pub use jobs_core::{
+    Dependency, OnParentFailure, ParentResult, Requires, Workflow, WorkflowFilter, WorkflowId,
+    WorkflowState, WorkflowView,
+};
 pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 
 /// The ports a backend implements; in scope, they let you call the store directly
@@ -29,7 +33,7 @@ pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, 
 pub mod ports {
     pub use jobs_core::{
         ApiBackend, JobStore, KeyLookup, Leadership, Notifier, QueueControl, ScheduleStore,
-        SchemaGate, WorkerBackend,
+        SchemaGate, WorkerBackend, WorkflowStore,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jobs::{
     Client, HandlerError, JobArgs, JobContext, JobError, JobId, JobOptions, Output, TypedJob,
-    Unique, sea_orm::ConnectionTrait,
+    Unique, Workflow, WorkflowView, sea_orm::ConnectionTrait,
 };
 use serde::{Deserialize, Serialize};
 
@@ -84,4 +84,56 @@ pub async fn sign_up(client: &Client, user_id: i64, address: &str) -> Result<Job
     let job = txn.insert(&welcome).await?.job;
     txn.commit().await?;
     Ok(job.id)
+}
+
+/// The last step of onboarding: it runs after the welcome email and reads its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OnboardingSummary {
+    pub user_id: i64,
+}
+
+impl JobArgs for OnboardingSummary {
+    const KIND: &'static str = "onboarding_summary";
+
+    fn options() -> JobOptions {
+        JobOptions::new().queue("mail")
+    }
+}
+
+#[jobs::async_trait]
+impl TypedJob for OnboardingSummary {
+    type Output = String;
+
+    async fn run(self, ctx: &JobContext) -> Result<Output<String>, HandlerError> {
+        let parents = ctx
+            .parent_results()
+            .await
+            .map_err(|e| HandlerError::retryable("parents_unavailable", e.to_string()))?;
+        let done: Vec<String> = parents
+            .iter()
+            .filter_map(|p| p.result.as_ref()?.as_str().map(str::to_owned))
+            .collect();
+        Ok(format!("user {}: {}", self.user_id, done.join("; ")).into())
+    }
+}
+
+/// Onboarding as a workflow: the welcome email, then the summary that reads its result.
+/// Both jobs exist from the start; the summary waits until the email completed.
+pub async fn start_onboarding(
+    client: &Client,
+    user_id: i64,
+    address: &str,
+) -> Result<WorkflowView, JobError> {
+    let mut welcome = WelcomeEmail {
+        user_id,
+        address: address.to_owned(),
+    }
+    .to_job()?;
+    // A step is created with its workflow, never deduplicated against other jobs.
+    welcome.unique_key = None;
+    let flow = Workflow::new("onboarding")
+        .step("welcome", welcome)
+        .step("summary", OnboardingSummary { user_id }.to_job()?)
+        .after(["welcome"]);
+    client.create_workflow(flow).await
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jobs::{Client, State, Worker, sea_orm::ConnectionTrait, testing::TestJobs};
-use signup::{WelcomeEmail, create_users_table, sign_up};
+use signup::{OnboardingSummary, WelcomeEmail, create_users_table, sign_up, start_onboarding};
 
 async fn test_jobs() -> TestJobs {
     let test = TestJobs::new().await.expect("test database");
@@ -150,4 +150,28 @@ async fn welcome_email_runs_without_a_database() {
         (error.kind.as_str(), error.retry),
         ("bad_address", jobs::Retry::Never)
     );
+}
+
+#[tokio::test]
+async fn onboarding_summarises_the_welcome_email_after_it_completed() {
+    let test = test_jobs().await;
+    let flow = start_onboarding(test.client(), 3, "grace@example.com")
+        .await
+        .unwrap();
+    let summary = flow.steps[1].job_id;
+    assert_eq!(test.client().get(summary).await.unwrap().state, State::Waiting);
+    test.drain(|w| {
+        w.register::<WelcomeEmail>()
+            .register::<OnboardingSummary>()
+            .queue("mail", 2)
+    })
+    .await
+    .unwrap();
+    let summary = test.client().get(summary).await.unwrap();
+    assert_eq!(
+        summary.result,
+        Some(serde_json::json!("user 3: welcomed user 3 at grace@example.com"))
+    );
+    let flow = test.client().workflow(flow.id).await.unwrap();
+    assert_eq!(flow.state, jobs::WorkflowState::Completed);
 }

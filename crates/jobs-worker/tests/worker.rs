@@ -37,6 +37,7 @@ backend_tests!(
     a_handler_can_cancel_its_own_job,
     a_kinds_backoff_policy_sets_the_retry_delay,
     a_kind_registered_twice_is_refused_at_build,
+    follow_ups_are_enqueued_with_a_completion_and_dropped_with_a_failure,
 );
 
 fn fast(store: &SeaOrmStore) -> WorkerBuilder {
@@ -674,4 +675,48 @@ async fn a_kind_registered_twice_is_refused_at_build(db: TestDb) {
     };
     let fields: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
     assert_eq!(fields, ["handlers.record"]);
+}
+
+/// `{"next": N, "fail": bool}`: asks for N follow-ups of kind `leaf`, then completes, or
+/// fails for good after asking.
+async fn spawner(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+    let n = args["next"].as_u64().unwrap_or(0);
+    for i in 0..n {
+        let job = NewJob::new("leaf", json!({"i": i})).metadata(json!({"from": ctx.id().to_string()}));
+        ctx.follow_up(job).map_err(|e| HandlerError::permanent("bad_follow_up", e.to_string()))?;
+    }
+    if args["fail"].as_bool().unwrap_or(false) {
+        return Err(HandlerError::permanent("asked", "failing after asking for follow-ups"));
+    }
+    Ok(json!("spawned").into())
+}
+
+async fn follow_ups_are_enqueued_with_a_completion_and_dropped_with_a_failure(db: TestDb) {
+    let s = &db.store;
+    let leaf = |args: Value, _ctx: JobContext| async move { Ok(args.into()) };
+    let worker = fast(s)
+        .handler("spawner", spawner)
+        .handler("leaf", leaf)
+        .build()
+        .unwrap()
+        .spawn();
+    let kept = add(s, NewJob::new("spawner", json!({"next": 3}))).await;
+    let dropped = add(s, NewJob::new("spawner", json!({"next": 2, "fail": true}))).await;
+    assert_eq!(ended(s, kept).await.state, State::Completed);
+    assert_eq!(ended(s, dropped).await.state, State::Failed);
+    let from = |id: JobId| json!({"from": id.to_string()});
+    let give_up = Instant::now() + Duration::from_secs(20);
+    let leaves = loop {
+        let page = s
+            .list(&jobs_core::ListFilter::new().kind("leaf"), &jobs_core::PageRequest::first(100))
+            .await
+            .unwrap();
+        if page.items.iter().all(|j| j.state == State::Completed) || Instant::now() > give_up {
+            break page.items;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    worker.shutdown().await.unwrap();
+    assert_eq!(leaves.len(), 3, "only the completion's follow-ups exist");
+    assert!(leaves.iter().all(|j| j.metadata == from(kept) && j.state == State::Completed));
 }

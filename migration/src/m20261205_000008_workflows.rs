@@ -165,7 +165,11 @@ const STATES: [&str; 7] = [
 /// Replaces the CHECK on `jobs.state` (allowing `old`) by one allowing `new`. SQLite
 /// cannot alter a constraint; its documented way for a change that every existing row
 /// satisfies is to edit the stored schema text and bump the schema version.
-async fn allow_states(manager: &SchemaManager<'_>, new: &[&str], old: &[&str]) -> Result<(), DbErr> {
+async fn allow_states(
+    manager: &SchemaManager<'_>,
+    new: &[&str],
+    old: &[&str],
+) -> Result<(), DbErr> {
     let list = |states: &[&str]| {
         let quoted: Vec<String> = states.iter().map(|s| format!("'{s}'")).collect();
         quoted.join(", ")
@@ -197,7 +201,8 @@ async fn allow_states(manager: &SchemaManager<'_>, new: &[&str], old: &[&str]) -
         new = list(new),
     ))
     .await?;
-    db.execute_unprepared("PRAGMA writable_schema = OFF").await?;
+    db.execute_unprepared("PRAGMA writable_schema = OFF")
+        .await?;
     db.execute_unprepared(&format!("PRAGMA schema_version = {}", version + 1))
         .await?;
     Ok(())

@@ -6,8 +6,8 @@ use std::{collections::HashSet, sync::Arc};
 
 use futures::future::join_all;
 use jobs_core::{
-    Finish, JobError, JobId, Lease, NewJob, OnParentFailure, Outcome, PageRequest, Requires,
-    Retry, State, Workflow, WorkflowFilter, WorkflowState, WorkerBackend,
+    Finish, JobError, JobId, Lease, NewJob, OnParentFailure, Outcome, PageRequest, Requires, Retry,
+    State, WorkerBackend, Workflow, WorkflowFilter, WorkflowState,
 };
 use serde_json::json;
 
@@ -52,24 +52,38 @@ pub async fn a_child_waits_until_its_last_parent_completes(h: &dyn Harness) {
     let (a, b) = (job("parent"), job("parent"));
     let child = job("child").after(a.id).after(b.id);
     let child_id = child.id;
-    let made = s.enqueue_many(vec![a.clone(), b.clone(), child]).await.unwrap();
+    let made = s
+        .enqueue_many(vec![a.clone(), b.clone(), child])
+        .await
+        .unwrap();
     assert_eq!(made[2].job.state, State::Waiting);
     assert_eq!((made[2].job.parents, made[2].job.waiting_on), (2, 2));
 
     let claimed = s.claim(&claim_req("w", 10)).await.unwrap();
     let ids: HashSet<JobId> = claimed.iter().map(|j| j.id).collect();
-    assert_eq!(ids, HashSet::from([a.id, b.id]), "a waiting job is never claimed");
-    s.complete(&Lease::of(&claimed[0]).unwrap(), json!(1)).await.unwrap();
+    assert_eq!(
+        ids,
+        HashSet::from([a.id, b.id]),
+        "a waiting job is never claimed"
+    );
+    s.complete(&Lease::of(&claimed[0]).unwrap(), json!(1))
+        .await
+        .unwrap();
     assert_eq!(state_of(s, child_id).await, State::Waiting);
     assert!(s.claim(&claim_req("w", 10)).await.unwrap().is_empty());
-    s.complete(&Lease::of(&claimed[1]).unwrap(), json!(2)).await.unwrap();
+    s.complete(&Lease::of(&claimed[1]).unwrap(), json!(2))
+        .await
+        .unwrap();
     let released = s.get(None, child_id).await.unwrap();
     assert_eq!((released.state, released.waiting_on), (State::Pending, 0));
 
     let run = s.claim(&claim_req("w", 10)).await.unwrap();
     assert_eq!(run.len(), 1);
     let parents = s.parent_results(&[child_id], 100).await.unwrap();
-    let mut results: Vec<_> = parents[&child_id].iter().map(|p| p.result.clone()).collect();
+    let mut results: Vec<_> = parents[&child_id]
+        .iter()
+        .map(|p| p.result.clone())
+        .collect();
     results.sort_by_key(|r| r.as_ref().map(|v| v.to_string()));
     assert_eq!(results, vec![Some(json!(1)), Some(json!(2))]);
     let counts = s.parent_counts(child_id).await.unwrap();
@@ -81,12 +95,20 @@ pub async fn a_child_of_ended_parents_is_pending_at_once(h: &dyn Harness) {
     let parent = add(s, job("parent")).await;
     end_all(s, completed(1)).await;
     let child = s.enqueue(job("child").after(parent)).await.unwrap().job;
-    assert_eq!(child.state, State::Pending, "the parent had completed already");
+    assert_eq!(
+        child.state,
+        State::Pending,
+        "the parent had completed already"
+    );
 
     let failing = add(s, job("parent")).await;
     end_all(s, failed()).await;
     let doomed = s.enqueue(job("child2").after(failing)).await.unwrap().job;
-    assert_eq!(doomed.state, State::Cancelled, "its parent had failed already");
+    assert_eq!(
+        doomed.state,
+        State::Cancelled,
+        "its parent had failed already"
+    );
 }
 
 pub async fn unknown_or_foreign_parents_are_refused_naming_the_field(h: &dyn Harness) {
@@ -100,9 +122,16 @@ pub async fn unknown_or_foreign_parents_are_refused_naming_the_field(h: &dyn Har
         panic!("expected invalid, got {refused:?}");
     };
     let names: Vec<&str> = fields.iter().map(|f| f.field.as_str()).collect();
-    assert_eq!(names, vec!["jobs[1].depends_on[0]", "jobs[1].depends_on[1]"]);
     assert_eq!(
-        s.list(&Default::default(), &PageRequest::first(10)).await.unwrap().items.len(),
+        names,
+        vec!["jobs[1].depends_on[0]", "jobs[1].depends_on[1]"]
+    );
+    assert_eq!(
+        s.list(&Default::default(), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
         1,
         "nothing of the refused batch was written"
     );
@@ -113,19 +142,35 @@ pub async fn a_failed_parent_cancels_its_dependents_down_the_chain(h: &dyn Harne
     let root = job("root");
     let middle = job("middle").after(root.id);
     let leaf = job("leaf").after(middle.id);
-    let patient = job("patient").after(root.id).on_parent_failure(OnParentFailure::Wait);
+    let patient = job("patient")
+        .after(root.id)
+        .on_parent_failure(OnParentFailure::Wait);
     let anyway = job("anyway").after_ended(root.id);
     let ids = [root.id, middle.id, leaf.id, patient.id, anyway.id];
-    s.enqueue_many(vec![root, middle, leaf, patient, anyway]).await.unwrap();
+    s.enqueue_many(vec![root, middle, leaf, patient, anyway])
+        .await
+        .unwrap();
     end_all(s, failed()).await;
 
     let middle = s.get(None, ids[1]).await.unwrap();
     assert_eq!(middle.state, State::Cancelled);
     let reason = middle.errors.last().unwrap();
     assert_eq!(reason.kind, jobs_core::dependency::PARENT_FAILED);
-    assert!(reason.message.contains(&ids[0].to_string()), "{}", reason.message);
-    assert_eq!(state_of(s, ids[2]).await, State::Cancelled, "the cancel cascades");
-    assert_eq!(state_of(s, ids[3]).await, State::Waiting, "kept for a retry");
+    assert!(
+        reason.message.contains(&ids[0].to_string()),
+        "{}",
+        reason.message
+    );
+    assert_eq!(
+        state_of(s, ids[2]).await,
+        State::Cancelled,
+        "the cancel cascades"
+    );
+    assert_eq!(
+        state_of(s, ids[3]).await,
+        State::Waiting,
+        "kept for a retry"
+    );
     assert_eq!(state_of(s, ids[4]).await, State::Pending, "ended is enough");
 
     // A manual retry of the parent that then completes releases the patient child.
@@ -167,10 +212,16 @@ pub async fn racing_parents_release_their_child_exactly_once(h: &dyn Harness) {
         x.unwrap();
         y.unwrap();
         let released = s.get(None, child_id).await.unwrap();
-        assert_eq!((released.state, released.waiting_on), (State::Pending, 0), "round {round}");
+        assert_eq!(
+            (released.state, released.waiting_on),
+            (State::Pending, 0),
+            "round {round}"
+        );
         let runs = s.claim(&claim_req("w", 10)).await.unwrap();
         assert_eq!(runs.len(), 1, "round {round}: the child is claimable once");
-        s.complete(&Lease::of(&runs[0]).unwrap(), json!(null)).await.unwrap();
+        s.complete(&Lease::of(&runs[0]).unwrap(), json!(null))
+            .await
+            .unwrap();
     }
 }
 
@@ -182,21 +233,36 @@ pub async fn follow_ups_exist_only_with_a_stored_completion(h: &dyn Harness) {
     let next = job("next").queue("later");
     let next_id = next.id;
     let done = Finish::new(lease, completed(1)).with_follow_ups(vec![next]);
-    assert_eq!(s.finish_many(vec![done.clone()]).await.unwrap()[0].as_ref().unwrap(), &State::Completed);
+    assert_eq!(
+        s.finish_many(vec![done.clone()]).await.unwrap()[0]
+            .as_ref()
+            .unwrap(),
+        &State::Completed
+    );
     assert_eq!(state_of(s, next_id).await, State::Pending);
     // A stale lease stores nothing, and so enqueues nothing.
     let stale = Finish::new(lease, completed(2)).with_follow_ups(vec![job("again")]);
     let again = stale.follow_ups[0].id;
-    assert!(matches!(s.finish_many(vec![stale]).await.unwrap()[0], Err(JobError::LeaseLost(_))));
-    assert!(matches!(s.get(None, again).await, Err(JobError::NotFound(_))));
+    assert!(matches!(
+        s.finish_many(vec![stale]).await.unwrap()[0],
+        Err(JobError::LeaseLost(_))
+    ));
+    assert!(matches!(
+        s.get(None, again).await,
+        Err(JobError::NotFound(_))
+    ));
     // A failure drops them.
     add(s, job("step")).await;
     let claimed = s.claim(&claim_req("w", 1)).await.unwrap();
     let dropped = job("dropped");
     let dropped_id = dropped.id;
-    let fail = Finish::new(Lease::of(&claimed[0]).unwrap(), failed()).with_follow_ups(vec![dropped]);
+    let fail =
+        Finish::new(Lease::of(&claimed[0]).unwrap(), failed()).with_follow_ups(vec![dropped]);
     s.finish_many(vec![fail]).await.unwrap();
-    assert!(matches!(s.get(None, dropped_id).await, Err(JobError::NotFound(_))));
+    assert!(matches!(
+        s.get(None, dropped_id).await,
+        Err(JobError::NotFound(_))
+    ));
     // An invalid follow-up is refused before anything is written.
     add(s, job("step")).await;
     let claimed = s.claim(&claim_req("w", 1)).await.unwrap();
@@ -253,7 +319,11 @@ pub async fn a_workflow_runs_its_steps_in_order_of_the_graph(h: &dyn Harness) {
     let s = h.backend();
     let view = s.create_workflow(diamond()).await.unwrap();
     assert_eq!(view.state, WorkflowState::Running);
-    let states: Vec<(&str, State)> = view.steps.iter().map(|st| (st.name.as_str(), st.state)).collect();
+    let states: Vec<(&str, State)> = view
+        .steps
+        .iter()
+        .map(|st| (st.name.as_str(), st.state))
+        .collect();
     assert_eq!(
         states,
         vec![
@@ -272,7 +342,9 @@ pub async fn a_workflow_runs_its_steps_in_order_of_the_graph(h: &dyn Harness) {
         }
         for j in &claimed {
             order.push(j.workflow_step.clone().unwrap());
-            s.complete(&Lease::of(j).unwrap(), json!(j.kind)).await.unwrap();
+            s.complete(&Lease::of(j).unwrap(), json!(j.kind))
+                .await
+                .unwrap();
         }
     }
     assert_eq!(order.first().map(String::as_str), Some("fetch"));
@@ -281,12 +353,24 @@ pub async fn a_workflow_runs_its_steps_in_order_of_the_graph(h: &dyn Harness) {
     let done = s.workflow(Some("acme"), view.id).await.unwrap();
     assert_eq!(done.state, WorkflowState::Completed);
     assert_eq!(done.counts.get(&State::Completed), Some(&4));
-    assert!(matches!(s.workflow(Some("other"), view.id).await, Err(JobError::WorkflowNotFound(_))));
+    assert!(matches!(
+        s.workflow(Some("other"), view.id).await,
+        Err(JobError::WorkflowNotFound(_))
+    ));
     let listed = s
-        .workflows(&WorkflowFilter { state: Some(WorkflowState::Completed), ..Default::default() }, &PageRequest::first(10))
+        .workflows(
+            &WorkflowFilter {
+                state: Some(WorkflowState::Completed),
+                ..Default::default()
+            },
+            &PageRequest::first(10),
+        )
         .await
         .unwrap();
-    assert_eq!(listed.items.iter().map(|w| w.id).collect::<Vec<_>>(), vec![view.id]);
+    assert_eq!(
+        listed.items.iter().map(|w| w.id).collect::<Vec<_>>(),
+        vec![view.id]
+    );
 }
 
 pub async fn a_cancelled_workflow_leaves_nothing_runnable(h: &dyn Harness) {
@@ -297,12 +381,20 @@ pub async fn a_cancelled_workflow_leaves_nothing_runnable(h: &dyn Harness) {
     let cancelled = s.cancel_workflow(None, view.id).await.unwrap();
     assert_eq!(cancelled.state, WorkflowState::Cancelled);
     // The running step completes (its work finished); nothing it releases may run.
-    s.complete(&Lease::of(&fetch[0]).unwrap(), json!(1)).await.unwrap();
+    s.complete(&Lease::of(&fetch[0]).unwrap(), json!(1))
+        .await
+        .unwrap();
     assert!(s.claim(&claim_req("w", 10)).await.unwrap().is_empty());
     let after = s.workflow(None, view.id).await.unwrap();
     assert_eq!(after.counts.get(&State::Cancelled), Some(&3));
     let listed = s
-        .workflows(&WorkflowFilter { state: Some(WorkflowState::Cancelled), ..Default::default() }, &PageRequest::first(10))
+        .workflows(
+            &WorkflowFilter {
+                state: Some(WorkflowState::Cancelled),
+                ..Default::default()
+            },
+            &PageRequest::first(10),
+        )
         .await
         .unwrap();
     assert_eq!(listed.items.len(), 1);
@@ -311,7 +403,15 @@ pub async fn a_cancelled_workflow_leaves_nothing_runnable(h: &dyn Harness) {
     let retried = s.retry_workflow(None, view.id).await.unwrap();
     assert_eq!(retried.state, WorkflowState::Running);
     let steps: Vec<State> = retried.steps.iter().map(|st| st.state).collect();
-    assert_eq!(steps, vec![State::Completed, State::Pending, State::Pending, State::Waiting]);
+    assert_eq!(
+        steps,
+        vec![
+            State::Completed,
+            State::Pending,
+            State::Pending,
+            State::Waiting
+        ]
+    );
 }
 
 pub async fn a_failed_step_fails_the_workflow_until_retried(h: &dyn Harness) {
@@ -323,11 +423,22 @@ pub async fn a_failed_step_fails_the_workflow_until_retried(h: &dyn Harness) {
     assert_eq!(failed_view.counts.get(&State::Cancelled), Some(&3));
     let retried = s.retry_workflow(None, view.id).await.unwrap();
     let steps: Vec<State> = retried.steps.iter().map(|st| st.state).collect();
-    assert_eq!(steps, vec![State::Pending, State::Waiting, State::Waiting, State::Waiting]);
+    assert_eq!(
+        steps,
+        vec![
+            State::Pending,
+            State::Waiting,
+            State::Waiting,
+            State::Waiting
+        ]
+    );
     for _ in 0..3 {
         end_all(s, completed(1)).await;
     }
-    assert_eq!(s.workflow(None, view.id).await.unwrap().state, WorkflowState::Completed);
+    assert_eq!(
+        s.workflow(None, view.id).await.unwrap().state,
+        WorkflowState::Completed
+    );
 }
 
 pub async fn invalid_workflows_are_refused_naming_the_step(h: &dyn Harness) {
@@ -372,9 +483,19 @@ pub async fn a_wide_fan_out_and_in_runs_the_join_once(h: &dyn Harness) {
         if claimed.is_empty() && theirs.is_empty() {
             break;
         }
-        joins += claimed.iter().chain(&theirs).filter(|j| j.id == join_id).count();
-        let mine: Vec<Finish> = claimed.drain(..).map(|j| Finish::new(Lease::of(&j).unwrap(), completed(1))).collect();
-        let others: Vec<Finish> = theirs.iter().map(|j| Finish::new(Lease::of(j).unwrap(), completed(1))).collect();
+        joins += claimed
+            .iter()
+            .chain(&theirs)
+            .filter(|j| j.id == join_id)
+            .count();
+        let mine: Vec<Finish> = claimed
+            .drain(..)
+            .map(|j| Finish::new(Lease::of(&j).unwrap(), completed(1)))
+            .collect();
+        let others: Vec<Finish> = theirs
+            .iter()
+            .map(|j| Finish::new(Lease::of(j).unwrap(), completed(1)))
+            .collect();
         let writes = join_all([s.finish_many(mine), other.finish_many(others)]).await;
         for write in writes {
             for done in write.unwrap() {
@@ -385,5 +506,9 @@ pub async fn a_wide_fan_out_and_in_runs_the_join_once(h: &dyn Harness) {
     assert_eq!(joins, 1);
     let parents = s.parent_results(&[join_id], 1_000).await.unwrap();
     assert_eq!(parents[&join_id].len(), 200);
-    assert!(parents[&join_id].iter().all(|p| p.requires == Requires::Completed && p.state == Some(State::Completed)));
+    assert!(
+        parents[&join_id]
+            .iter()
+            .all(|p| p.requires == Requires::Completed && p.state == Some(State::Completed))
+    );
 }

@@ -155,12 +155,13 @@ impl Workflow {
                 let mut job = step.job;
                 job.tenant = self.tenant.clone();
                 job.workflow = Some((self.id, step.name));
-                job.depends_on.extend(step.depends_on.iter().filter_map(|d| {
-                    ids.get(&d.step).map(|id| Dependency {
-                        job_id: *id,
-                        requires: d.requires,
-                    })
-                }));
+                job.depends_on
+                    .extend(step.depends_on.iter().filter_map(|d| {
+                        ids.get(&d.step).map(|id| Dependency {
+                            job_id: *id,
+                            requires: d.requires,
+                        })
+                    }));
                 job
             })
             .collect()
@@ -200,7 +201,10 @@ fn check_step(errors: &mut Vec<FieldError>, i: usize, step: &Step, index: &HashM
         if !index.contains_key(parent.step.as_str()) {
             errors.push(FieldError::new(
                 field,
-                format!("step {:?} waits for {:?}, which is no step of the workflow", step.name, parent.step),
+                format!(
+                    "step {:?} waits for {:?}, which is no step of the workflow",
+                    step.name, parent.step
+                ),
             ));
         } else if parent.step == step.name {
             errors.push(FieldError::new(
@@ -259,7 +263,11 @@ impl WorkflowState {
 
     /// The state of a workflow whose steps are in these states.
     pub fn of(cancelled: bool, counts: &BTreeMap<State, u64>) -> Self {
-        let any = |states: &[State]| states.iter().any(|s| counts.get(s).copied().unwrap_or(0) > 0);
+        let any = |states: &[State]| {
+            states
+                .iter()
+                .any(|s| counts.get(s).copied().unwrap_or(0) > 0)
+        };
         if cancelled {
             WorkflowState::Cancelled
         } else if any(&[State::Waiting, State::Pending, State::Running]) {
@@ -314,8 +322,11 @@ pub trait WorkflowStore: Send + Sync + 'static {
     /// Creates the workflow and its steps' jobs, all or nothing.
     async fn create_workflow(&self, workflow: Workflow) -> Result<WorkflowView, JobError>;
 
-    async fn workflow(&self, tenant: Option<&str>, id: WorkflowId)
-    -> Result<WorkflowView, JobError>;
+    async fn workflow(
+        &self,
+        tenant: Option<&str>,
+        id: WorkflowId,
+    ) -> Result<WorkflowView, JobError>;
 
     /// Newest first.
     async fn workflows(

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use jobs_core::{
-    AttemptError, Dependency, FieldError, Job, JobError, JobId, LeaseToken, NewJob, OnParentFailure,
-    QueueStats, Requires, State, UniqueStates, WorkflowId,
+    AttemptError, Dependency, FieldError, Job, JobError, JobId, LeaseToken, NewJob,
+    OnParentFailure, QueueStats, Requires, State, UniqueStates, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -107,17 +107,31 @@ pub struct ParentBody {
 impl DependsOn {
     /// The name (a job id or a step name) and what is required of it; `field` names the
     /// item in errors.
-    pub(crate) fn target(&self, in_workflow: bool, field: &str) -> Result<(String, Requires), FieldError> {
+    pub(crate) fn target(
+        &self,
+        in_workflow: bool,
+        field: &str,
+    ) -> Result<(String, Requires), FieldError> {
         match self {
             DependsOn::Name(name) => Ok((name.clone(), Requires::Completed)),
-            DependsOn::Parent(ParentBody { id: Some(id), step: None, requires }) if !in_workflow => {
-                Ok((id.to_string(), *requires))
-            }
-            DependsOn::Parent(ParentBody { id: None, step: Some(step), requires }) if in_workflow => {
-                Ok((step.clone(), *requires))
-            }
-            _ if in_workflow => Err(FieldError::new(field, "must be a step name or {\"step\", \"requires\"}")),
-            _ => Err(FieldError::new(field, "must be a job id or {\"id\", \"requires\"}")),
+            DependsOn::Parent(ParentBody {
+                id: Some(id),
+                step: None,
+                requires,
+            }) if !in_workflow => Ok((id.to_string(), *requires)),
+            DependsOn::Parent(ParentBody {
+                id: None,
+                step: Some(step),
+                requires,
+            }) if in_workflow => Ok((step.clone(), *requires)),
+            _ if in_workflow => Err(FieldError::new(
+                field,
+                "must be a step name or {\"step\", \"requires\"}",
+            )),
+            _ => Err(FieldError::new(
+                field,
+                "must be a job id or {\"id\", \"requires\"}",
+            )),
         }
     }
 }
@@ -136,7 +150,11 @@ fn parents_of(list: &[DependsOn]) -> Result<Vec<Dependency>, Vec<FieldError>> {
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() { Ok(parents) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(parents)
+    } else {
+        Err(errors)
+    }
 }
 
 pub(crate) fn empty_object() -> Value {
@@ -145,7 +163,11 @@ pub(crate) fn empty_object() -> Value {
 
 impl CreateJob {
     /// The job, or the fields of `unique` at fault; `NewJob::validate` checks the rest.
-    pub fn into_new_job(mut self, tenant: &str, trace_id: Option<String>) -> Result<NewJob, JobError> {
+    pub fn into_new_job(
+        mut self,
+        tenant: &str,
+        trace_id: Option<String>,
+    ) -> Result<NewJob, JobError> {
         if self.unique_key.is_some() && self.unique.is_some() {
             return Err(JobError::Invalid(vec![FieldError::new(
                 "unique_key",

@@ -179,9 +179,9 @@ impl From<JobError> for ApiError {
     fn from(error: JobError) -> Self {
         let detail = error.to_string();
         match error {
-            JobError::NotFound(_) | JobError::ScheduleNotFound(_) | JobError::WorkflowNotFound(_) => {
-                Self::not_found(detail)
-            }
+            JobError::NotFound(_)
+            | JobError::ScheduleNotFound(_)
+            | JobError::WorkflowNotFound(_) => Self::not_found(detail),
             JobError::Conflict(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
             }

@@ -499,15 +499,28 @@ const PARENT_RESULT_BYTES: usize = 1 << 20;
 /// The claimed jobs, each with its parents' counts and first results. A read that fails
 /// is answered 503 (the jobs stay claimed and come back when their lease expires).
 async fn with_parents(state: &ApiState, jobs: Vec<Job>) -> Result<Vec<ClaimedJob>, ApiError> {
-    let children: Vec<JobId> = jobs.iter().filter(|j| j.parents > 0).map(|j| j.id).collect();
-    let mut results = state.store.parent_results(&children, PARENT_RESULTS).await?;
+    let children: Vec<JobId> = jobs
+        .iter()
+        .filter(|j| j.parents > 0)
+        .map(|j| j.id)
+        .collect();
+    let mut results = state
+        .store
+        .parent_results(&children, PARENT_RESULTS)
+        .await?;
     let mut claimed = Vec::with_capacity(jobs.len());
     for job in jobs {
         let (id, parents) = (job.id, job.parents);
-        let Some(mut one) = ClaimedJob::of(job) else { continue };
+        let Some(mut one) = ClaimedJob::of(job) else {
+            continue;
+        };
         if parents > 0 {
             let counts = state.store.parent_counts(id).await?;
-            one.parent_results = Some(parents_view(counts, results.remove(&id).unwrap_or_default(), parents));
+            one.parent_results = Some(parents_view(
+                counts,
+                results.remove(&id).unwrap_or_default(),
+                parents,
+            ));
         }
         claimed.push(one);
     }
@@ -653,7 +666,10 @@ pub async fn complete(
     }
     let follow_ups = body.follow_ups.unwrap_or_default();
     if follow_ups.len() > MAX_BATCH {
-        return Err(ApiError::invalid_field("follow_ups", "must hold at most 1000 jobs"));
+        return Err(ApiError::invalid_field(
+            "follow_ups",
+            "must hold at most 1000 jobs",
+        ));
     }
     let follow_ups = batch_jobs(follow_ups, &tenant, &None, "follow_ups")?;
     let id = job_id(&path)?;

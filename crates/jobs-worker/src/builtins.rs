@@ -70,10 +70,14 @@ async fn echo(args: Value, _ctx: JobContext) -> Result<Output<Value>, HandlerErr
 /// The fan-in of a workflow: completes with its parents counted by state and their
 /// results, oldest parent first (`{"parents": N, "counts": {...}, "results": [...]}`).
 async fn gather(_args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
-    let unavailable = |e: jobs_core::JobError| HandlerError::retryable("parents_unavailable", e.to_string());
+    let unavailable =
+        |e: jobs_core::JobError| HandlerError::retryable("parents_unavailable", e.to_string());
     let parents = ctx.parent_results().await.map_err(unavailable)?;
     let counts = ctx.parent_counts().await.map_err(unavailable)?;
-    let results: Vec<Value> = parents.into_iter().map(|p| p.result.unwrap_or(Value::Null)).collect();
+    let results: Vec<Value> = parents
+        .into_iter()
+        .map(|p| p.result.unwrap_or(Value::Null))
+        .collect();
     Ok(json!({"parents": results.len(), "counts": counts, "results": results}).into())
 }
 

@@ -29,7 +29,9 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobContext").field("job", &self.job.id).finish()
+        f.debug_struct("JobContext")
+            .field("job", &self.job.id)
+            .finish()
     }
 }
 

@@ -682,11 +682,16 @@ async fn a_kind_registered_twice_is_refused_at_build(db: TestDb) {
 async fn spawner(args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
     let n = args["next"].as_u64().unwrap_or(0);
     for i in 0..n {
-        let job = NewJob::new("leaf", json!({"i": i})).metadata(json!({"from": ctx.id().to_string()}));
-        ctx.follow_up(job).map_err(|e| HandlerError::permanent("bad_follow_up", e.to_string()))?;
+        let job =
+            NewJob::new("leaf", json!({"i": i})).metadata(json!({"from": ctx.id().to_string()}));
+        ctx.follow_up(job)
+            .map_err(|e| HandlerError::permanent("bad_follow_up", e.to_string()))?;
     }
     if args["fail"].as_bool().unwrap_or(false) {
-        return Err(HandlerError::permanent("asked", "failing after asking for follow-ups"));
+        return Err(HandlerError::permanent(
+            "asked",
+            "failing after asking for follow-ups",
+        ));
     }
     Ok(json!("spawned").into())
 }
@@ -708,7 +713,10 @@ async fn follow_ups_are_enqueued_with_a_completion_and_dropped_with_a_failure(db
     let give_up = Instant::now() + Duration::from_secs(20);
     let leaves = loop {
         let page = s
-            .list(&jobs_core::ListFilter::new().kind("leaf"), &jobs_core::PageRequest::first(100))
+            .list(
+                &jobs_core::ListFilter::new().kind("leaf"),
+                &jobs_core::PageRequest::first(100),
+            )
             .await
             .unwrap();
         if page.items.iter().all(|j| j.state == State::Completed) || Instant::now() > give_up {
@@ -718,5 +726,9 @@ async fn follow_ups_are_enqueued_with_a_completion_and_dropped_with_a_failure(db
     };
     worker.shutdown().await.unwrap();
     assert_eq!(leaves.len(), 3, "only the completion's follow-ups exist");
-    assert!(leaves.iter().all(|j| j.metadata == from(kept) && j.state == State::Completed));
+    assert!(
+        leaves
+            .iter()
+            .all(|j| j.metadata == from(kept) && j.state == State::Completed)
+    );
 }

@@ -22,11 +22,11 @@ pub use jobs_core::{
     QueueScope, QueueStats, Rate, Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates,
     limits,
 };
+pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 pub use jobs_core::{
     Dependency, OnParentFailure, ParentResult, Requires, Workflow, WorkflowFilter, WorkflowId,
     WorkflowState, WorkflowView,
 };
-pub use jobs_core::{CATCH_UP_MAX, CatchUp, JobTemplate, Schedule, ScheduleInfo, ScheduledRun};
 
 /// The ports a backend implements; in scope, they let you call the store directly
 /// (`client.store().list(..)`), or run the worker on a backend of your own.

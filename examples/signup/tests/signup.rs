@@ -159,7 +159,10 @@ async fn onboarding_summarises_the_welcome_email_after_it_completed() {
         .await
         .unwrap();
     let summary = flow.steps[1].job_id;
-    assert_eq!(test.client().get(summary).await.unwrap().state, State::Waiting);
+    assert_eq!(
+        test.client().get(summary).await.unwrap().state,
+        State::Waiting
+    );
     test.drain(|w| {
         w.register::<WelcomeEmail>()
             .register::<OnboardingSummary>()
@@ -170,7 +173,9 @@ async fn onboarding_summarises_the_welcome_email_after_it_completed() {
     let summary = test.client().get(summary).await.unwrap();
     assert_eq!(
         summary.result,
-        Some(serde_json::json!("user 3: welcomed user 3 at grace@example.com"))
+        Some(serde_json::json!(
+            "user 3: welcomed user 3 at grace@example.com"
+        ))
     );
     let flow = test.client().workflow(flow.id).await.unwrap();
     assert_eq!(flow.state, jobs::WorkflowState::Completed);

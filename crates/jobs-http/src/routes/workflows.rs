@@ -144,9 +144,11 @@ impl CreateWorkflow {
                     job,
                     depends_on: parents,
                 }),
-                Err(JobError::Invalid(fields)) => errors.extend(fields.into_iter().map(|f| {
-                    FieldError::new(format!("steps[{i}].{}", f.field), f.message)
-                })),
+                Err(JobError::Invalid(fields)) => errors.extend(
+                    fields
+                        .into_iter()
+                        .map(|f| FieldError::new(format!("steps[{i}].{}", f.field), f.message)),
+                ),
                 Err(other) => return Err(other.into()),
             }
         }
@@ -198,7 +200,10 @@ pub async fn get_workflow(
     Tenant(tenant): Tenant,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = state.store.workflow(Some(&tenant), workflow_id(&path)?).await?;
+    let view = state
+        .store
+        .workflow(Some(&tenant), workflow_id(&path)?)
+        .await?;
     Ok(HttpResponse::Ok().json(WorkflowBody::of(view, true)))
 }
 

@@ -57,7 +57,11 @@ impl SeaOrmStore {
     /// and, in the same transaction, releases the dependents of those it ended
     /// (`deleted`: the statement deleted them, which their dependents see as cancelled).
     /// Watchers hear of every moved job.
-    pub(crate) async fn end_jobs(&self, sql: crate::sql::Sql, deleted: bool) -> Result<Vec<Moved>, sea_orm::DbErr> {
+    pub(crate) async fn end_jobs(
+        &self,
+        sql: crate::sql::Sql,
+        deleted: bool,
+    ) -> Result<Vec<Moved>, sea_orm::DbErr> {
         use sea_orm::TransactionTrait;
         let txn = self.db.begin().await?;
         let rows = txn.query_all_raw(sql.build()).await?;
@@ -66,12 +70,24 @@ impl SeaOrmStore {
         for row in rows {
             let id = JobId::from(row.try_get::<Uuid>("", "id")?);
             let state: String = row.try_get("", "state")?;
-            let state: State = state.parse().map_err(|e: JobError| sea_orm::DbErr::Custom(e.to_string()))?;
-            let ended = if deleted { Some(State::Cancelled) } else { Some(state).filter(|s| s.is_ended()) };
-            if let Some(ended) = ended.filter(|_| row.try_get::<bool>("", "has_dependents").unwrap_or(false)) {
+            let state: State = state
+                .parse()
+                .map_err(|e: JobError| sea_orm::DbErr::Custom(e.to_string()))?;
+            let ended = if deleted {
+                Some(State::Cancelled)
+            } else {
+                Some(state).filter(|s| s.is_ended())
+            };
+            if let Some(ended) =
+                ended.filter(|_| row.try_get::<bool>("", "has_dependents").unwrap_or(false))
+            {
                 parents.push((id, ended));
             }
-            moved.push(Moved { id, state, queue: row.try_get("", "queue")? });
+            moved.push(Moved {
+                id,
+                state,
+                queue: row.try_get("", "queue")?,
+            });
         }
         let released = self
             .release_dependents(&txn, parents)
@@ -272,7 +288,11 @@ impl SeaOrmStore {
 
     /// PostgreSQL: locks these jobs in id order before they are updated, so transactions
     /// releasing overlapping children wait for each other instead of deadlocking.
-    async fn lock_jobs(&self, conn: &impl ConnectionTrait, sorted: &[Uuid]) -> Result<(), JobError> {
+    async fn lock_jobs(
+        &self,
+        conn: &impl ConnectionTrait,
+        sorted: &[Uuid],
+    ) -> Result<(), JobError> {
         if self.dialect != Dialect::Postgres || sorted.len() < 2 {
             return Ok(());
         }

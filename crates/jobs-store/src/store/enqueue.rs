@@ -111,7 +111,10 @@ impl SeaOrmStore {
         if !now_pending.is_empty() {
             let mut sql = self.sql();
             let in_ids = sql.in_ids(&now_pending);
-            sql.push(&format!("SELECT {} FROM jobs WHERE id{in_ids}", job_columns("")));
+            sql.push(&format!(
+                "SELECT {} FROM jobs WHERE id{in_ids}",
+                job_columns("")
+            ));
             for job in self.fetch_jobs(conn, sql).await? {
                 inserted.insert(job.id, job);
             }

@@ -58,7 +58,9 @@ impl SeaOrmStore {
         for row in returned {
             let id = JobId::from(row.try_get::<Uuid>("", "id")?);
             let state: String = row.try_get("", "state")?;
-            let state: State = state.parse().map_err(|e: JobError| DbErr::Custom(e.to_string()))?;
+            let state: State = state
+                .parse()
+                .map_err(|e: JobError| DbErr::Custom(e.to_string()))?;
             if state.is_ended() && row.try_get::<bool>("", "has_dependents")? {
                 parents.push((id, state));
             }

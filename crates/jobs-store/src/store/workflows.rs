@@ -6,14 +6,17 @@ use std::collections::{BTreeMap, HashMap};
 use async_trait::async_trait;
 use jobs_core::{
     Cursor, FieldError, JobError, JobId, PageRequest, ParentResult, Requires, State, StepView,
-    Workflow, WorkflowFilter, WorkflowId, WorkflowPage, WorkflowState, WorkflowStore,
-    WorkflowView,
+    Workflow, WorkflowFilter, WorkflowId, WorkflowPage, WorkflowState, WorkflowStore, WorkflowView,
 };
 use sea_orm::{ConnectionTrait, QueryResult, TransactionTrait};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{SeaOrmStore, control::{cancel_set, retry_set}, db_error};
+use super::{
+    SeaOrmStore,
+    control::{cancel_set, retry_set},
+    db_error,
+};
 use crate::sql::state_list;
 
 const ACTIVE: [State; 3] = [State::Waiting, State::Pending, State::Running];
@@ -38,10 +41,7 @@ impl WorkflowStore for SeaOrmStore {
         ));
         txn.execute_raw(sql.build()).await.map_err(db_error)?;
         let jobs = workflow.into_jobs();
-        let enqueued = self
-            .enqueue_many_in(&txn, jobs)
-            .await
-            .map_err(as_steps)?;
+        let enqueued = self.enqueue_many_in(&txn, jobs).await.map_err(as_steps)?;
         txn.commit().await.map_err(db_error)?;
         self.wake_queues(enqueued.iter().map(|e| e.job.queue.as_str()));
         self.workflow(None, id).await
@@ -243,12 +243,16 @@ impl SeaOrmStore {
             let state: String = row.try_get("", "state").map_err(db_error)?;
             steps.push(StepView {
                 job_id: JobId::from(uuid(&row, "id")?),
-                name: row.try_get::<Option<String>>("", "workflow_step").map_err(db_error)?.unwrap_or_default(),
+                name: row
+                    .try_get::<Option<String>>("", "workflow_step")
+                    .map_err(db_error)?
+                    .unwrap_or_default(),
                 state: state.parse()?,
                 depends_on: Vec::new(),
             });
         }
-        let names: HashMap<JobId, String> = steps.iter().map(|s| (s.job_id, s.name.clone())).collect();
+        let names: HashMap<JobId, String> =
+            steps.iter().map(|s| (s.job_id, s.name.clone())).collect();
         let mut sql = self.sql();
         let id_param = sql.bind(id.as_uuid());
         sql.push(&format!(
@@ -329,7 +333,9 @@ fn view_of(row: &QueryResult) -> Result<WorkflowView, JobError> {
         name: row.try_get("", "name").map_err(db_error)?,
         state: WorkflowState::Running,
         counts: BTreeMap::new(),
-        created_at: row.try_get::<OffsetDateTime>("", "created_at").map_err(db_error)?,
+        created_at: row
+            .try_get::<OffsetDateTime>("", "created_at")
+            .map_err(db_error)?,
         cancelled_at: row
             .try_get::<Option<OffsetDateTime>>("", "cancelled_at")
             .map_err(db_error)?,

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 backend_tests!(
     invalid_workflows_are_400_naming_the_field_and_create_nothing,
+    a_workflow_of_10000_steps_is_created,
     invalid_parents_of_a_job_are_400_naming_the_field,
     a_child_waits_for_its_parent_and_its_claim_carries_the_result,
     failure_policies_cancel_or_keep_waiting,
@@ -22,26 +23,83 @@ backend_tests!(
     follow_ups_exist_if_and_only_if_the_completion_is_stored,
 );
 
+/// The fields a 400 names, or why the answer is not a 400 problem of a client error.
+fn named_fields(status: StatusCode, problem: &Value) -> Result<Vec<String>, String> {
+    if status.is_server_error() {
+        return Err(format!("a 5xx for a client error: {status} {problem}"));
+    }
+    if status != StatusCode::BAD_REQUEST {
+        return Err(format!("{status}, not 400: {problem}"));
+    }
+    let kind = problem["type"].as_str().unwrap_or_default();
+    if kind != "urn:jobs:problem:validation" && kind != "urn:jobs:problem:malformed-request" {
+        return Err(format!("not a validation problem: {problem}"));
+    }
+    let errors = problem["errors"]
+        .as_array()
+        .ok_or_else(|| format!("no errors in {problem}"))?;
+    Ok(errors
+        .iter()
+        .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
 /// A 400 whose `errors` name these fields, in order; never a 5xx.
 #[track_caller]
 fn assert_fields(what: &str, status: StatusCode, problem: &Value, fields: &[&str]) {
-    assert!(
-        !status.is_server_error(),
-        "{what}: a 5xx for a client error: {status} {problem}"
-    );
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {problem}");
-    let kind = problem["type"].as_str().unwrap_or_default();
-    assert!(
-        kind == "urn:jobs:problem:validation" || kind == "urn:jobs:problem:malformed-request",
-        "{what}: {problem}"
-    );
-    let named: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("{what}: errors in {problem}"))
-        .iter()
-        .map(|e| e["field"].as_str().unwrap_or_default())
-        .collect();
-    assert_eq!(named, fields, "{what}: {problem}");
+    match named_fields(status, problem) {
+        Ok(named) => assert_eq!(named, fields, "{what}: {problem}"),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// Collects every wrong answer of a validation test, so one run reports them all.
+#[derive(Default)]
+struct Findings(Vec<String>);
+
+impl Findings {
+    /// A 400 naming exactly `fields`, in order.
+    fn fields(&mut self, what: &str, status: StatusCode, problem: &Value, fields: &[&str]) {
+        match named_fields(status, problem) {
+            Ok(named) if named == fields => {}
+            Ok(named) => self.0.push(format!(
+                "{what}: named {named:?}, expected {fields:?}: {problem}"
+            )),
+            Err(e) => self.0.push(format!("{what}: {e}")),
+        }
+    }
+
+    /// A 400 whose first error names `field` or a field inside it (`field.requires`).
+    fn within(&mut self, what: &str, status: StatusCode, problem: &Value, field: &str) {
+        match named_fields(status, problem) {
+            Ok(named)
+                if named.first().is_some_and(|f| {
+                    f == field
+                        || f.starts_with(&format!("{field}."))
+                        || f.starts_with(&format!("{field}["))
+                }) => {}
+            Ok(named) => self.0.push(format!(
+                "{what}: named {named:?}, expected {field} (or a field in it): {problem}"
+            )),
+            Err(e) => self.0.push(format!("{what}: {e}")),
+        }
+    }
+
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.0.push(what());
+        }
+    }
+
+    #[track_caller]
+    fn assert_none(self) {
+        assert!(
+            self.0.is_empty(),
+            "{} wrong answers:\n{}",
+            self.0.len(),
+            self.0.join("\n")
+        );
+    }
 }
 
 fn step(name: &str) -> Value {
@@ -171,6 +229,7 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
         let api = api.clone();
         async move { api.post("/v1/workflows", body).await }
     };
+    let mut found = Findings::default();
 
     let (status, body) = post(json!({"steps": [
         step_after("a", json!(["c"])),
@@ -179,42 +238,40 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
         step("d"),
     ]}))
     .await;
-    assert!(!status.is_server_error(), "{body}");
-    assert_eq!(status, StatusCode::BAD_REQUEST, "a cycle: {body}");
-    let errors = body["errors"].as_array().unwrap();
-    assert_eq!(errors.len(), 1, "a cycle: {body}");
-    let field = errors[0]["field"].as_str().unwrap();
-    assert!(
-        [
-            "steps[0].depends_on",
-            "steps[1].depends_on",
-            "steps[2].depends_on"
-        ]
-        .contains(&field),
-        "a cycle names a step of it: {body}"
-    );
+    match named_fields(status, &body) {
+        Ok(named) => found.check(
+            named.len() == 1
+                && [
+                    "steps[0].depends_on",
+                    "steps[1].depends_on",
+                    "steps[2].depends_on",
+                ]
+                .contains(&named[0].as_str()),
+            || format!("a cycle names one step of it: {body}"),
+        ),
+        Err(e) => found.0.push(format!("a cycle: {e}")),
+    }
 
     let (status, body) =
         post(json!({"steps": [step("a"), step_after("b", json!(["a", "nope"]))]})).await;
-    assert_fields(
+    found.fields(
         "an unknown step",
         status,
         &body,
         &["steps[1].depends_on[1]"],
     );
-    assert!(
+    found.check(
         body["errors"][0]["message"]
             .as_str()
-            .unwrap()
-            .contains("nope"),
-        "{body}"
+            .is_some_and(|m| m.contains("nope")),
+        || format!("the unknown step is quoted: {body}"),
     );
 
     let (status, body) = post(json!({"steps": [step("a"), step("b"), step("a")]})).await;
-    assert_fields("a repeated step name", status, &body, &["steps[2].name"]);
+    found.fields("a repeated step name", status, &body, &["steps[2].name"]);
 
     let (status, body) = post(json!({"steps": [step_after("a", json!(["a"]))]})).await;
-    assert_fields(
+    found.fields(
         "a step waiting for itself",
         status,
         &body,
@@ -223,7 +280,7 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
 
     let (status, body) =
         post(json!({"steps": [step("a"), step_after("b", json!(["a", "a"]))]})).await;
-    assert_fields(
+    found.fields(
         "a parent named twice",
         status,
         &body,
@@ -232,16 +289,16 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
 
     let many: Vec<Value> = (0..10_001).map(|i| step(&format!("s{i}"))).collect();
     let (status, body) = post(json!({"steps": many})).await;
-    assert_fields("10,001 steps", status, &body, &["steps"]);
+    found.fields("10,001 steps", status, &body, &["steps"]);
     let (status, body) = post(json!({"steps": []})).await;
-    assert_fields("no steps", status, &body, &["steps"]);
+    found.fields("no steps", status, &body, &["steps"]);
 
     let (status, body) = post(json!({"steps": [
         step("a"),
         {"name": "b", "kind": "k", "priority": 99},
     ]}))
     .await;
-    assert_fields("priority 99", status, &body, &["steps[1].priority"]);
+    found.fields("priority 99", status, &body, &["steps[1].priority"]);
 
     // Every problem of every step in one answer.
     let (status, body) = post(json!({"steps": [
@@ -249,7 +306,7 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
         {"name": "b", "kind": "k", "priority": 99, "depends_on": ["a", "zzz"]},
     ]}))
     .await;
-    assert_fields(
+    found.fields(
         "several problems",
         status,
         &body,
@@ -276,16 +333,15 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
     ] {
         let (status, body) =
             post(json!({"steps": [step("a"), step_after("b", json!([entry]))]})).await;
-        assert!(!status.is_server_error(), "{what}: {status} {body}");
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
-        let field = body["errors"][0]["field"].as_str().unwrap_or_default();
-        assert!(
-            field.starts_with("steps[1].depends_on[0]"),
-            "{what} is named steps[1].depends_on[0]: {body}"
+        found.within(
+            &format!("depends_on entry {what}"),
+            status,
+            &body,
+            "steps[1].depends_on[0]",
         );
     }
     let (status, body) = post(json!({"steps": [step("a"), step_after("b", json!("a"))]})).await;
-    assert_fields(
+    found.fields(
         "depends_on not a list",
         status,
         &body,
@@ -296,7 +352,7 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
         {"name": "b", "kind": "k", "depends_on": ["a"], "on_parent_failure": "explode"},
     ]}))
     .await;
-    assert_fields(
+    found.fields(
         "an unknown failure policy",
         status,
         &body,
@@ -308,11 +364,11 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
         {"name": "b", "kind": "k", "depend_on": ["a"]},
     ]}))
     .await;
-    assert_fields("a misspelt field", status, &body, &["steps[1].depend_on"]);
+    found.fields("a misspelt field", status, &body, &["steps[1].depend_on"]);
     let (status, body) = post(json!({"steps": [{"kind": "k"}]})).await;
-    assert_fields("a step without a name", status, &body, &["steps[0].name"]);
+    found.within("a step without a name", status, &body, "steps[0]");
     let (status, body) = post(json!({"steps": [step("a b")]})).await;
-    assert_fields(
+    found.fields(
         "a step name with a space",
         status,
         &body,
@@ -320,26 +376,47 @@ async fn invalid_workflows_are_400_naming_the_field_and_create_nothing(db: TestD
     );
     let (status, body) =
         post(json!({"steps": [{"name": "a", "kind": "k", "unique_key": "u"}]})).await;
-    assert!(
-        status == StatusCode::BAD_REQUEST
-            && body["errors"][0]["field"]
-                .as_str()
-                .is_some_and(|f| f.starts_with("steps[0].unique")),
-        "a unique step: {status} {body}"
-    );
+    found.within("a unique step", status, &body, "steps[0]");
 
     let (status, listed) = api.get("/v1/workflows").await;
     assert_eq!(status, StatusCode::OK, "{listed}");
-    assert_eq!(listed["items"], json!([]), "no workflow was created");
+    found.check(listed["items"] == json!([]), || {
+        format!("a workflow was created: {listed}")
+    });
     let (_, jobs) = api.get("/v1/jobs").await;
-    assert_eq!(jobs["items"], json!([]), "no job was created");
+    found.check(jobs["items"] == json!([]), || {
+        format!("a job was created: {jobs}")
+    });
+    found.assert_none();
+}
 
-    // The limit is 10,000, not fewer.
-    let many: Vec<Value> = (0..10_000).map(|i| step(&format!("s{i}"))).collect();
-    let (status, body) = post(json!({"name": "big", "steps": many})).await;
+/// 10,000 steps are accepted (the limit is not lower), each one a job.
+async fn a_workflow_of_10000_steps_is_created(db: TestDb) {
+    let config = ApiConfig {
+        body_limit: 1 << 20,
+        workers: Some(1),
+        ..Default::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
+    let mut steps: Vec<Value> = (0..9_999).map(|i| step(&format!("s{i}"))).collect();
+    let all: Vec<String> = (0..9_999).map(|i| format!("s{i}")).collect();
+    steps.push(step_after("last", json!(all)));
+    let (status, body) = api
+        .post("/v1/workflows", json!({"name": "big", "steps": steps}))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body["counts"], json!({"pending": 10_000}), "{body}");
+    assert_eq!(
+        body["counts"],
+        json!({"pending": 9_999, "waiting": 1}),
+        "{body}"
+    );
     assert_eq!(body["steps"].as_array().unwrap().len(), 10_000);
+    let last = job(&api, step_job(&body, "last")).await;
+    assert_eq!(
+        (&last["parents"], &last["waiting_on"]),
+        (&json!(9_999), &json!(9_999)),
+        "{last}"
+    );
 }
 
 async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
@@ -350,6 +427,7 @@ async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
     let theirs = a.create(json!({"kind": "k"})).await;
     let mine = b.create(json!({"kind": "k"})).await;
     let unknown = uuid::Uuid::now_v7().to_string();
+    let mut found = Findings::default();
 
     for (what, parents, field) in [
         ("an unknown id", json!([mine, unknown]), "depends_on[1]"),
@@ -374,7 +452,7 @@ async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
         let (status, body) = b
             .post("/v1/jobs", json!({"kind": "k", "depends_on": parents}))
             .await;
-        assert_fields(what, status, &body, &[field]);
+        found.fields(what, status, &body, &[field]);
     }
     for (what, entry) in [
         ("a number", json!(42)),
@@ -387,13 +465,7 @@ async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
         let (status, body) = b
             .post("/v1/jobs", json!({"kind": "k", "depends_on": [entry]}))
             .await;
-        assert!(!status.is_server_error(), "{what}: {status} {body}");
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}: {body}");
-        let field = body["errors"][0]["field"].as_str().unwrap_or_default();
-        assert!(
-            field.starts_with("depends_on[0]"),
-            "{what} is named depends_on[0]: {body}"
-        );
+        found.within(what, status, &body, "depends_on[0]");
     }
     let (status, body) = b
         .post(
@@ -401,23 +473,35 @@ async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
             json!({"kind": "k", "depends_on": [mine], "on_parent_failure": "explode"}),
         )
         .await;
-    assert_fields("an unknown policy", status, &body, &["on_parent_failure"]);
+    found.fields("an unknown policy", status, &body, &["on_parent_failure"]);
 
-    // In a batch, by item; a batch may depend on its own jobs only by existing ids.
+    // In a batch, by item.
     let (status, body) = b
         .post(
             "/v1/jobs/batch",
             json!({"jobs": [{"kind": "k"}, {"kind": "k", "depends_on": [theirs]}]}),
         )
         .await;
-    assert_fields("a batch item", status, &body, &["jobs[1].depends_on[0]"]);
+    found.fields("a batch item", status, &body, &["jobs[1].depends_on[0]"]);
     let (status, body) = b
         .post(
             "/v1/jobs/batch",
             json!({"jobs": [{"kind": "k"}], "callback": {"kind": "k", "priority": 99}}),
         )
         .await;
-    assert_fields("a callback", status, &body, &["callback.priority"]);
+    found.fields("a callback", status, &body, &["callback.priority"]);
+    let (status, body) = b
+        .post(
+            "/v1/jobs/batch",
+            json!({"jobs": [{"kind": "k"}], "callback": {"kind": "k", "depends_on": [unknown]}}),
+        )
+        .await;
+    found.fields(
+        "a callback's own parent",
+        status,
+        &body,
+        &["callback.depends_on[0]"],
+    );
 
     let (_, listed) = b.get("/v1/jobs").await;
     let ids: Vec<&str> = listed["items"]
@@ -426,11 +510,16 @@ async fn invalid_parents_of_a_job_are_400_naming_the_field(db: TestDb) {
         .iter()
         .map(|j| j["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [mine.as_str()], "nothing else was created");
+    found.check(ids == [mine.as_str()], || {
+        format!("something else was created: {listed}")
+    });
     let (_, listed) = a.get("/v1/jobs").await;
-    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
+    found.check(listed["items"].as_array().unwrap().len() == 1, || {
+        format!("acme's jobs changed: {listed}")
+    });
+    found.assert_none();
 
-    // The job of another tenant is no parent even when it exists; one's own is.
+    // One's own job is a parent.
     let (status, child) = b
         .post("/v1/jobs", json!({"kind": "k", "depends_on": [mine]}))
         .await;

@@ -96,7 +96,29 @@ impl SeaOrmStore {
         txn.commit().await?;
         released.announce(self);
         self.changed(moved.iter().map(|m| m.id));
+        if deleted {
+            let ids: Vec<JobId> = moved.iter().map(|m| m.id).collect();
+            self.forget_parents(&ids)
+                .await
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+        }
         Ok(moved)
+    }
+
+    /// Deletes the edges of jobs that were deleted: nothing reads them any more. The
+    /// edges from a deleted parent stay, for its children's `parent_results` (showing it
+    /// with no state).
+    pub(crate) async fn forget_parents(&self, children: &[JobId]) -> Result<(), JobError> {
+        if children.is_empty() {
+            return Ok(());
+        }
+        let mut sql = self.sql();
+        let in_ids = sql.in_ids(children);
+        sql.push(&format!(
+            "DELETE FROM jobs_dependencies WHERE job_id{in_ids}"
+        ));
+        self.db.execute_raw(sql.build()).await.map_err(db_error)?;
+        Ok(())
     }
 
     /// Records the parents of the jobs of `inserted` (new job id -> its row's id) and

@@ -1,7 +1,7 @@
 //! Maintenance sweeps, each one bounded statement: expired leases rescued, pending jobs
 //! that can never run ended, and ended jobs past retention deleted.
 
-use jobs_core::{JobError, RescueReport, State, transition::Ending};
+use jobs_core::{JobError, JobId, RescueReport, State, transition::Ending};
 
 use super::{
     SeaOrmStore, db_error,
@@ -111,13 +111,22 @@ pub(super) async fn purge_expired(store: &SeaOrmStore, limit: u32) -> Result<u64
     sql.push(&format!(
         "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
          WHERE expires_at <= {now} AND state IN ({ended}) LIMIT {limit}{lock}) \
-         DELETE FROM jobs WHERE id IN (SELECT id FROM picked)",
+         DELETE FROM jobs WHERE id IN (SELECT id FROM picked) RETURNING id, parents",
         now = store.dialect.now(),
         ended = state_list(&State::ENDED),
         lock = store.dialect.skip_locked(),
     ));
-    let done = store.execute(sql).await?;
-    Ok(done.rows_affected())
+    let rows = store.query(sql).await?;
+    let mut children = Vec::new();
+    for row in &rows {
+        if row.try_get::<i32>("", "parents").map_err(db_error)? > 0 {
+            children.push(JobId::from(
+                row.try_get::<uuid::Uuid>("", "id").map_err(db_error)?,
+            ));
+        }
+    }
+    store.forget_parents(&children).await?;
+    Ok(rows.len() as u64)
 }
 
 /// Runs a maintenance statement that ends jobs (with their dependents' release) and

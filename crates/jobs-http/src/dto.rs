@@ -85,7 +85,10 @@ pub struct CreateJob {
 /// One parent: a job id (or, in a workflow, a step name), or an object saying what is
 /// required of it.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a job id (in a workflow, a step name), or {\"id\" (or \"step\"), \"requires\"}"
+)]
 pub enum DependsOn {
     Name(String),
     Parent(ParentBody),
@@ -95,8 +98,8 @@ pub enum DependsOn {
 #[serde(deny_unknown_fields)]
 pub struct ParentBody {
     /// A job id (in `POST /v1/jobs` and batches).
-    #[schema(value_type = Option<String>, format = Uuid)]
-    pub id: Option<Uuid>,
+    #[schema(format = Uuid)]
+    pub id: Option<String>,
     /// A step name (in workflows).
     pub step: Option<String>,
     #[schema(value_type = Option<String>, example = "completed")]

@@ -29,18 +29,43 @@ pub struct CreateWorkflow {
     #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
     /// 1..=10,000 steps; no cycles.
-    #[schema(min_items = 1, max_items = 10000)]
+    #[schema(min_items = 1, max_items = 10000, value_type = Vec<StepFields>)]
     pub steps: Vec<StepBody>,
 }
 
 /// One step: a name unique in the workflow, and a job's create fields, whose
-/// `depends_on` names steps of the workflow.
-#[derive(Debug, Deserialize, ToSchema)]
+/// `depends_on` names steps of the workflow. Read by hand: a flattened struct would let
+/// unknown fields through.
+#[derive(Debug)]
 pub struct StepBody {
+    pub name: String,
+    pub job: CreateJob,
+}
+
+/// The schema of a step, for the OpenAPI document (never read).
+#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+pub struct StepFields {
     #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
     pub name: String,
     #[serde(flatten)]
     pub job: CreateJob,
+}
+
+impl<'de> Deserialize<'de> for StepBody {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+        let name = match fields.remove("name") {
+            Some(serde_json::Value::String(name)) => name,
+            Some(_) => return Err(D::Error::custom("name: must be a string")),
+            None => return Err(D::Error::missing_field("name")),
+        };
+        // The inner field names the error: `priority: invalid type ...`.
+        let job = serde_path_to_error::deserialize(serde_json::Value::Object(fields))
+            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner())))?;
+        Ok(Self { name, job })
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]

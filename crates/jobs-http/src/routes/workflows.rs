@@ -291,10 +291,8 @@ pub async fn cancel_workflow(
 ) -> Result<HttpResponse, ApiError> {
     let view = state
         .store
-        .cancel_workflow(Some(&tenant), workflow_id(&path)?)
-        .await?;
-    tracing::info!(workflow_id = %view.id, "workflow cancelled");
-    Ok(HttpResponse::Ok().json(WorkflowBody::of(view, true)))
+        .cancel_workflow(Some(&tenant), workflow_id(&path)?);
+    moved(view.await?, "workflow cancelled")
 }
 
 /// Run a workflow's failed and cancelled steps again; each waits for those of its
@@ -314,8 +312,12 @@ pub async fn retry_workflow(
 ) -> Result<HttpResponse, ApiError> {
     let view = state
         .store
-        .retry_workflow(Some(&tenant), workflow_id(&path)?)
-        .await?;
-    tracing::info!(workflow_id = %view.id, "workflow retried");
+        .retry_workflow(Some(&tenant), workflow_id(&path)?);
+    moved(view.await?, "workflow retried")
+}
+
+/// The answer to a cancel or a retry: the workflow as the move left it.
+fn moved(view: WorkflowView, what: &str) -> Result<HttpResponse, ApiError> {
+    tracing::info!(workflow_id = %view.id, "{what}");
     Ok(HttpResponse::Ok().json(WorkflowBody::of(view, true)))
 }

@@ -118,23 +118,10 @@ impl WorkflowStore for SeaOrmStore {
         tenant: Option<&str>,
         id: WorkflowId,
     ) -> Result<WorkflowView, JobError> {
-        self.workflow_row(tenant, id).await?;
-        let mut sql = self.sql();
-        let id_param = sql.bind(id.as_uuid());
-        sql.push(&format!(
-            "UPDATE jobs_workflows SET cancelled_at = COALESCE(cancelled_at, {now}) WHERE id = {id_param}",
-            now = self.dialect.now(),
-        ));
-        self.execute(sql).await?;
-        let mut sql = self.sql();
-        let id_param = sql.bind(id.as_uuid());
-        sql.push(&format!(
-            "UPDATE jobs SET {set} WHERE workflow_id = {id_param} AND state IN ({active}) \
-             RETURNING id, state, queue, has_dependents",
-            set = cancel_set(self.dialect),
-            active = state_list(&ACTIVE),
-        ));
-        self.end_jobs(sql, false).await.map_err(db_error)?;
+        let cancelled_at = format!("COALESCE(cancelled_at, {})", self.dialect.now());
+        let set = cancel_set(self.dialect);
+        self.move_steps(tenant, id, &cancelled_at, &set, &ACTIVE)
+            .await?;
         self.workflow(tenant, id).await
     }
 
@@ -143,22 +130,10 @@ impl WorkflowStore for SeaOrmStore {
         tenant: Option<&str>,
         id: WorkflowId,
     ) -> Result<WorkflowView, JobError> {
-        self.workflow_row(tenant, id).await?;
-        let mut sql = self.sql();
-        let id_param = sql.bind(id.as_uuid());
-        sql.push(&format!(
-            "UPDATE jobs_workflows SET cancelled_at = NULL WHERE id = {id_param}",
-        ));
-        self.execute(sql).await?;
-        let mut sql = self.sql();
-        let id_param = sql.bind(id.as_uuid());
-        sql.push(&format!(
-            "UPDATE jobs SET {set} WHERE workflow_id = {id_param} AND state IN ({ended}) \
-             RETURNING id, state, queue, has_dependents",
-            set = retry_set(self.dialect),
-            ended = state_list(&UNSUCCESSFUL),
-        ));
-        let moved = self.end_jobs(sql, false).await.map_err(db_error)?;
+        let set = retry_set(self.dialect);
+        let moved = self
+            .move_steps(tenant, id, "NULL", &set, &UNSUCCESSFUL)
+            .await?;
         let queues: std::collections::HashSet<&str> = moved
             .iter()
             .filter(|m| m.state == State::Pending)
@@ -229,6 +204,33 @@ impl SeaOrmStore {
         let view = rows.first().map(view_of).transpose()?;
         view.filter(|v| tenant.is_none_or(|t| v.tenant == t))
             .ok_or(JobError::WorkflowNotFound(id))
+    }
+
+    /// Sets the workflow's `cancelled_at` and moves its steps in `from` with `set`,
+    /// releasing (or cancelling) the dependents of those it ends.
+    async fn move_steps(
+        &self,
+        tenant: Option<&str>,
+        id: WorkflowId,
+        cancelled_at: &str,
+        set: &str,
+        from: &[State],
+    ) -> Result<Vec<super::dependencies::Moved>, JobError> {
+        self.workflow_row(tenant, id).await?;
+        let mut sql = self.sql();
+        let id_param = sql.bind(id.as_uuid());
+        sql.push(&format!(
+            "UPDATE jobs_workflows SET cancelled_at = {cancelled_at} WHERE id = {id_param}"
+        ));
+        self.execute(sql).await?;
+        let mut sql = self.sql();
+        let id_param = sql.bind(id.as_uuid());
+        sql.push(&format!(
+            "UPDATE jobs SET {set} WHERE workflow_id = {id_param} AND state IN ({from}) \
+             RETURNING id, state, queue, has_dependents",
+            from = state_list(from),
+        ));
+        self.end_jobs(sql, false).await.map_err(db_error)
     }
 
     /// The steps in the order they were given, each with the steps it waits for.

@@ -515,16 +515,25 @@ async fn with_parents(state: &ApiState, jobs: Vec<Job>) -> Result<Vec<ClaimedJob
             continue;
         };
         if parents > 0 {
-            let counts = state.store.parent_counts(id).await?;
-            one.parent_results = Some(parents_view(
-                counts,
-                results.remove(&id).unwrap_or_default(),
-                parents,
-            ));
+            let results = results.remove(&id).unwrap_or_default();
+            // Counted from the results when they hold every parent: no second query.
+            let counts = match parents as usize <= results.len() {
+                true => counts_of(&results),
+                false => state.store.parent_counts(id).await?,
+            };
+            one.parent_results = Some(parents_view(counts, results, parents));
         }
         claimed.push(one);
     }
     Ok(claimed)
+}
+
+fn counts_of(parents: &[jobs_core::ParentResult]) -> std::collections::BTreeMap<State, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for state in parents.iter().filter_map(|p| p.state) {
+        *counts.entry(state).or_insert(0) += 1;
+    }
+    counts
 }
 
 fn parents_view(

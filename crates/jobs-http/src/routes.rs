@@ -107,10 +107,13 @@ pub async fn create_job(
     Json(body): Json<CreateJob>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = wait_of(query.wait, MAX_WAIT)?;
-    let enqueued = state
-        .enqueuer
-        .enqueue(body.into_new_job(&tenant, trace.0)?)
-        .await?;
+    let job = body.into_new_job(&tenant, trace.0)?;
+    // A job with parents goes alone: its parents are checked in its statement, and one
+    // request's unknown parent must not fail the others of a group.
+    let enqueued = match job.depends_on.is_empty() {
+        true => state.enqueuer.enqueue(job).await?,
+        false => state.store.enqueue(job).await?,
+    };
     let job = &enqueued.job;
     tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, replaced = enqueued.replaced, "job accepted");
     if enqueued.duplicate {
@@ -163,7 +166,22 @@ pub async fn create_batch(
         .map(|c| callback_of(c, &jobs, &tenant, &trace.0))
         .transpose()?;
     jobs.extend(callback);
-    let mut done = state.store.enqueue_many(jobs).await?;
+    let callback_at = format!("jobs[{}].", jobs.len() - 1);
+    let mut done = state.store.enqueue_many(jobs).await.map_err(|e| match e {
+        // The store names the callback as the batch's last job.
+        JobError::Invalid(fields) if callback_given => JobError::Invalid(
+            fields
+                .into_iter()
+                .map(|mut f| {
+                    if let Some(rest) = f.field.strip_prefix(&callback_at) {
+                        f.field = format!("callback.{rest}");
+                    }
+                    f
+                })
+                .collect(),
+        ),
+        other => other,
+    })?;
     tracing::info!(
         jobs = done.len(),
         trace_id = trace.0.as_deref().unwrap_or(""),

@@ -28,21 +28,15 @@ pub struct CreateWorkflow {
     /// Free text to find it by, up to 255 bytes.
     #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
-    /// 1..=10,000 steps; no cycles.
+    /// 1..=10,000 steps; no cycles. Each is read by `step_of`, which names an error's
+    /// field inside the step (a flattened struct would name only the step, and let
+    /// unknown fields through).
     #[schema(min_items = 1, max_items = 10000, value_type = Vec<StepFields>)]
-    pub steps: Vec<StepBody>,
+    pub steps: Vec<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// One step: a name unique in the workflow, and a job's create fields, whose
-/// `depends_on` names steps of the workflow. Read by hand: a flattened struct would let
-/// unknown fields through.
-#[derive(Debug)]
-pub struct StepBody {
-    pub name: String,
-    pub job: CreateJob,
-}
-
-/// The schema of a step, for the OpenAPI document (never read).
+/// `depends_on` names steps of the workflow (for the OpenAPI document; never read).
 #[allow(dead_code)]
 #[derive(Deserialize, ToSchema)]
 pub struct StepFields {
@@ -52,20 +46,29 @@ pub struct StepFields {
     pub job: CreateJob,
 }
 
-impl<'de> Deserialize<'de> for StepBody {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error;
-        let mut fields = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-        let name = match fields.remove("name") {
-            Some(serde_json::Value::String(name)) => name,
-            Some(_) => return Err(D::Error::custom("name: must be a string")),
-            None => return Err(D::Error::missing_field("name")),
+/// Step `i`'s name and create fields, or the field at fault: `steps[2].priority`.
+fn step_of(
+    i: usize,
+    mut fields: serde_json::Map<String, serde_json::Value>,
+) -> Result<(String, CreateJob), FieldError> {
+    let name = match fields.remove("name") {
+        Some(serde_json::Value::String(name)) => name,
+        Some(_) => {
+            return Err(FieldError::new(
+                format!("steps[{i}].name"),
+                "must be a string",
+            ));
+        }
+        None => return Err(FieldError::new(format!("steps[{i}].name"), "is required")),
+    };
+    let job = serde_path_to_error::deserialize(serde_json::Value::Object(fields)).map_err(|e| {
+        let field = match e.path().to_string() {
+            root if root == "." => format!("steps[{i}]"),
+            path => format!("steps[{i}].{path}"),
         };
-        // The inner field names the error: `priority: invalid type ...`.
-        let job = serde_path_to_error::deserialize(serde_json::Value::Object(fields))
-            .map_err(|e| D::Error::custom(format!("{}: {}", e.path(), e.inner())))?;
-        Ok(Self { name, job })
-    }
+        FieldError::new(field, e.inner().to_string())
+    })?;
+    Ok((name, job))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -154,8 +157,15 @@ impl CreateWorkflow {
             steps: Vec::with_capacity(self.steps.len()),
         };
         let mut errors = Vec::new();
-        for (i, mut step) in self.steps.into_iter().enumerate() {
-            let depends_on = step.job.depends_on.take().unwrap_or_default();
+        for (i, fields) in self.steps.into_iter().enumerate() {
+            let (name, mut job) = match step_of(i, fields) {
+                Ok(step) => step,
+                Err(e) => {
+                    errors.push(e);
+                    continue;
+                }
+            };
+            let depends_on = job.depends_on.take().unwrap_or_default();
             let mut parents = Vec::with_capacity(depends_on.len());
             for (j, item) in depends_on.iter().enumerate() {
                 match item.target(true, &format!("steps[{i}].depends_on[{j}]")) {
@@ -163,9 +173,9 @@ impl CreateWorkflow {
                     Err(e) => errors.push(e),
                 }
             }
-            match step.job.into_job_without_parents(tenant, trace.clone()) {
+            match job.into_job_without_parents(tenant, trace.clone()) {
                 Ok(job) => workflow.steps.push(Step {
-                    name: step.name,
+                    name,
                     job,
                     depends_on: parents,
                 }),

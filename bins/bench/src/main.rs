@@ -1,5 +1,6 @@
-//! `jobs-bench`: how fast jobs go in, get through, start, and how the API and the table
-//! hold up, against `DATABASE_URL` (PostgreSQL or SQLite). Every scenario prints a small
+//! `jobs-bench`: how fast jobs go in, get through, start, how fast jobs that wait for
+//! others are released, and how the API and the table hold up, against `DATABASE_URL`
+//! (PostgreSQL or SQLite). Every scenario prints a small
 //! table and one JSON line (`{"scenario": ...}`) for scripts such as bench-compare.
 //!
 //! The database's `jobs` table is emptied before each scenario.
@@ -11,6 +12,7 @@ mod http;
 mod report;
 mod scenarios;
 mod setup;
+mod workflows;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -37,9 +39,14 @@ enum Scenario {
     Latency(LatencyArgs),
     /// Concurrent clients creating, then reading, jobs over HTTP.
     Http(HttpArgs),
-    /// Claim and GET latency on a small and on a large table.
+    /// Claim and GET latency on a small and on a large table (and with waiting jobs).
     Scale(ScaleArgs),
-    /// Every scenario above, one after another.
+    /// N jobs, each waiting for the one before, run by one worker process.
+    Chain(ChainArgs),
+    /// One root job, N children waiting for it, one join waiting for all N.
+    Fanout(FanoutArgs),
+    /// Enqueue, drain, latency, http and scale, one after another (the smoke test's
+    /// list; the workflow scenarios run on their own).
     All(AllArgs),
     /// A worker process with a no-op handler (started by `drain`).
     #[command(hide = true)]
@@ -101,6 +108,42 @@ pub struct ScaleArgs {
     /// Claims and GETs timed on each table.
     #[arg(long, default_value_t = 500)]
     pub samples: usize,
+    /// Jobs waiting for a parent that never runs, added to the small table for a third
+    /// measurement, so that claims with and without them compare in one run (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub waiting: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ChainArgs {
+    /// Jobs in the chain.
+    #[arg(long, short, default_value_t = 10_000)]
+    pub n: usize,
+    /// Jobs per enqueue call; each call's first job waits for the previous call's last.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    #[command(flatten)]
+    pub worker: WorkerOpts,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FanoutArgs {
+    /// Children of the root, all of them parents of the join (at most 10,000).
+    #[arg(long, short, default_value_t = 10_000)]
+    pub n: usize,
+    #[command(flatten)]
+    pub worker: WorkerOpts,
+}
+
+/// The worker process that runs a workflow scenario's jobs.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerOpts {
+    /// Handlers running at once in the worker; several values run one after another.
+    #[arg(long, short, value_delimiter = ',', default_value = "10")]
+    pub concurrency: Vec<usize>,
+    /// Jobs claimed ahead of free handler slots.
+    #[arg(long, default_value_t = 0)]
+    pub prefetch: usize,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -147,6 +190,8 @@ async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Latency(args) => scenarios::latency(url, &args).await,
         Scenario::Http(args) => http::run(url, &args).await,
         Scenario::Scale(args) => scenarios::scale(url, &args).await,
+        Scenario::Chain(args) => workflows::chain(url, &args).await,
+        Scenario::Fanout(args) => workflows::fanout(url, &args).await,
         Scenario::All(args) => {
             let n = args.enqueue.n;
             scenarios::enqueue(url, &args.enqueue).await?;
@@ -163,6 +208,7 @@ async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
                 rows: args.scale_rows,
                 small_rows: args.small_rows,
                 samples: args.latency.samples.min(500),
+                waiting: 0,
             };
             scenarios::scale(url, &scale).await
         }

@@ -55,6 +55,16 @@ impl Report {
         )
     }
 
+    /// A duration of seconds, kept to the millisecond in the JSON line.
+    pub fn secs(&mut self, key: &str, d: Duration) -> &mut Self {
+        let s = d.as_secs_f64();
+        self.add(
+            key,
+            json!((s * 1000.0).round() / 1000.0),
+            format!("{s:.3} s"),
+        )
+    }
+
     /// p50, p99 and max of `samples` as `<prefix>_p50_ms` and so on.
     pub fn latencies(&mut self, prefix: &str, samples: &mut [Duration]) -> &mut Self {
         samples.sort_unstable();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome, QueueControl};
+use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome, QueueControl, State};
 use jobs_worker::{JobContext, Worker};
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, time::Instant};
@@ -81,7 +81,7 @@ async fn drain_once(
         bar.finish_and_clear();
         let cpu = worker.cpu_time()?;
         anyhow::ensure!(worker.stop()?, "the worker did not exit cleanly");
-        let completed = count_completed(&store).await?;
+        let completed = count(&store, State::Completed).await?;
         anyhow::ensure!(
             completed == args.n,
             "{completed} of {} jobs completed",
@@ -105,12 +105,13 @@ async fn drain_once(
     Ok(())
 }
 
-async fn count_completed(store: &jobs_store::SeaOrmStore) -> anyhow::Result<usize> {
+/// Jobs of the bench queue in `state`.
+pub async fn count(store: &jobs_store::SeaOrmStore, state: State) -> anyhow::Result<usize> {
     let stats = store.queue_stats(None).await?;
     Ok(stats
         .iter()
         .filter(|q| q.queue == QUEUE)
-        .filter_map(|q| q.counts.get(&jobs_core::State::Completed))
+        .filter_map(|q| q.counts.get(&state))
         .map(|&n| n as usize)
         .sum())
 }
@@ -167,10 +168,12 @@ pub async fn latency(url: &str, args: &LatencyArgs) -> anyhow::Result<()> {
 }
 
 /// Claim and GET latency with `small_rows` in the table, then with `rows`; a tenth
-/// pending, the rest completed, as in a queue that keeps its history.
+/// pending, the rest completed, as in a queue that keeps its history. With `waiting`,
+/// once more on the small table with that many waiting jobs added: the claim index holds
+/// only pending rows, so they should cost claims nothing.
 pub async fn scale(url: &str, args: &ScaleArgs) -> anyhow::Result<()> {
-    let small = table_latencies(url, args.small_rows, args.samples).await?;
-    let large = table_latencies(url, args.rows, args.samples).await?;
+    let small = table_latencies(url, args.small_rows, 0, args.samples).await?;
+    let large = table_latencies(url, args.rows, 0, args.samples).await?;
     let store = setup::connect(url).await?;
     let mut report = Report::new("scale", setup::backend(&store), "scale");
     report
@@ -181,28 +184,53 @@ pub async fn scale(url: &str, args: &ScaleArgs) -> anyhow::Result<()> {
         .ms("claim_large_p50_ms", large.claim)
         .ms("get_small_p50_ms", small.get)
         .ms("get_large_p50_ms", large.get);
-    let ratio =
-        |a: Duration, b: Duration| (a.as_secs_f64() / b.as_secs_f64() * 100.0).round() / 100.0;
-    for (key, r) in [
-        ("claim_ratio", ratio(large.claim, small.claim)),
-        ("get_ratio", ratio(large.get, small.get)),
-    ] {
-        report.add(key, json!(r), format!("{r:.2}x"));
+    ratio(&mut report, "claim_ratio", large.claim, small.claim);
+    ratio(&mut report, "get_ratio", large.get, small.get);
+    if args.waiting > 0 {
+        let waiting = table_latencies(url, args.small_rows, args.waiting, args.samples).await?;
+        report
+            .param("waiting", json!(args.waiting))
+            .rate("waiting_enqueue_per_s", args.waiting, waiting.enqueue)
+            .ms("claim_waiting_p50_ms", waiting.claim)
+            .ms("get_waiting_p50_ms", waiting.get);
+        ratio(
+            &mut report,
+            "claim_waiting_ratio",
+            waiting.claim,
+            small.claim,
+        );
+        ratio(&mut report, "get_waiting_ratio", waiting.get, small.get);
     }
     report.print();
     Ok(())
+}
+
+/// `a / b`, shown as `2.51x`.
+fn ratio(report: &mut Report, key: &str, a: Duration, b: Duration) {
+    let r = (a.as_secs_f64() / b.as_secs_f64() * 100.0).round() / 100.0;
+    report.add(key, json!(r), format!("{r:.2}x"));
 }
 
 #[derive(Debug)]
 struct TableLatencies {
     claim: Duration,
     get: Duration,
+    /// How long adding the waiting jobs took.
+    enqueue: Duration,
 }
 
-async fn table_latencies(url: &str, rows: usize, samples: usize) -> anyhow::Result<TableLatencies> {
+async fn table_latencies(
+    url: &str,
+    rows: usize,
+    waiting: usize,
+    samples: usize,
+) -> anyhow::Result<TableLatencies> {
     let store = setup::fresh(url).await?;
-    let ids = setup::fill(&store, rows, 5_000).await?;
+    let mut ids = setup::fill(&store, rows, 5_000).await?;
     end_all_but(&store, rows / 10).await?;
+    let started = Instant::now();
+    ids.extend(setup::fill_waiting(&store, waiting).await?);
+    let enqueue = started.elapsed();
     if store.is_postgres() {
         setup::vacuum(&store).await?;
     }
@@ -226,6 +254,11 @@ async fn table_latencies(url: &str, rows: usize, samples: usize) -> anyhow::Resu
     for _ in 0..samples {
         let started = Instant::now();
         let jobs = store.claim(&request).await?;
+        // An empty claim times an empty queue, not a claim: the small table's pending
+        // tenth runs out before the samples do.
+        if jobs.is_empty() {
+            break;
+        }
         claims.push(started.elapsed());
         let done = jobs
             .iter()
@@ -242,9 +275,16 @@ async fn table_latencies(url: &str, rows: usize, samples: usize) -> anyhow::Resu
     }
     gets.sort_unstable();
     claims.sort_unstable();
+    // The claims took only pending jobs: every waiting one is still there.
+    let still_waiting = count(&store, State::Waiting).await?;
+    anyhow::ensure!(
+        still_waiting == waiting,
+        "{still_waiting} of {waiting} jobs still waiting"
+    );
     Ok(TableLatencies {
         claim: percentile(&claims, 0.5),
         get: percentile(&gets, 0.5),
+        enqueue,
     })
 }
 

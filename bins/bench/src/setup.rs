@@ -22,15 +22,18 @@ pub async fn connect(url: &str) -> anyhow::Result<SeaOrmStore> {
 pub async fn fresh(url: &str) -> anyhow::Result<SeaOrmStore> {
     let store = connect(url).await?;
     migrate_up(store.connection()).await?;
-    let empty = if store.is_postgres() {
-        "TRUNCATE jobs"
-    } else {
-        "DELETE FROM jobs"
-    };
-    store.connection().execute_unprepared(empty).await?;
+    // The edges go too: a million left by `scale --waiting` would slow the next run.
+    let jobs = ["jobs", "jobs_dependencies", "jobs_workflows"];
     // No pause or limit of an earlier run applies.
-    for table in ["jobs_queues", "jobs_queue_starts"] {
-        let sql = format!("DELETE FROM {table}");
+    let queues = ["jobs_queues", "jobs_queue_starts"];
+    let mut empty = vec![];
+    if store.is_postgres() {
+        empty.push(format!("TRUNCATE {}", jobs.join(", ")));
+    } else {
+        empty.extend(jobs.iter().map(|t| format!("DELETE FROM {t}")));
+    }
+    empty.extend(queues.iter().map(|t| format!("DELETE FROM {t}")));
+    for sql in empty {
         store.connection().execute_unprepared(&sql).await?;
     }
     Ok(store)
@@ -55,6 +58,33 @@ pub async fn fill(store: &SeaOrmStore, n: usize, batch: usize) -> anyhow::Result
             .await?;
         ids.extend(jobs.into_iter().map(|e| e.job.id));
         bar.set_position(ids.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(ids)
+}
+
+/// Per call when adding waiting jobs: each call locks their one parent once.
+const WAITING_BATCH: usize = 10_000;
+
+/// `n` jobs waiting for one parent delayed an hour, so none of them runs during a
+/// benchmark; returns the ids of the parent and of the waiting jobs.
+pub async fn fill_waiting(store: &SeaOrmStore, n: usize) -> anyhow::Result<Vec<JobId>> {
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let parent = store
+        .enqueue(job().delay(std::time::Duration::from_secs(3600)))
+        .await?
+        .job
+        .id;
+    let bar = progress(n, "waiting");
+    let mut ids = vec![parent];
+    while ids.len() <= n {
+        let count = WAITING_BATCH.min(n + 1 - ids.len());
+        let jobs = (0..count).map(|_| job().after(parent)).collect();
+        let enqueued = store.enqueue_many(jobs).await?;
+        ids.extend(enqueued.into_iter().map(|e| e.job.id));
+        bar.set_position(ids.len() as u64 - 1);
     }
     bar.finish_and_clear();
     Ok(ids)

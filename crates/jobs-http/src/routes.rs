@@ -691,6 +691,8 @@ pub async fn complete(
     if let Some(item_errors) = &body.item_errors {
         check_storable("item_errors", item_errors)?;
     }
+    let id = job_id(&path)?;
+    let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
     let follow_ups = body.follow_ups.unwrap_or_default();
     if follow_ups.len() > MAX_BATCH {
         return Err(ApiError::invalid_field(
@@ -699,8 +701,6 @@ pub async fn complete(
         ));
     }
     let follow_ups = batch_jobs(follow_ups, &tenant, &None, "follow_ups")?;
-    let id = job_id(&path)?;
-    let lease = lease_held(&state, &tenant, id, &body.worker_id, body.lease_token).await?;
     let outcome = match body.item_errors {
         Some(item_errors) => Outcome::Partial {
             result: body.result,

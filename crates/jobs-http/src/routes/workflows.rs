@@ -28,22 +28,13 @@ pub struct CreateWorkflow {
     /// Free text to find it by, up to 255 bytes.
     #[schema(min_length = 1, max_length = 255)]
     pub name: Option<String>,
-    /// 1..=10,000 steps; no cycles. Each is read by `step_of`, which names an error's
+    /// 1..=10,000 steps; no cycles. Each is an object: `name` (unique in the workflow)
+    /// and the create fields of `POST /v1/jobs` (`CreateJob`), whose `depends_on` names
+    /// steps of the workflow. Each is read by `step_of`, which names an error's
     /// field inside the step (a flattened struct would name only the step, and let
     /// unknown fields through).
-    #[schema(min_items = 1, max_items = 10000, value_type = Vec<StepFields>)]
+    #[schema(min_items = 1, max_items = 10000, value_type = Vec<Object>)]
     pub steps: Vec<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// One step: a name unique in the workflow, and a job's create fields, whose
-/// `depends_on` names steps of the workflow (for the OpenAPI document; never read).
-#[allow(dead_code)]
-#[derive(Deserialize, ToSchema)]
-pub struct StepFields {
-    #[schema(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_.:/-]+$")]
-    pub name: String,
-    #[serde(flatten)]
-    pub job: CreateJob,
 }
 
 /// Step `i`'s name and create fields, or the field at fault: `steps[2].priority`.
@@ -144,6 +135,9 @@ pub struct WorkflowQuery {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = r"^-?[0-9]{1,17}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )]
     pub cursor: Option<String>,
 }
 

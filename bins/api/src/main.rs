@@ -12,8 +12,8 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use jobs_http::{ApiConfig, ApiState, AuthMode};
 use jobs_store::{
-    DEFAULT_DATABASE_URL, SCHEMA_RECHECK, SeaOrmStore, migrate_down, migrate_up, migration_status,
-    run_while_schema_fits, schema_check,
+    DEFAULT_DATABASE_URL, OutcomeLimits, SCHEMA_RECHECK, SeaOrmStore, migrate_down, migrate_up,
+    migration_status, run_while_schema_fits, schema_check,
 };
 use jobs_worker::{CancellationToken, Worker, builtins};
 
@@ -72,6 +72,15 @@ struct Serve {
     /// Largest request body in bytes.
     #[arg(long, env = "JOBS_BODY_LIMIT", default_value_t = 1 << 20)]
     body_limit: usize,
+
+    /// Larger results (with item errors) are refused: the job fails with kind
+    /// `result_too_large`. In bytes of JSON.
+    #[arg(long, env = "JOBS_MAX_RESULT_BYTES", default_value_t = OutcomeLimits::default().max_bytes)]
+    max_result_bytes: usize,
+
+    /// Larger results are stored zstd-compressed. In bytes of JSON.
+    #[arg(long, env = "JOBS_COMPRESS_RESULTS_ABOVE", default_value_t = OutcomeLimits::default().compress_above)]
+    compress_results_above: usize,
 
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "JOBS_HTTP_WORKERS")]
@@ -146,6 +155,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = store.with_outcome_limits(OutcomeLimits {
+        compress_above: opts.compress_results_above,
+        max_bytes: opts.max_result_bytes,
+    });
     if !opts.no_migrate {
         migrate_up(store.connection())
             .await
@@ -200,6 +213,7 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
 
     let config = ApiConfig {
         body_limit: opts.body_limit,
+        result_body_limit: opts.max_result_bytes.saturating_add(opts.body_limit),
         workers: opts.http_workers,
         auth: opts.auth,
         metrics_require_key: opts.metrics_require_key,

@@ -8,6 +8,7 @@
 #![allow(clippy::print_stdout)]
 
 mod child;
+mod estimates;
 mod http;
 mod report;
 mod scenarios;
@@ -45,6 +46,10 @@ enum Scenario {
     Chain(ChainArgs),
     /// One root job, N children waiting for it, one join waiting for all N.
     Fanout(FanoutArgs),
+    /// Positions and estimates of jobs at several depths of a long queue.
+    Position(estimates::PositionArgs),
+    /// One large result: completing and reading it, and the bytes stored.
+    Results(estimates::ResultsArgs),
     /// Enqueue, drain, latency, http and scale, one after another (the smoke test's
     /// list; the workflow scenarios run on their own).
     All(AllArgs),
@@ -190,6 +195,8 @@ async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Latency(args) => scenarios::latency(url, &args).await,
         Scenario::Http(args) => http::run(url, &args).await,
         Scenario::Scale(args) => scenarios::scale(url, &args).await,
+        Scenario::Position(args) => estimates::position(url, &args).await,
+        Scenario::Results(args) => estimates::results(url, &args).await,
         Scenario::Chain(args) => workflows::chain(url, &args).await,
         Scenario::Fanout(args) => workflows::fanout(url, &args).await,
         Scenario::All(args) => {

@@ -7,7 +7,8 @@ use std::{net::SocketAddr, time::Duration};
 use anyhow::Context;
 use clap::Parser;
 use jobs_store::{
-    DEFAULT_DATABASE_URL, SCHEMA_RECHECK, SeaOrmStore, migrate_up, run_while_schema_fits,
+    DEFAULT_DATABASE_URL, OutcomeLimits, SCHEMA_RECHECK, SeaOrmStore, migrate_up,
+    run_while_schema_fits,
 };
 use jobs_worker::{Worker, builtins};
 
@@ -78,6 +79,15 @@ struct Cli {
     #[arg(long, env = "JOBS_METRICS_ADDR")]
     metrics_addr: Option<SocketAddr>,
 
+    /// Larger results (with item errors) are refused: the job fails with kind
+    /// `result_too_large`. In bytes of JSON.
+    #[arg(long, env = "JOBS_MAX_RESULT_BYTES", default_value_t = OutcomeLimits::default().max_bytes)]
+    max_result_bytes: usize,
+
+    /// Larger results are stored zstd-compressed. In bytes of JSON.
+    #[arg(long, env = "JOBS_COMPRESS_RESULTS_ABOVE", default_value_t = OutcomeLimits::default().compress_above)]
+    compress_results_above: usize,
+
     /// Do not apply pending migrations at start.
     #[arg(long, env = "JOBS_NO_MIGRATE")]
     no_migrate: bool,
@@ -118,7 +128,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let store = SeaOrmStore::connect(&cli.database_url)
         .await
-        .context("connecting to the database")?;
+        .context("connecting to the database")?
+        .with_outcome_limits(OutcomeLimits {
+            compress_above: cli.compress_results_above,
+            max_bytes: cli.max_result_bytes,
+        });
     if !cli.no_migrate {
         migrate_up(store.connection())
             .await

@@ -8,6 +8,7 @@ mod backend;
 mod bulk;
 pub mod dependency;
 mod error;
+pub mod estimate;
 mod id;
 mod job;
 mod new_job;
@@ -29,6 +30,7 @@ pub use backend::{
 pub use bulk::{BulkAction, BulkRequest, BulkResult};
 pub use dependency::{Dependency, OnParentFailure, ParentResult, Requires};
 pub use error::{FieldError, JobError};
+pub use estimate::{Estimate, RunTimes};
 pub use id::{JobId, LeaseToken, WorkflowId};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};

@@ -462,6 +462,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// The jobs of `ids` that exist, across tenants: one statement for many readers.
     async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError>;
 
+    /// Where `job` stands in its queue (counting at most `position_limit` jobs ahead) and
+    /// when it will likely start and end.
+    async fn estimate(&self, job: &Job, position_limit: u64) -> Result<crate::Estimate, JobError>;
+
     async fn list(&self, filter: &ListFilter, page: &PageRequest) -> Result<Page, JobError>;
 
     /// Atomically moves up to `limit` due jobs to running under this worker,

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use jobs_core::{
-    AttemptError, Dependency, FieldError, Job, JobError, JobId, LeaseToken, NewJob,
+    AttemptError, Dependency, Estimate, FieldError, Job, JobError, JobId, LeaseToken, NewJob,
     OnParentFailure, QueueStats, Requires, State, UniqueStates, WorkflowId,
 };
 use serde::{Deserialize, Serialize};
@@ -293,6 +293,31 @@ pub struct JobView {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub workflow_id: Option<WorkflowId>,
     pub workflow_step: Option<String>,
+    /// A due pending job: how many runnable jobs of its tenant and queue a claim takes
+    /// before it (priority, then oldest); 0 at the head. Counted up to 10,000 (see
+    /// `position_exact`). Given on create and on `GET /v1/jobs/{id}`, null elsewhere.
+    pub position_in_queue: Option<u64>,
+    /// False when the count stopped at 10,000: at least that many come first.
+    pub position_exact: Option<bool>,
+    /// When a pending job will likely start: its `run_at` if scheduled; else after the
+    /// jobs ahead of it, at the queue's observed pace. Null without run-time history.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub estimated_start_at: Option<OffsetDateTime>,
+    /// When a pending or running job will likely end, from the observed run times of its
+    /// kind and its reported progress. Null without either.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub estimated_completion_at: Option<OffsetDateTime>,
+}
+
+impl JobView {
+    /// With where the job stands and when it will likely start and end.
+    pub fn with_estimate(mut self, estimate: Estimate) -> Self {
+        self.position_in_queue = estimate.position_in_queue;
+        self.position_exact = estimate.position_in_queue.map(|_| estimate.position_exact);
+        self.estimated_start_at = estimate.estimated_start_at;
+        self.estimated_completion_at = estimate.estimated_completion_at;
+        self
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -356,6 +381,10 @@ impl From<Job> for JobView {
             on_parent_failure: job.on_parent_failure,
             workflow_id: job.workflow_id,
             workflow_step: job.workflow_step,
+            position_in_queue: None,
+            position_exact: None,
+            estimated_start_at: None,
+            estimated_completion_at: None,
         }
     }
 }

@@ -32,40 +32,65 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
         let limit = state(req).config.body_limit;
-        let content_type = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let declared_length = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
-        Box::pin(async move {
-            if let Some(ct) = content_type.filter(|ct| !ct.starts_with("application/json")) {
-                return Err(ApiError::unsupported_media_type(&ct));
-            }
-            if declared_length.is_some_and(|n| n > limit) {
+        Box::pin(read_json(req, payload, limit))
+    }
+}
+
+/// A JSON body that carries a job's result (a completion): as [`Json`], up to
+/// `ApiConfig::result_body_limit` instead, so results up to the store's largest fit.
+#[derive(Debug)]
+pub struct ResultJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ResultJson<T> {
+    type Error = ApiError;
+    type Future = Pending<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let config = &state(req).config;
+        let limit = config.result_body_limit.max(config.body_limit);
+        let body = read_json(req, payload, limit);
+        Box::pin(async move { body.await.map(|Json(body)| ResultJson(body)) })
+    }
+}
+
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    limit: usize,
+) -> impl Future<Output = Result<Json<T>, ApiError>> + 'static {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let declared_length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let mut payload = payload.take();
+    async move {
+        if let Some(ct) = content_type.filter(|ct| !ct.starts_with("application/json")) {
+            return Err(ApiError::unsupported_media_type(&ct));
+        }
+        if declared_length.is_some_and(|n| n > limit) {
+            return Err(ApiError::too_large(limit));
+        }
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::malformed(String::new(), e.to_string()))?;
+            if body.len() + chunk.len() > limit {
                 return Err(ApiError::too_large(limit));
             }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::malformed(String::new(), e.to_string()))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::too_large(limit));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let deserializer = &mut serde_json::Deserializer::from_slice(&body);
-            serde_path_to_error::deserialize(deserializer)
-                .map(Json)
-                .map_err(|e| {
-                    let path = e.path().to_string();
-                    ApiError::malformed(path, e.into_inner().to_string())
-                })
-        })
+            body.extend_from_slice(&chunk);
+        }
+        let deserializer = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(deserializer)
+            .map(Json)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                ApiError::malformed(path, e.into_inner().to_string())
+            })
     }
 }
 

@@ -38,6 +38,9 @@ pub use extract::TraceId;
 pub struct ApiConfig {
     /// Largest accepted request body, in bytes.
     pub body_limit: usize,
+    /// Largest accepted body of a completion (`POST /v1/jobs/{id}/complete`), which
+    /// carries the result: the store's largest result plus room for the rest.
+    pub result_body_limit: usize,
     /// HTTP worker threads; `None`: one per core.
     pub workers: Option<usize>,
     /// Whether requests must carry an API key.
@@ -65,6 +68,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             body_limit: 1 << 20,
+            result_body_limit: (16 << 20) + (1 << 20),
             workers: None,
             auth: AuthMode::Auto,
             metrics_require_key: false,

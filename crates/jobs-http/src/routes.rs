@@ -9,8 +9,8 @@ use std::time::Duration;
 use actix_web::{HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
-    ClaimRequest, Cursor, Dependency, Enqueued, FieldError, Finish, Job, JobError, JobId, Lease,
-    LeaseToken, ListFilter, NewJob, Outcome, PageRequest, Retry, State,
+    ClaimRequest, Cursor, Dependency, Enqueued, Estimate, FieldError, Finish, Job, JobError, JobId,
+    Lease, LeaseToken, ListFilter, NewJob, Outcome, PageRequest, Retry, State,
 };
 use tokio::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::{
     ApiState,
     dto::*,
     error::{ApiError, Problem},
-    extract::{Json, MetricsAccess, Query, Tenant, TraceId},
+    extract::{Json, MetricsAccess, Query, ResultJson, Tenant, TraceId},
 };
 
 pub mod queue_control;
@@ -116,11 +116,18 @@ pub async fn create_job(
     };
     let job = &enqueued.job;
     tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, replaced = enqueued.replaced, "job accepted");
-    if enqueued.duplicate {
-        return Ok(HttpResponse::Ok().json(created(enqueued)));
-    }
-    if wait.is_zero() {
-        return Ok(HttpResponse::Accepted().json(created(enqueued)));
+    if enqueued.duplicate || wait.is_zero() {
+        let estimate = state
+            .store
+            .estimate(&enqueued.job, Estimate::QUICK_POSITION_LIMIT)
+            .await?;
+        let status = match enqueued.duplicate {
+            true => HttpResponse::Ok(),
+            false => HttpResponse::Accepted(),
+        };
+        let mut body = created(enqueued);
+        body.job = body.job.with_estimate(estimate);
+        return Ok(with_status(status, body));
     }
     let job = enqueued.job;
     let job = await_end(&state, &tenant, job.id, wait).await?;
@@ -278,7 +285,8 @@ pub async fn get_job(
     let id = job_id(&path)?;
     let wait = wait_of(query.wait, MAX_WAIT)?;
     let job = await_end(&state, &tenant, id, wait).await?;
-    Ok(HttpResponse::Ok().json(JobView::from(job)))
+    let estimate = state.store.estimate(&job, Estimate::POSITION_LIMIT).await?;
+    Ok(HttpResponse::Ok().json(JobView::from(job).with_estimate(estimate)))
 }
 
 /// List jobs, newest first.
@@ -685,7 +693,7 @@ pub async fn complete(
     state: Data,
     Tenant(tenant): Tenant,
     path: web::Path<String>,
-    Json(body): Json<CompleteBody>,
+    ResultJson(body): ResultJson<CompleteBody>,
 ) -> Result<HttpResponse, ApiError> {
     check_storable("result", &body.result)?;
     if let Some(item_errors) = &body.item_errors {

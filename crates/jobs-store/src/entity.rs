@@ -64,6 +64,9 @@ pub struct Model {
     pub workflow_id: Option<Uuid>,
     #[sea_orm(column_type = "Text", nullable)]
     pub workflow_step: Option<String>,
+    /// A large result and item errors, zstd-compressed (migration 9).
+    #[sea_orm(column_type = "Blob", nullable)]
+    pub outcome_zstd: Option<Vec<u8>>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

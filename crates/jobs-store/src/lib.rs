@@ -29,5 +29,5 @@ pub use schema::{
     schema_check, wait_for_schema,
 };
 pub use sea_orm::{ConnectOptions, DatabaseConnection};
-pub use store::SeaOrmStore;
+pub use store::{OutcomeLimits, RESULT_TOO_LARGE, SeaOrmStore};
 pub use wake::ENQUEUED_CHANNEL;

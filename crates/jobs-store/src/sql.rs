@@ -131,6 +131,15 @@ impl Dialect {
         }
     }
 
+    /// The bytes that the hexadecimal text `expr` spells (rows of `rows_cte` carry bytes
+    /// so, being JSON).
+    pub(crate) fn from_hex(self, expr: &str) -> String {
+        match self {
+            Dialect::Postgres => format!("decode({expr}, 'hex')"),
+            Dialect::Sqlite => format!("unhex({expr})"),
+        }
+    }
+
     /// A fresh random uuid per row: a lease token.
     pub(crate) fn random_uuid(self) -> &'static str {
         match self {

@@ -115,6 +115,7 @@ fn sample_job() -> entity::Model {
         has_dependents: true,
         workflow_id: Some(uuid::Uuid::now_v7()),
         workflow_step: Some("fetch".into()),
+        outcome_zstd: Some(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0xff]),
     }
 }
 
@@ -226,6 +227,8 @@ fn catalog_type(backend: DbBackend, column: &str, ty: &ColumnType) -> &'static s
         ColumnType::TimestampWithTimeZone => "timestamp_with_timezone_text",
         ColumnType::Boolean if pg => "boolean",
         ColumnType::Boolean => "boolean",
+        ColumnType::Blob if pg => "bytea",
+        ColumnType::Blob => "BLOB",
         other => panic!(
             "column {column}: no expected {backend:?} catalog type for SeaORM type {other:?}; \
              add it to catalog_type()"

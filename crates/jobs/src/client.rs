@@ -5,8 +5,9 @@ use std::{collections::BTreeSet, ops::Deref, sync::Mutex, time::Duration};
 
 use futures::Stream;
 use jobs_core::{
-    BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId, JobOptions, JobStore, NewJob,
-    QueueControl, QueueLimits, QueueScope, Workflow, WorkflowId, WorkflowStore, WorkflowView,
+    BulkRequest, BulkResult, Enqueued, Estimate, Job, JobArgs, JobError, JobId, JobOptions,
+    JobStore, NewJob, QueueControl, QueueLimits, QueueScope, Workflow, WorkflowId, WorkflowStore,
+    WorkflowView,
 };
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
@@ -102,6 +103,14 @@ impl Client {
     /// The job as it is now, in any tenant.
     pub async fn get(&self, id: JobId) -> Result<Job, JobError> {
         self.store.get(None, id).await
+    }
+
+    /// The job with where it stands in its queue (counted up to 10,000 jobs ahead) and
+    /// when it will likely start and end; estimates are `None` without run-time history.
+    pub async fn get_with_estimate(&self, id: JobId) -> Result<(Job, Estimate), JobError> {
+        let job = self.store.get(None, id).await?;
+        let estimate = self.store.estimate(&job, Estimate::POSITION_LIMIT).await?;
+        Ok((job, estimate))
     }
 
     /// Cancels a pending job, or asks the worker running it to stop.

@@ -17,8 +17,8 @@ pub mod testing;
 
 pub use client::{Client, Transaction};
 pub use jobs_core::{
-    AttemptError, BulkAction, BulkRequest, BulkResult, Enqueued, Job, JobArgs, JobError, JobId,
-    JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueLimits,
+    AttemptError, BulkAction, BulkRequest, BulkResult, Enqueued, Estimate, Job, JobArgs, JobError,
+    JobId, JobOptions, ListFilter, NewJob, OnConflict, Outcome, Page, PageRequest, QueueLimits,
     QueueScope, QueueStats, Rate, Retry, RetryPolicy, State, Unique, UniqueOpts, UniqueStates,
     limits,
 };

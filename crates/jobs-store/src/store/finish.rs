@@ -15,6 +15,7 @@ use super::{
     SeaOrmStore, db_error,
     errors::{refused_value, transient},
     millis,
+    outcome::Stored,
     transition::{End, sources},
 };
 use crate::sql::{Sql, rows_cte};
@@ -27,11 +28,13 @@ pub(super) async fn finish_many(
         return Ok(Vec::new());
     }
     check_follow_ups(&items)?;
-    let mut items: Vec<Finish> = items
+    let mut items: Vec<(Finish, Stored)> = items
         .into_iter()
-        .map(|item| Finish {
-            outcome: item.outcome.into_storable(),
-            ..item
+        .map(|item| {
+            store.outcome_limits.admit(Finish {
+                outcome: item.outcome.into_storable(),
+                ..item
+            })
         })
         .collect();
     match store.finish_rows(&items).await {
@@ -40,7 +43,7 @@ pub(super) async fn finish_many(
         Err(error) if transient(&error) => Err(db_error(error)),
         // Anything else would fail the same batch forever: find the row at fault.
         Err(_) if items.len() > 1 => store.finish_each(items).await,
-        Err(error) => store.finish_refused(items.remove(0), error).await,
+        Err(error) => store.finish_refused(items.remove(0).0, error).await,
     }
 }
 
@@ -48,13 +51,17 @@ impl SeaOrmStore {
     /// Writes outcomes in one statement, releases the jobs waiting for those that ended
     /// and enqueues the follow-ups of those that completed, all in one transaction; then
     /// tells watchers of the rows it moved. The database's own error if it refuses.
-    async fn finish_rows(&self, items: &[Finish]) -> Result<Vec<Result<State, JobError>>, DbErr> {
+    async fn finish_rows(
+        &self,
+        items: &[(Finish, Stored)],
+    ) -> Result<Vec<Result<State, JobError>>, DbErr> {
         let txn = self.db.begin().await?;
         let returned = txn
             .query_all_raw(self.finish_statement(items).build())
             .await?;
         let mut moved = HashMap::with_capacity(returned.len());
         let mut parents = Vec::new();
+        let mut runs = Vec::new();
         for row in returned {
             let id = JobId::from(row.try_get::<Uuid>("", "id")?);
             let state: String = row.try_get("", "state")?;
@@ -64,10 +71,20 @@ impl SeaOrmStore {
             if state.is_ended() && row.try_get::<bool>("", "has_dependents")? {
                 parents.push((id, state));
             }
+            let run_ms: Option<i64> = row.try_get("", "run_ms")?;
+            if let (State::Completed | State::Partial, Some(ms)) = (state, run_ms) {
+                let key = (
+                    row.try_get("", "tenant")?,
+                    row.try_get("", "queue")?,
+                    row.try_get("", "kind")?,
+                );
+                runs.push((key, ms));
+            }
             moved.insert(id, state);
         }
         let follow_ups: Vec<NewJob> = items
             .iter()
+            .map(|(item, _)| item)
             .filter(|item| {
                 matches!(
                     moved.get(&item.lease.job_id),
@@ -91,9 +108,10 @@ impl SeaOrmStore {
         released.announce(self);
         self.wake_queues(enqueued.iter().map(|e| e.job.queue.as_str()));
         self.changed(moved.keys().copied());
+        self.observe_runs(runs).await;
         Ok(items
             .iter()
-            .map(|item| match moved.get(&item.lease.job_id) {
+            .map(|(item, _)| match moved.get(&item.lease.job_id) {
                 Some(state) => Ok(*state),
                 None => Err(JobError::LeaseLost(item.lease.job_id)),
             })
@@ -101,14 +119,14 @@ impl SeaOrmStore {
     }
 
     /// Ends each attempt whose row still runs under its lease token, as the outcome says.
-    fn finish_statement(&self, items: &[Finish]) -> Sql {
+    fn finish_statement(&self, items: &[(Finish, Stored)]) -> Sql {
         let d = self.dialect;
         let mut sql = self.sql();
         let rows = items
             .iter()
-            .map(|item| {
+            .map(|(item, stored)| {
                 let delay = self.retry_delay(item.lease.attempt, retry_of(&item.outcome));
-                finish_row(item, delay)
+                finish_row(item, stored, delay)
             })
             .collect();
         let v = rows_cte(&mut sql, "v", FINISH_COLUMNS, rows);
@@ -122,14 +140,18 @@ impl SeaOrmStore {
              UPDATE jobs SET {ended}, \
                result = CASE WHEN t.outcome IN ({done}) THEN t.result ELSE jobs.result END, \
                item_errors = CASE WHEN t.outcome = '{partial}' THEN t.item_errors ELSE jobs.item_errors END, \
+               outcome_zstd = CASE WHEN t.outcome IN ({done}) THEN {compressed} ELSE jobs.outcome_zstd END, \
                errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
                progress = CASE WHEN t.outcome IN ({done}) THEN 1.0 ELSE jobs.progress END \
              FROM v AS t \
              WHERE jobs.id = t.id AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
-             RETURNING jobs.id, jobs.state, jobs.has_dependents",
+             RETURNING jobs.id, jobs.state, jobs.has_dependents, jobs.tenant, jobs.queue, \
+               jobs.kind, {run_ms} AS run_ms",
+            run_ms = d.age_ms("jobs.started_at"),
             ended = end.set_columns(d),
             done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),
             partial = Ending::Partial.as_str(),
+            compressed = d.from_hex("t.outcome_zstd"),
             errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
             from = sources(&Ending::OF_ATTEMPT),
         ));
@@ -141,14 +163,14 @@ impl SeaOrmStore {
     /// (outcomes already written then answer `LeaseLost`).
     async fn finish_each(
         &self,
-        items: Vec<Finish>,
+        items: Vec<(Finish, Stored)>,
     ) -> Result<Vec<Result<State, JobError>>, JobError> {
         let mut results = Vec::with_capacity(items.len());
         for item in items {
             let result = match self.finish_rows(std::slice::from_ref(&item)).await {
                 Ok(mut one) => one.remove(0),
                 Err(error) if transient(&error) => return Err(db_error(error)),
-                Err(error) => self.finish_refused(item, error).await?.remove(0),
+                Err(error) => self.finish_refused(item.0, error).await?.remove(0),
             };
             results.push(result);
         }
@@ -179,7 +201,7 @@ impl SeaOrmStore {
                 retry: Retry::Never,
             },
         );
-        match self.finish_rows(&[failed]).await {
+        match self.finish_rows(&[(failed, Stored::none())]).await {
             Ok(results) => Ok(results),
             Err(error) if transient(&error) => Err(db_error(error)),
             Err(error) => Ok(vec![Err(db_error(error))]),
@@ -231,6 +253,8 @@ const FINISH_COLUMNS: &[(&str, &str)] = &[
     ("outcome", "text"),
     ("result", "jsonb"),
     ("item_errors", "jsonb"),
+    // Hexadecimal: the rows travel as JSON.
+    ("outcome_zstd", "text"),
     ("err_kind", "text"),
     ("err_message", "text"),
     ("delay_ms", "bigint"),
@@ -238,37 +262,37 @@ const FINISH_COLUMNS: &[(&str, &str)] = &[
 
 /// One row of `finish_many`, the outcome named by its `Ending`. A failure with a delay
 /// is a retry; one without (`Retry::Never`) fails for good.
-fn finish_row(item: &Finish, delay: Option<Duration>) -> Vec<sea_orm::Value> {
-    let (ending, result, item_errors, error) = match &item.outcome {
-        Outcome::Completed { result } => (Ending::Completed, Some(result.clone()), None, None),
-        Outcome::Partial {
-            result,
-            item_errors,
-        } => (
-            Ending::Partial,
-            Some(result.clone()),
-            Some(item_errors.clone()),
-            None,
-        ),
+fn finish_row(item: &Finish, stored: &Stored, delay: Option<Duration>) -> Vec<sea_orm::Value> {
+    let (ending, error) = match &item.outcome {
+        Outcome::Completed { .. } => (Ending::Completed, None),
+        Outcome::Partial { .. } => (Ending::Partial, None),
         Outcome::Failed { kind, message, .. } => {
             let ending = if delay.is_some() {
                 Ending::Retry
             } else {
                 Ending::Failed
             };
-            (ending, None, None, Some((kind.clone(), message.clone())))
+            (ending, Some((kind.clone(), message.clone())))
         }
-        Outcome::Cancelled => (Ending::Cancelled, None, None, None),
-        Outcome::Released => (Ending::Released, None, None, None),
-        Outcome::Snoozed { .. } => (Ending::Snoozed, None, None, None),
+        Outcome::Cancelled => (Ending::Cancelled, None),
+        Outcome::Released => (Ending::Released, None),
+        Outcome::Snoozed { .. } => (Ending::Snoozed, None),
     };
     let (err_kind, err_message) = error.unzip();
+    let (result, item_errors, compressed) = match stored {
+        Stored::Plain {
+            result,
+            item_errors,
+        } => (result.clone(), item_errors.clone(), None),
+        Stored::Compressed(bytes) => (None, None, Some(hex::encode(bytes))),
+    };
     vec![
         item.lease.job_id.as_uuid().into(),
         item.lease.token.as_uuid().into(),
         ending.as_str().into(),
         result.into(),
         item_errors.into(),
+        compressed.into(),
         err_kind.into(),
         err_message.into(),
         delay.map(millis).unwrap_or(0).into(),

@@ -14,10 +14,12 @@ mod control;
 mod dependencies;
 mod enqueue;
 mod errors;
+mod estimates;
 mod finish;
 mod lease;
 mod limits;
 mod maintenance;
+mod outcome;
 mod queues;
 mod read;
 mod schedules;
@@ -38,6 +40,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub(crate) use errors::db_error;
+pub use outcome::{OutcomeLimits, TOO_LARGE as RESULT_TOO_LARGE};
 
 use crate::{
     connect::connect_options,
@@ -54,6 +57,8 @@ pub struct SeaOrmStore {
     local_wake: broadcast::Sender<String>,
     watchers: std::sync::Arc<crate::watchers::Watchers>,
     limited_queues: std::sync::Arc<limits::LimitedQueues>,
+    run_stats: std::sync::Arc<estimates::RunStats>,
+    outcome_limits: OutcomeLimits,
 }
 
 impl SeaOrmStore {
@@ -66,6 +71,8 @@ impl SeaOrmStore {
             local_wake: broadcast::channel(1024).0,
             watchers: std::sync::Arc::default(),
             limited_queues: std::sync::Arc::default(),
+            run_stats: std::sync::Arc::default(),
+            outcome_limits: OutcomeLimits::default(),
         }
     }
 
@@ -93,6 +100,16 @@ impl SeaOrmStore {
     pub fn with_retry_policy(mut self, policy: RetryPolicy) -> Self {
         self.retry_policy = policy;
         self
+    }
+
+    /// When results are compressed, and the largest kept.
+    pub fn with_outcome_limits(mut self, limits: OutcomeLimits) -> Self {
+        self.outcome_limits = limits;
+        self
+    }
+
+    pub fn outcome_limits(&self) -> OutcomeLimits {
+        self.outcome_limits
     }
 
     pub fn connection(&self) -> &DatabaseConnection {
@@ -146,6 +163,10 @@ impl JobStore for SeaOrmStore {
 
     async fn get_many(&self, ids: &[JobId]) -> Result<HashMap<JobId, Job>, JobError> {
         read::get_many(self, ids).await
+    }
+
+    async fn estimate(&self, job: &Job, limit: u64) -> Result<jobs_core::Estimate, JobError> {
+        estimates::estimate(self, job, limit).await
     }
 
     async fn cancel_requests(&self, leases: &[Lease]) -> Result<Vec<LeaseToken>, JobError> {
@@ -221,6 +242,8 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
     let errors: Vec<AttemptError> = serde_json::from_value(m.errors).map_err(|e| {
         JobError::Storage(format!("job {} has a malformed error history: {e}", m.id))
     })?;
+    let (result, item_errors) =
+        outcome::expand(m.result, m.item_errors, m.outcome_zstd.as_deref())?;
     Ok(Job {
         id: m.id.into(),
         tenant: m.tenant,
@@ -237,8 +260,8 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
         retention_ms: m.retention_ms,
         progress: m.progress,
         stage: m.stage,
-        result: m.result,
-        item_errors: m.item_errors,
+        result,
+        item_errors,
         errors,
         worker_id: m.worker_id,
         lease_token: m.lease_token.map(LeaseToken::from),

@@ -157,8 +157,9 @@ impl WorkflowStore for SeaOrmStore {
         let in_ids = sql.in_ids(ids);
         let limit = sql.bind(limit as i64);
         sql.push(&format!(
-            "SELECT job_id, parent_id, requires, state, result, workflow_step FROM ( \
-               SELECT d.job_id, d.parent_id, d.requires, p.state, p.result, p.workflow_step, \
+            "SELECT job_id, parent_id, requires, state, result, outcome_zstd, workflow_step FROM ( \
+               SELECT d.job_id, d.parent_id, d.requires, p.state, p.result, p.outcome_zstd, \
+                 p.workflow_step, \
                  ROW_NUMBER() OVER (PARTITION BY d.job_id ORDER BY d.parent_id) AS n \
                FROM jobs_dependencies d LEFT JOIN jobs p ON p.id = d.parent_id \
                WHERE d.job_id{in_ids}) AS ranked \
@@ -357,7 +358,14 @@ fn parent_of(row: &QueryResult) -> Result<ParentResult, JobError> {
             Requires::Completed
         },
         state: state.map(|s| s.parse()).transpose()?,
-        result: row.try_get("", "result").map_err(db_error)?,
+        result: super::outcome::expand(
+            row.try_get("", "result").map_err(db_error)?,
+            None,
+            row.try_get::<Option<Vec<u8>>>("", "outcome_zstd")
+                .map_err(db_error)?
+                .as_deref(),
+        )?
+        .0,
     })
 }
 

@@ -26,9 +26,31 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Tenant, queue and kind.
 pub(super) type Key = (String, String, String);
 
-/// Wall times observed in this process and not yet merged.
-#[derive(Debug, Default)]
-pub(crate) struct RunStats(Mutex<Observed>);
+/// How long read run times are reused: estimates on creates must not cost a query each.
+const TIMES_TTL: Duration = Duration::from_secs(1);
+
+/// Run times per kind of one tenant's queue.
+type Times = std::sync::Arc<HashMap<String, RunTimes>>;
+
+/// Wall times observed in this process and not yet merged, and run times read lately.
+#[derive(Debug)]
+pub(crate) struct RunStats {
+    observed: Mutex<Observed>,
+    /// By tenant and queue; this process's own merges drop their entries.
+    read: moka::future::Cache<(String, String), Times>,
+}
+
+impl Default for RunStats {
+    fn default() -> Self {
+        Self {
+            observed: Mutex::default(),
+            read: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(TIMES_TTL)
+                .build(),
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 struct Observed {
@@ -48,7 +70,7 @@ struct Sum {
 impl RunStats {
     /// Adds attempts' wall times; returns what is due to be merged now.
     fn observe(&self, runs: Vec<(Key, i64)>) -> Vec<(Key, Sum)> {
-        let mut observed = self.0.lock().unwrap();
+        let mut observed = self.observed.lock().unwrap();
         let mut new_key = false;
         for (key, ms) in runs {
             let ms = ms.max(0);
@@ -80,7 +102,7 @@ impl RunStats {
 
     /// Everything observed and not yet merged.
     fn take(&self) -> Vec<(Key, Sum)> {
-        self.0.lock().unwrap().take()
+        self.observed.lock().unwrap().take()
     }
 }
 
@@ -112,8 +134,15 @@ impl SeaOrmStore {
         if sums.is_empty() {
             return;
         }
+        let keys: HashSet<(String, String)> = sums
+            .iter()
+            .map(|((tenant, queue, _), _)| (tenant.clone(), queue.clone()))
+            .collect();
         if let Err(error) = self.upsert_run_stats(sums).await {
             tracing::warn!(%error, "run-time statistics not recorded");
+        }
+        for key in keys {
+            self.run_stats.read.invalidate(&key).await;
         }
     }
 
@@ -160,8 +189,18 @@ impl SeaOrmStore {
         Ok(())
     }
 
-    /// The run times observed for each kind of a tenant's queue.
-    async fn run_times(
+    /// The run times observed for each kind of a tenant's queue, read at most a second ago.
+    async fn run_times(&self, tenant: &str, queue: &str) -> Result<Times, JobError> {
+        let key = (tenant.to_owned(), queue.to_owned());
+        if let Some(times) = self.run_stats.read.get(&key).await {
+            return Ok(times);
+        }
+        let times = std::sync::Arc::new(self.read_run_times(tenant, queue).await?);
+        self.run_stats.read.insert(key, times.clone()).await;
+        Ok(times)
+    }
+
+    async fn read_run_times(
         &self,
         tenant: &str,
         queue: &str,

@@ -22,7 +22,7 @@ pub struct Estimate {
 impl Estimate {
     /// A position is counted through the claim index up to a limit, so reading it costs
     /// at most that many index entries however long the queue is: this one for a read.
-    pub const POSITION_LIMIT: u64 = 10_000;
+    pub const POSITION_LIMIT: u64 = 1_000;
     /// And this one where the estimate rides on a write that must stay cheap (a create).
     pub const QUICK_POSITION_LIMIT: u64 = 100;
 }

@@ -105,7 +105,7 @@ impl Client {
         self.store.get(None, id).await
     }
 
-    /// The job with where it stands in its queue (counted up to 10,000 jobs ahead) and
+    /// The job with where it stands in its queue (counted up to 1,000 jobs ahead) and
     /// when it will likely start and end; estimates are `None` without run-time history.
     pub async fn get_with_estimate(&self, id: JobId) -> Result<(Job, Estimate), JobError> {
         let job = self.store.get(None, id).await?;

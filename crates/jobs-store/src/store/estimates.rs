@@ -239,18 +239,22 @@ impl SeaOrmStore {
         let priority = sql.bind(job.priority);
         let run_at = sql.bind_time(Some(job.run_at));
         let id = sql.bind(job.id.as_uuid());
+        // Only columns of the claim index, so PostgreSQL counts without reading the table
+        // (pending jobs with a cancel request, ended by the next sweep, count meanwhile).
         let due = format!(
             "FROM jobs WHERE state = '{pending}' AND queue = {queue} AND tenant = {tenant} \
-               AND run_at <= {now} AND cancel_requested_at IS NULL"
+               AND run_at <= {now}"
         );
         // Two ranges of the claim index (higher priority; same priority and older), each
-        // read no further than the limit.
+        // read no further than the limit. The claim order is spelled out so the planner
+        // walks the index: without it, it may scan the table for rows that all match.
+        let order = "ORDER BY priority DESC, run_at, id";
         sql.push(&format!(
             "SELECT \
                (SELECT COUNT(*) FROM (SELECT 1 AS one {due} AND priority > {priority} \
-                 LIMIT {limit}) a) AS higher, \
+                 {order} LIMIT {limit}) a) AS higher, \
                (SELECT COUNT(*) FROM (SELECT 1 AS one {due} AND priority = {priority} \
-                 AND (run_at, id) < ({run_at}, {id}) LIMIT {limit}) b) AS older, \
+                 AND (run_at, id) < ({run_at}, {id}) {order} LIMIT {limit}) b) AS older, \
                (SELECT COUNT(*) FROM jobs WHERE state = '{running}' AND queue = {queue} \
                  AND tenant = {tenant}) AS running"
         ));

@@ -64,6 +64,7 @@ pub struct Model {
     pub workflow_id: Option<Uuid>,
     #[sea_orm(column_type = "Text", nullable)]
     pub workflow_step: Option<String>,
+    pub has_files: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

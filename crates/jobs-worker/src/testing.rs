@@ -85,6 +85,7 @@ impl TestContext {
             on_parent_failure: job.on_parent_failure,
             workflow_id: job.workflow.as_ref().map(|(id, _)| *id),
             workflow_step: job.workflow.map(|(_, step)| step),
+            has_files: false,
             created_at: now,
             updated_at: now,
             started_at: Some(now),

@@ -8,6 +8,8 @@
 //! deleted after it, so a row always names an object that exists, and an object without
 //! a row (an upload refused or interrupted) is removed at once or, at worst, left over.
 
+#[cfg(feature = "cli")]
+mod cli;
 mod sweep;
 
 use std::{fmt, sync::Arc};
@@ -22,6 +24,8 @@ use object_store::{
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+#[cfg(feature = "cli")]
+pub use cli::FilesArgs;
 pub use sweep::{FILES_ROLE, SWEEP_BATCH, run_sweeper, sweep};
 
 /// What went wrong with a file.
@@ -233,6 +237,32 @@ impl FileStorage {
     }
 }
 
+/// The storage a process is configured with: `url` (`s3://bucket/prefix`, or a
+/// directory) when given, else `dir`, else `default_dir(database_url)`.
+pub fn configured(
+    url: Option<&str>,
+    dir: Option<&std::path::Path>,
+    database_url: &str,
+) -> Result<FileStorage, FileError> {
+    match (url, dir) {
+        (Some(url), _) => FileStorage::open(url),
+        (None, Some(dir)) => FileStorage::local(dir),
+        (None, None) => FileStorage::local(default_dir(database_url)),
+    }
+}
+
+/// A `files` directory beside an SQLite database file; `./files` for PostgreSQL or an
+/// in-memory database, where processes on other machines need shared object storage.
+pub fn default_dir(database_url: &str) -> std::path::PathBuf {
+    let beside = database_url
+        .strip_prefix("sqlite:")
+        .map(|rest| rest.trim_start_matches("//"))
+        .map(|rest| rest.split('?').next().unwrap_or_default())
+        .filter(|file| !file.is_empty() && !file.starts_with(':'))
+        .and_then(|file| std::path::Path::new(file).parent().map(|p| p.to_path_buf()));
+    beside.unwrap_or_default().join("files")
+}
+
 async fn fill<E: fmt::Display>(
     writer: &mut BufWriter,
     mut body: impl Stream<Item = Result<Bytes, E>> + Unpin,
@@ -257,4 +287,27 @@ async fn fill<E: fmt::Display>(
         size,
         sha256: hex::encode(hasher.finalize()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::default_dir;
+
+    #[test]
+    fn the_default_directory_is_beside_the_sqlite_file() {
+        for (url, dir) in [
+            ("sqlite://jobs.db?mode=rwc", "files"),
+            (
+                "sqlite:///var/lib/jobs/jobs.db?mode=rwc",
+                "/var/lib/jobs/files",
+            ),
+            ("sqlite://data/jobs.db", "data/files"),
+            ("sqlite::memory:", "files"),
+            ("postgres://u@h/db", "files"),
+        ] {
+            assert_eq!(default_dir(url), PathBuf::from(dir), "{url}");
+        }
+    }
 }

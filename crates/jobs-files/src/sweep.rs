@@ -16,8 +16,8 @@ pub const FILES_ROLE: &str = "files";
 pub const SWEEP_BATCH: u32 = 1_000;
 /// Object deletions under way at once.
 const DELETES_AT_ONCE: usize = 16;
-const SWEEP_EVERY: Duration = Duration::from_secs(60);
-const LEAD_FOR: Duration = Duration::from_secs(180);
+/// Longer than any sweep interval in use: the leader renews at each sweep.
+const LEAD_FOR: Duration = Duration::from_secs(600);
 
 /// Removes up to `limit` orphaned files (of jobs gone, or staged longer than
 /// `staged_for`): their objects, then the rows of those whose object is gone. Returns
@@ -46,11 +46,12 @@ pub async fn sweep(
     Ok(store.delete_files(&deleted).await?)
 }
 
-/// Sweeps every minute while this process leads `FILES_ROLE`, until `stop`.
+/// Sweeps `every` so often while this process leads `FILES_ROLE`, until `stop`.
 pub async fn run_sweeper<B>(
     backend: Arc<B>,
     storage: FileStorage,
     holder: String,
+    every: Duration,
     stop: CancellationToken,
 ) where
     B: FileStore + Leadership + ?Sized,
@@ -63,7 +64,7 @@ pub async fn run_sweeper<B>(
         }
         tokio::select! {
             _ = stop.cancelled() => break,
-            _ = tokio::time::sleep(SWEEP_EVERY) => {}
+            _ = tokio::time::sleep(every) => {}
         }
     }
     let _ = backend.resign(FILES_ROLE, &holder).await;

@@ -80,6 +80,11 @@ pub struct CreateJob {
     /// (it keeps waiting for a retry of the parent).
     #[schema(value_type = Option<String>, example = "cancel")]
     pub on_parent_failure: Option<OnParentFailure>,
+    /// Ids of files staged with `POST /v1/files` (up to 100, of distinct names): they
+    /// become the job's inputs in the transaction that creates it, so no worker sees
+    /// the job without them. Only `POST /v1/jobs` takes it.
+    #[schema(max_items = 100)]
+    pub files: Option<Vec<Uuid>>,
 }
 
 /// One parent: a job id (or, in a workflow, a step name), or an object saying what is
@@ -189,6 +194,12 @@ impl CreateJob {
         tenant: &str,
         trace_id: Option<String>,
     ) -> Result<NewJob, JobError> {
+        if self.files.is_some() {
+            return Err(JobError::Invalid(vec![FieldError::new(
+                "files",
+                "only a single create (POST /v1/jobs) takes files",
+            )]));
+        }
         let unique = self.unique.map(UniqueBody::into_opts).transpose();
         let mut job = NewJob::new(self.kind, self.args).tenant(tenant);
         job.on_parent_failure = self.on_parent_failure.unwrap_or_default();
@@ -293,6 +304,38 @@ pub struct JobView {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub workflow_id: Option<WorkflowId>,
     pub workflow_step: Option<String>,
+    /// Files the job's attempts attached (`POST /v1/jobs/{id}/result-files`).
+    pub result_files: Vec<FileView>,
+    /// The download URL of the first result file; null without.
+    pub result_url: Option<String>,
+}
+
+/// A file of a job, to download from `url` (an absolute URL of this API, with the same
+/// authentication).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FileView {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    pub items: Vec<FileView>,
+}
+
+/// A file uploaded before its job exists: name its `id` in the job's `files` at create.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StagedFile {
+    pub id: Uuid,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// It can be attached until this long after its upload (24 hours), then it is deleted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -356,6 +399,8 @@ impl From<Job> for JobView {
             on_parent_failure: job.on_parent_failure,
             workflow_id: job.workflow_id,
             workflow_step: job.workflow_step,
+            result_files: Vec::new(),
+            result_url: None,
         }
     }
 }
@@ -462,6 +507,8 @@ pub struct ClaimedJob {
     /// For a job with parents: how they ended and what they returned (bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_results: Option<ParentsView>,
+    /// The job's input files, each with its download URL.
+    pub files: Vec<FileView>,
     #[serde(flatten)]
     pub job: JobView,
 }
@@ -471,6 +518,7 @@ impl ClaimedJob {
         Some(Self {
             lease_token: job.lease_token?,
             parent_results: None,
+            files: Vec::new(),
             job: job.into(),
         })
     }

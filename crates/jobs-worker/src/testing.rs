@@ -129,7 +129,7 @@ impl TestContext {
     /// The context; keep a clone to read progress or to cancel the job from the test
     /// (`ctx.cancellation_token().cancel()`).
     pub fn build(self) -> JobContext {
-        JobContext::new(self.job, CancellationToken::new(), None)
+        JobContext::new(self.job, CancellationToken::new(), None, None)
     }
 }
 

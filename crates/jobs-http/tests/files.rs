@@ -115,7 +115,10 @@ async fn a_worker_downloads_its_inputs_and_uploads_its_results(db: TestDb) {
 
 async fn another_tenant_gets_404_for_every_file(db: TestDb) {
     // Keys first: the api reads at start whether any exists.
-    let (acme, rival) = (db.store.create_api_key("acme"), db.store.create_api_key("rival"));
+    let (acme, rival) = (
+        db.store.create_api_key("acme"),
+        db.store.create_api_key("rival"),
+    );
     let (acme, rival) = (acme.await.unwrap().secret, rival.await.unwrap().secret);
     let api = Api::start(&db.store).await;
     let (acme, rival) = (api.as_key(&acme), api.as_key(&rival));

@@ -6,8 +6,8 @@
 #                                     # 127.0.0.1, print `export JOBS_TEST_S3_URL=...` and
 #                                     # the pid file; stop it with `kill $(cat FILE)`
 #
-# The tests read JOBS_TEST_S3_URL (the server's endpoint); without it the S3 tests say
-# "NOT RUN" and pass, and .ci/run refuses such a run.
+# The tests read JOBS_TEST_S3_URL (the server's endpoint); without it the S3 tests are
+# ignored with "NOT RUN" in their reason, which .ci/run refuses. Needs python3 with venv.
 set -euo pipefail
 MOTO_VERSION=5.1.18
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -30,11 +30,9 @@ case "${1:-start}" in
         log=$(mktemp "${TMPDIR:-/tmp}/moto.XXXXXX")
         "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
         echo $! >"$log.pid"
-        for _ in $(seq 1 50); do
-            curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null 2>&1 && break
-            sleep 0.2
-        done
-        curl -sf "http://127.0.0.1:$port/moto-api/" >/dev/null || { cat "$log" >&2; exit 1; }
+        up() { "$VENV/bin/python" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/moto-api/', timeout=1)" 2>/dev/null; }
+        for _ in $(seq 1 100); do up && break; sleep 0.2; done
+        up || { echo "moto_server did not start:" >&2; cat "$log" >&2; exit 1; }
         echo "export JOBS_TEST_S3_URL=http://127.0.0.1:$port"
         echo "# pid file: $log.pid"
         ;;

@@ -115,6 +115,7 @@ fn sample_job() -> entity::Model {
         has_dependents: true,
         workflow_id: Some(uuid::Uuid::now_v7()),
         workflow_step: Some("fetch".into()),
+        has_files: true,
     }
 }
 

@@ -231,7 +231,7 @@ async fn download(
 /// Stage an input file before its job exists; name its `id` in `files` when creating
 /// the job. Unattached staged files are deleted a day after their upload.
 #[utoipa::path(post, path = "/v1/files", tag = "files", params(NameQuery),
-    request_body(content = String, description = "The file's bytes, raw", content_type = "application/octet-stream"),
+    request_body(content = Option<String>, description = "The file's bytes, raw (may be empty)", content_type = "application/octet-stream"),
     responses(
         (status = 201, body = StagedFile),
         (status = 400, description = "A missing or invalid `name`, an unknown query parameter, or a broken body (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
@@ -261,7 +261,7 @@ pub async fn stage_file(
 /// Upload an input file to an existing job. A worker may claim the job meanwhile: to
 /// create a job together with its inputs, stage them first (`POST /v1/files`).
 #[utoipa::path(post, path = "/v1/jobs/{id}/files", tag = "files", params(("id" = String, Path), NameQuery),
-    request_body(content = String, description = "The file's bytes, raw", content_type = "application/octet-stream"),
+    request_body(content = Option<String>, description = "The file's bytes, raw (may be empty)", content_type = "application/octet-stream"),
     responses(
         (status = 201, body = FileView),
         (status = 400, description = "A missing or invalid `name`, an unknown query parameter, or a broken body (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
@@ -324,7 +324,7 @@ pub async fn download_input(
 
 /// Remote workers: attach a result file to the running attempt (the lease holder only).
 #[utoipa::path(post, path = "/v1/jobs/{id}/result-files", tag = "workers", params(("id" = String, Path), ResultQuery),
-    request_body(content = String, description = "The file's bytes, raw", content_type = "application/octet-stream"),
+    request_body(content = Option<String>, description = "The file's bytes, raw (may be empty)", content_type = "application/octet-stream"),
     responses(
         (status = 201, body = FileView),
         (status = 400, description = "A missing or invalid `name`, `worker_id` or `lease_token`, an unknown query parameter, or a broken body (`errors` names the field)", body = Problem, content_type = "application/problem+json"),

@@ -16,7 +16,9 @@ use std::{fmt, sync::Arc};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt, stream::BoxStream};
-use jobs_core::{FileId, FileOwner, FileStore, JobError, JobFile, NewFile};
+use jobs_core::{
+    FieldError, FileId, FileOwner, FileRole, FileStore, JobError, JobFile, JobId, NewFile,
+};
 use object_store::{
     ObjectStore, ObjectStoreExt, aws::AmazonS3Builder, buffered::BufWriter, local::LocalFileSystem,
     path::Path,
@@ -261,6 +263,54 @@ pub fn default_dir(database_url: &str) -> std::path::PathBuf {
         .filter(|file| !file.is_empty() && !file.starts_with(':'))
         .and_then(|file| std::path::Path::new(file).parent().map(|p| p.to_path_buf()));
     beside.unwrap_or_default().join("files")
+}
+
+impl FileStorage {
+    /// `store_file` for bytes in memory, without a limit.
+    pub async fn store_bytes(
+        &self,
+        store: &(impl FileStore + ?Sized),
+        owner: FileOwner,
+        tenant: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<JobFile, FileError> {
+        let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(Bytes::from(bytes))]);
+        self.store_file(store, owner, tenant, name, body, u64::MAX)
+            .await
+    }
+
+    /// All the bytes of job `job`'s file `name` of `role`; `Invalid` naming `name` when
+    /// it has none of that name (for `tenant`, when given).
+    pub async fn read_job_file(
+        &self,
+        store: &(impl FileStore + ?Sized),
+        tenant: Option<&str>,
+        job: JobId,
+        role: FileRole,
+        name: &str,
+    ) -> Result<Bytes, FileError> {
+        let files = store.job_files(tenant, &[job], role).await?;
+        let Some(file) = files.into_iter().find(|f| f.name == name) else {
+            return Err(JobError::Invalid(vec![FieldError::new(
+                "name",
+                format!("job {job} has no {} file named {name:?}", role.as_str()),
+            )])
+            .into());
+        };
+        self.read(file.id).await
+    }
+}
+
+/// A file error as the domain's: the store's own, or the storage failing (worth
+/// retrying).
+impl From<FileError> for JobError {
+    fn from(error: FileError) -> Self {
+        match error {
+            FileError::Store(error) => error,
+            other => JobError::Unavailable(other.to_string()),
+        }
+    }
 }
 
 async fn fill<E: fmt::Display>(

@@ -6,9 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use jobs_core::{
-    FieldError, FileOwner, FileRole, Job, JobError, JobId, NewJob, ParentResult, State,
-};
+use jobs_core::{FileOwner, FileRole, Job, JobError, JobId, NewJob, ParentResult, State};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -105,19 +103,9 @@ impl JobContext {
     /// API's files); `Invalid` naming `name` when it has none of that name.
     pub async fn input_file(&self, name: &str) -> Result<Vec<u8>, JobError> {
         let (store, storage) = (self.store()?, self.storage()?);
-        let id = self.inner.job.id;
-        let files = match self.inner.job.has_files {
-            true => store.job_files(None, &[id], FileRole::Input).await?,
-            false => Vec::new(),
-        };
-        let Some(file) = files.into_iter().find(|f| f.name == name) else {
-            return Err(JobError::Invalid(vec![FieldError::new(
-                "name",
-                format!("job {id} has no input file named {name:?}"),
-            )]));
-        };
-        let bytes = storage.read(file.id).await.map_err(file_error)?;
-        Ok(bytes.to_vec())
+        let job = self.inner.job.id;
+        let bytes = storage.read_job_file(&**store, None, job, FileRole::Input, name);
+        Ok(bytes.await?.to_vec())
     }
 
     /// Attaches `bytes` as the result file `name` of this attempt, at once (not with the
@@ -128,12 +116,11 @@ impl JobContext {
         let (store, storage) = (self.store()?, self.storage()?);
         let lease = jobs_core::Lease::of(&self.inner.job)
             .ok_or_else(|| JobError::Unavailable("this context's job holds no lease".into()))?;
-        let body = futures::stream::iter([Ok::<_, std::convert::Infallible>(bytes.into().into())]);
         let owner = FileOwner::Result(lease);
+        let tenant = self.tenant();
         storage
-            .store_file(&**store, owner, self.tenant(), name, body, u64::MAX)
-            .await
-            .map_err(file_error)?;
+            .store_bytes(&**store, owner, tenant, name, bytes.into())
+            .await?;
         Ok(())
     }
 
@@ -257,13 +244,5 @@ impl Stage for String {
 impl Stage for Option<String> {
     fn into_stage(self) -> Option<String> {
         self
-    }
-}
-
-/// A file error as the domain's: the store's own, or the storage failing.
-fn file_error(error: jobs_files::FileError) -> JobError {
-    match error {
-        jobs_files::FileError::Store(error) => error,
-        other => JobError::Unavailable(other.to_string()),
     }
 }

@@ -19,6 +19,7 @@ pub mod m20261203_000006_operations;
 pub mod m20261204_000007_flow_control;
 pub mod m20261205_000008_workflows;
 pub mod m20261206_000009_estimates_and_compression;
+pub mod m20261206_000010_files;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000007_flow_control::Migration),
             Box::new(m20261205_000008_workflows::Migration),
             Box::new(m20261206_000009_estimates_and_compression::Migration),
+            Box::new(m20261206_000010_files::Migration),
         ]
     }
 }

@@ -92,6 +92,17 @@ impl Drop for Proc {
 /// Starts a binary in the background with `DATABASE_URL` set; its output goes to a log
 /// file in the temporary directory, named after `label`, for reading when a test fails.
 pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> Proc {
+    spawn_with_env(name, label, database_url, args, &[])
+}
+
+/// `spawn` with more environment variables.
+pub fn spawn_with_env(
+    name: &str,
+    label: &str,
+    database_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let path = log_path(label);
     std::fs::create_dir_all(path.parent().expect("a log directory")).expect("log directory");
     let log = std::fs::File::create(path).expect("log file");
@@ -99,6 +110,7 @@ pub fn spawn(name: &str, label: &str, database_url: &str, args: &[&str]) -> Proc
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
         .spawn()

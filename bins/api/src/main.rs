@@ -94,6 +94,23 @@ struct Serve {
     /// `/metrics` answers only requests with a valid API key (any tenant's).
     #[arg(long, env = "JOBS_METRICS_REQUIRE_KEY")]
     metrics_require_key: bool,
+
+    #[command(flatten)]
+    files: jobs_files::FilesArgs,
+
+    /// Largest job file accepted, in bytes.
+    #[arg(long, env = "JOBS_FILE_LIMIT", default_value_t = 100 << 20)]
+    file_limit: u64,
+
+    /// The API's address as clients reach it (`https://jobs.example.com`), for the
+    /// download URLs of files; default: the scheme and host of each request.
+    #[arg(long, env = "JOBS_PUBLIC_URL")]
+    public_url: Option<String>,
+
+    /// Seconds between sweeps of the files of deleted jobs, when no embedded worker
+    /// sweeps them (its maintenance does, at its retention interval).
+    #[arg(long, env = "JOBS_FILES_SWEEP_INTERVAL_SECS", default_value_t = 60)]
+    files_sweep_interval_secs: u64,
 }
 
 fn parse_auth(value: &str) -> Result<AuthMode, String> {
@@ -148,13 +165,18 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("connecting to {}", redact(&cli.database_url)))?;
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(store, cli.serve, shutdown).await,
+        Command::Serve => serve(store, cli.serve, &cli.database_url, shutdown).await,
         Command::Migrate { action } => migrate(&store, action).await,
         Command::Keys { action } => keys(&store, action).await,
     }
 }
 
-async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    store: SeaOrmStore,
+    opts: Serve,
+    database_url: &str,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let store = store.with_outcome_limits(OutcomeLimits {
         compress_above: opts.compress_results_above,
         max_bytes: opts.max_result_bytes,
@@ -183,6 +205,11 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
             upkeep.run_upkeep();
         }
     });
+    let files = opts
+        .files
+        .storage(database_url)
+        .context("opening the file storage")?;
+    tracing::info!(files = files.location(), "file storage");
     let worker_on = match opts.embedded_worker.as_str() {
         "on" => true,
         "off" => false,
@@ -192,8 +219,10 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
         true => {
             let build = {
                 let (store, allow) = (store.clone(), opts.http_allow_hosts.clone());
+                let files = files.clone();
                 move || {
                     let builder = Worker::builder(store.clone()).queue("default", 10);
+                    let builder = builder.files(files.clone());
                     builtins::register(builder, allow.clone()).build()
                 }
             };
@@ -208,7 +237,20 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
                 .await
             }))
         }
-        false => None,
+        false => {
+            // No embedded worker's maintenance sweeps the files of deleted jobs: this does.
+            let every = std::time::Duration::from_secs(opts.files_sweep_interval_secs.max(1));
+            let holder = format!("api-{}", uuid::Uuid::new_v4());
+            let sweeper = jobs_files::run_sweeper(
+                std::sync::Arc::new(store.clone()),
+                files.clone(),
+                holder,
+                every,
+                shutdown.clone(),
+            );
+            tokio::spawn(sweeper);
+            None
+        }
     };
 
     let config = ApiConfig {
@@ -217,6 +259,9 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
         workers: opts.http_workers,
         auth: opts.auth,
         metrics_require_key: opts.metrics_require_key,
+        files: Some(files),
+        file_limit: opts.file_limit,
+        public_url: opts.public_url,
         ..ApiConfig::default()
     };
     // Warns when it will serve without authentication, or refuse every request.

@@ -95,6 +95,9 @@ struct Cli {
     /// Name of this process in job rows; unique per process (default: host-pid-random).
     #[arg(long, env = "JOBS_WORKER_ID")]
     worker_id: Option<String>,
+
+    #[command(flatten)]
+    files: jobs_files::FilesArgs,
 }
 
 fn parse_queue(text: &str) -> Result<(String, usize), String> {
@@ -139,22 +142,29 @@ async fn main() -> anyhow::Result<()> {
             .context("applying migrations")?;
     }
 
+    let files = cli
+        .files
+        .storage(&cli.database_url)
+        .context("opening the file storage")?;
+    tracing::info!(files = files.location(), "file storage");
     let db = store.connection().clone();
     let build = || {
-        let mut builder = Worker::builder(store.clone()).config(|c| {
-            c.poll_interval = Duration::from_millis(cli.poll_interval_ms);
-            c.lease = Duration::from_secs(cli.lease_secs);
-            c.prefetch = cli.prefetch;
-            c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
-            c.flush_timeout = Duration::from_secs(cli.flush_timeout_secs);
-            c.maintenance = !cli.no_maintenance;
-            c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
-            c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
-            c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
-            if let Some(id) = &cli.worker_id {
-                c.worker_id = id.clone();
-            }
-        });
+        let mut builder = Worker::builder(store.clone())
+            .files(files.clone())
+            .config(|c| {
+                c.poll_interval = Duration::from_millis(cli.poll_interval_ms);
+                c.lease = Duration::from_secs(cli.lease_secs);
+                c.prefetch = cli.prefetch;
+                c.shutdown_grace = Duration::from_secs(cli.shutdown_grace_secs);
+                c.flush_timeout = Duration::from_secs(cli.flush_timeout_secs);
+                c.maintenance = !cli.no_maintenance;
+                c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
+                c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
+                c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
+                if let Some(id) = &cli.worker_id {
+                    c.worker_id = id.clone();
+                }
+            });
         for (queue, concurrency) in &cli.queues {
             builder = builder.queue(queue, *concurrency);
         }

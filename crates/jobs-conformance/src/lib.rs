@@ -13,6 +13,7 @@ use jobs_core::{ApiBackend, WorkerBackend};
 
 #[doc(hidden)]
 pub mod bulk;
+mod files;
 pub mod fixtures;
 mod limits;
 mod schedules;
@@ -140,6 +141,9 @@ macro_rules! conformance_tests {
             a_failed_step_fails_the_workflow_until_retried,
             invalid_workflows_are_refused_naming_the_step,
             a_wide_fan_out_and_in_runs_the_join_once,
+            files_are_recorded_only_for_their_owner,
+            a_job_is_created_with_its_staged_files_all_or_none,
+            files_of_deleted_jobs_and_stale_staged_files_are_orphans,
         );
     };
 }

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 pub use crate::bulk::*;
+pub use crate::files::*;
 pub use crate::limits::*;
 pub use crate::queues::*;
 pub use crate::schedules::*;

@@ -58,6 +58,12 @@ uuid_id!(
     WorkflowId
 );
 
+uuid_id!(
+    /// Names one stored file (an input or result of a job, or a staged upload); its
+    /// object in the file storage is named after it.
+    FileId
+);
+
 /// Fresh time-ordered ids.
 macro_rules! time_ordered {
     ($($name:ident),*) => {$(
@@ -76,4 +82,4 @@ macro_rules! time_ordered {
     )*};
 }
 
-time_ordered!(JobId, WorkflowId);
+time_ordered!(JobId, WorkflowId, FileId);

@@ -60,6 +60,10 @@ pub struct Job {
     pub workflow_id: Option<WorkflowId>,
     #[serde(default)]
     pub workflow_step: Option<String>,
+    /// Whether files were ever recorded for it (inputs or results): readers skip the
+    /// file lookup of jobs without.
+    #[serde(default)]
+    pub has_files: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

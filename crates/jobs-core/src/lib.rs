@@ -9,6 +9,7 @@ mod bulk;
 pub mod dependency;
 mod error;
 pub mod estimate;
+pub mod files;
 mod id;
 mod job;
 mod new_job;
@@ -31,7 +32,8 @@ pub use bulk::{BulkAction, BulkRequest, BulkResult};
 pub use dependency::{Dependency, OnParentFailure, ParentResult, Requires};
 pub use error::{FieldError, JobError};
 pub use estimate::{Estimate, RunTimes};
-pub use id::{JobId, LeaseToken, WorkflowId};
+pub use files::{FileOwner, FileRole, FileStore, JobFile, NewFile};
+pub use id::{FileId, JobId, LeaseToken, WorkflowId};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
 pub use queues::{QueueControl, QueueLimits, QueueScope, Rate, validate_queue_name};
@@ -43,7 +45,7 @@ pub use schedule::{
 pub use state::State;
 pub use store::{
     ClaimRequest, Cursor, Enqueued, Finish, Heartbeat, JobStore, Lease, ListFilter, Outcome, Page,
-    PageRequest, QueueStats, RescueReport, Retry,
+    PageRequest, QueueStats, RescueReport, Retry, single_job_error,
 };
 pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};
 pub use workflow::{

@@ -452,7 +452,10 @@ pub trait JobStore: Send + Sync + 'static {
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, JobError>;
 
     async fn enqueue(&self, job: NewJob) -> Result<Enqueued, JobError> {
-        let mut done = self.enqueue_many(vec![job]).await.map_err(unprefix)?;
+        let mut done = self
+            .enqueue_many(vec![job])
+            .await
+            .map_err(single_job_error)?;
         Ok(done.remove(0))
     }
 
@@ -563,8 +566,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn purge_expired(&self, limit: u32) -> Result<u64, JobError>;
 }
 
-/// A single enqueue reports `priority`, not `jobs[0].priority`.
-fn unprefix(error: JobError) -> JobError {
+/// A single enqueue reports `priority`, not `jobs[0].priority`: the errors of a batch of
+/// one, named as for that job alone.
+pub fn single_job_error(error: JobError) -> JobError {
     match error {
         JobError::Invalid(fields) => JobError::Invalid(
             fields

@@ -80,6 +80,11 @@ pub struct CreateJob {
     /// (it keeps waiting for a retry of the parent).
     #[schema(value_type = Option<String>, example = "cancel")]
     pub on_parent_failure: Option<OnParentFailure>,
+    /// Ids of files staged with `POST /v1/files` (up to 100, of distinct names): they
+    /// become the job's inputs in the transaction that creates it, so no worker sees
+    /// the job without them. Only `POST /v1/jobs` takes it.
+    #[schema(max_items = 100)]
+    pub files: Option<Vec<Uuid>>,
 }
 
 /// One parent: a job id (or, in a workflow, a step name), or an object saying what is
@@ -189,6 +194,12 @@ impl CreateJob {
         tenant: &str,
         trace_id: Option<String>,
     ) -> Result<NewJob, JobError> {
+        if self.files.is_some() {
+            return Err(JobError::Invalid(vec![FieldError::new(
+                "files",
+                "only a single create (POST /v1/jobs) takes files",
+            )]));
+        }
         let unique = self.unique.map(UniqueBody::into_opts).transpose();
         let mut job = NewJob::new(self.kind, self.args).tenant(tenant);
         job.on_parent_failure = self.on_parent_failure.unwrap_or_default();
@@ -293,6 +304,10 @@ pub struct JobView {
     #[schema(value_type = Option<String>, format = Uuid)]
     pub workflow_id: Option<WorkflowId>,
     pub workflow_step: Option<String>,
+    /// Files the job's attempts attached (`POST /v1/jobs/{id}/result-files`).
+    pub result_files: Vec<FileView>,
+    /// The download URL of the first result file; null without.
+    pub result_url: Option<String>,
     /// A due pending job: how many runnable jobs of its tenant and queue a claim takes
     /// before it (priority, then oldest); 0 at the head. Counted up to 1,000 on a read and 100 on a create (see
     /// `position_exact`). Given on create and on `GET /v1/jobs/{id}`, null elsewhere.
@@ -318,6 +333,34 @@ impl JobView {
         self.estimated_completion_at = estimate.estimated_completion_at;
         self
     }
+}
+
+/// A file of a job, to download from `url` (an absolute URL of this API, with the same
+/// authentication).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct FileView {
+    pub name: String,
+    pub url: String,
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FileList {
+    pub items: Vec<FileView>,
+}
+
+/// A file uploaded before its job exists: name its `id` in the job's `files` at create.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StagedFile {
+    pub id: Uuid,
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+    /// It can be attached until this long after its upload (24 hours), then it is deleted.
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -385,6 +428,8 @@ impl From<Job> for JobView {
             position_exact: None,
             estimated_start_at: None,
             estimated_completion_at: None,
+            result_files: Vec::new(),
+            result_url: None,
         }
     }
 }
@@ -491,6 +536,8 @@ pub struct ClaimedJob {
     /// For a job with parents: how they ended and what they returned (bounded).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent_results: Option<ParentsView>,
+    /// The job's input files, each with its download URL.
+    pub files: Vec<FileView>,
     #[serde(flatten)]
     pub job: JobView,
 }
@@ -500,6 +547,7 @@ impl ClaimedJob {
         Some(Self {
             lease_token: job.lease_token?,
             parent_results: None,
+            files: Vec::new(),
             job: job.into(),
         })
     }

@@ -218,6 +218,24 @@ impl From<JobError> for ApiError {
     }
 }
 
+impl From<jobs_files::FileError> for ApiError {
+    fn from(error: jobs_files::FileError) -> Self {
+        use jobs_files::FileError;
+        match error {
+            FileError::TooLarge(limit) => {
+                Self::too_large(usize::try_from(limit).unwrap_or(usize::MAX))
+            }
+            FileError::Body(detail) => Self::malformed("body".into(), detail),
+            FileError::Missing => Self::not_found("the file's bytes are gone"),
+            FileError::Store(error) => error.into(),
+            FileError::Storage(detail) => {
+                tracing::error!(%detail, "file storage failed");
+                Self::unavailable("the file storage failed; see the server log")
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.problem.title, self.problem.detail)

@@ -62,6 +62,13 @@ pub struct ApiConfig {
     /// Most event streams open at once on this process; past that, 429
     /// `too-many-streams` with `Retry-After: 1`.
     pub max_event_streams: usize,
+    /// Where job files are kept; without one the file routes answer 503.
+    pub files: Option<jobs_files::FileStorage>,
+    /// Largest file accepted, in bytes (413 past it).
+    pub file_limit: u64,
+    /// The API's address as clients reach it (`https://jobs.example.com`), for the
+    /// download URLs of files; default: the scheme and host each request came with.
+    pub public_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -75,6 +82,9 @@ impl Default for ApiConfig {
             key_cache_ttl: Duration::from_secs(5),
             event_keep_alive: Duration::from_secs(15),
             max_event_streams: 1_000,
+            files: None,
+            file_limit: 100 << 20,
+            public_url: None,
         }
     }
 }
@@ -276,6 +286,13 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::workflows::get_workflow)
         .service(routes::workflows::cancel_workflow)
         .service(routes::workflows::retry_workflow)
+        .service(routes::files::stage_file)
+        .service(routes::files::upload_input)
+        .service(routes::files::list_inputs)
+        .service(routes::files::download_input)
+        .service(routes::files::upload_result)
+        .service(routes::files::list_results)
+        .service(routes::files::download_result)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -409,11 +426,13 @@ async fn observe(
         routes::schedules::get_schedule, routes::schedules::delete_schedule,
         routes::schedules::pause_schedule, routes::schedules::resume_schedule,
         routes::workflows::create_workflow, routes::workflows::list_workflows, routes::workflows::get_workflow,
-        routes::workflows::cancel_workflow, routes::workflows::retry_workflow, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::workflows::cancel_workflow, routes::workflows::retry_workflow,
+        routes::files::stage_file, routes::files::upload_input, routes::files::list_inputs, routes::files::download_input,
+        routes::files::upload_result, routes::files::list_results, routes::files::download_result, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows")),
+    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows"), (name = "files")),
 )]
 pub struct ApiDoc;
 

@@ -2,11 +2,12 @@
 //! `error.rs`. Features of their own live in submodules.
 
 pub(crate) mod bulk;
+pub(crate) mod files;
 pub(crate) mod snooze;
 
 use std::time::Duration;
 
-use actix_web::{HttpResponse, delete, get, post, web};
+use actix_web::{HttpRequest, HttpResponse, delete, get, post, web};
 use futures::stream;
 use jobs_core::{
     ClaimRequest, Cursor, Dependency, Enqueued, Estimate, FieldError, Finish, Job, JobError, JobId,
@@ -35,7 +36,7 @@ const MAX_BATCH: usize = 1_000;
 const POLL: Duration = Duration::from_millis(50);
 
 /// A path id that is not a UUID names no job: 404, like an unknown one.
-fn job_id(raw: &str) -> Result<JobId, ApiError> {
+pub(crate) fn job_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found(format!("job {raw} not found")))
 }
@@ -104,15 +105,23 @@ pub async fn create_job(
     Tenant(tenant): Tenant,
     trace: TraceId,
     Query(query): Query<WaitQuery>,
-    Json(body): Json<CreateJob>,
+    Json(mut body): Json<CreateJob>,
 ) -> Result<HttpResponse, ApiError> {
     let wait = wait_of(query.wait, MAX_WAIT)?;
+    let files: Vec<jobs_core::FileId> = body
+        .files
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .map(Into::into)
+        .collect();
     let job = body.into_new_job(&tenant, trace.0)?;
-    // A job with parents goes alone: its parents are checked in its statement, and one
-    // request's unknown parent must not fail the others of a group.
-    let enqueued = match job.depends_on.is_empty() {
-        true => state.enqueuer.enqueue(job).await?,
-        false => state.store.enqueue(job).await?,
+    // A job with parents or files goes alone: they are checked in its transaction, and
+    // one request's unknown parent must not fail the others of a group.
+    let enqueued = match (job.depends_on.is_empty(), files.is_empty()) {
+        (true, true) => state.enqueuer.enqueue(job).await?,
+        (_, false) => state.store.enqueue_with_files(job, &files).await?,
+        (false, true) => state.store.enqueue(job).await?,
     };
     let job = &enqueued.job;
     tracing::info!(job_id = %job.id, kind = %job.kind, trace_id = job.trace_id.as_deref().unwrap_or(""), duplicate = enqueued.duplicate, replaced = enqueued.replaced, "job accepted");
@@ -279,6 +288,7 @@ pub(crate) fn batch_jobs(
 pub async fn get_job(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     path: web::Path<String>,
     Query(query): Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -286,7 +296,8 @@ pub async fn get_job(
     let wait = wait_of(query.wait, MAX_WAIT)?;
     let job = await_end(&state, &tenant, id, wait).await?;
     let estimate = state.store.estimate(&job, Estimate::POSITION_LIMIT).await?;
-    Ok(HttpResponse::Ok().json(JobView::from(job).with_estimate(estimate)))
+    let view = files::job_view(&state, &req, &tenant, job).await?;
+    Ok(HttpResponse::Ok().json(view.with_estimate(estimate)))
 }
 
 /// List jobs, newest first.
@@ -301,10 +312,11 @@ pub async fn get_job(
 pub async fn list_jobs(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     Query(q): Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let cursor = q.cursor.as_deref().map(str::parse::<Cursor>).transpose()?;
-    let mut filter = ListFilter::new().tenant(tenant);
+    let mut filter = ListFilter::new().tenant(tenant.clone());
     filter.state = q.state;
     filter.kind = q.kind;
     filter.queue = q.queue;
@@ -318,7 +330,7 @@ pub async fn list_jobs(
     };
     let page = state.store.list(&filter, &page).await?;
     Ok(HttpResponse::Ok().json(JobList {
-        items: page.items.into_iter().map(Into::into).collect(),
+        items: files::job_views(&state, &req, &tenant, page.items).await?,
         next_cursor: page.next_cursor.map(|c| c.to_string()),
     }))
 }
@@ -336,10 +348,11 @@ pub async fn list_jobs(
 pub async fn cancel_job(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = state.store.cancel(Some(&tenant), job_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(JobView::from(job)))
+    Ok(HttpResponse::Ok().json(files::job_view(&state, &req, &tenant, job).await?))
 }
 
 /// Run an ended job again, from attempt 0.
@@ -355,10 +368,11 @@ pub async fn cancel_job(
 pub async fn retry_job(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let job = state.store.retry(Some(&tenant), job_id(&path)?).await?;
-    Ok(HttpResponse::Ok().json(JobView::from(job)))
+    Ok(HttpResponse::Ok().json(files::job_view(&state, &req, &tenant, job).await?))
 }
 
 /// Server-Sent Events: one `job` event per change of state or progress, until it ends.
@@ -480,6 +494,7 @@ impl Watch {
 pub async fn claim(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     Json(body): Json<ClaimBody>,
 ) -> Result<HttpResponse, ApiError> {
     let max_jobs = body.max_jobs.unwrap_or(1);
@@ -497,7 +512,7 @@ pub async fn claim(
             .queues
             .unwrap_or_else(|| vec![jobs_core::limits::DEFAULT_QUEUE.to_owned()]),
         kinds: body.kinds,
-        tenant: Some(tenant),
+        tenant: Some(tenant.clone()),
         limit: max_jobs,
         lease,
     };
@@ -506,8 +521,9 @@ pub async fn claim(
         let waiting = state.wake.notified();
         let jobs = state.store.claim(&request).await?;
         if !jobs.is_empty() || Instant::now() >= until {
-            let jobs = with_parents(&state, jobs).await?;
-            return Ok(HttpResponse::Ok().json(Claimed { jobs }));
+            let mut claimed = with_parents(&state, jobs.clone()).await?;
+            files::with_inputs(&state, &req, &tenant, &jobs, &mut claimed).await?;
+            return Ok(HttpResponse::Ok().json(Claimed { jobs: claimed }));
         }
         // Woken by an enqueue, or re-check now and then for scheduled jobs coming due.
         let _ = tokio::time::timeout(
@@ -611,7 +627,7 @@ fn check_worker_id(worker_id: &str) -> Result<(), ApiError> {
 
 /// The lease of the attempt that `token` names, if it is still the job's current one;
 /// else 409 `lease-lost` (the job was rescued, cancelled or claimed again since).
-async fn lease_held(
+pub(crate) async fn lease_held(
     state: &ApiState,
     tenant: &str,
     id: JobId,

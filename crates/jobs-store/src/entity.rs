@@ -67,6 +67,7 @@ pub struct Model {
     /// A large result and item errors, zstd-compressed (migration 9).
     #[sea_orm(column_type = "Blob", nullable)]
     pub outcome_zstd: Option<Vec<u8>>,
+    pub has_files: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

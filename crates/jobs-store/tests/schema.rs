@@ -116,6 +116,7 @@ fn sample_job() -> entity::Model {
         workflow_id: Some(uuid::Uuid::now_v7()),
         workflow_step: Some("fetch".into()),
         outcome_zstd: Some(vec![0x28, 0xb5, 0x2f, 0xfd, 0, 0xff]),
+        has_files: true,
     }
 }
 

@@ -18,6 +18,7 @@ pub struct WorkerBuilder {
     /// Kinds registered more than once: refused at `build`, since only one would run.
     twice: Vec<String>,
     config: WorkerConfig,
+    files: Option<jobs_files::FileStorage>,
 }
 
 impl std::fmt::Debug for WorkerBuilder {
@@ -37,6 +38,7 @@ impl WorkerBuilder {
             handlers: HashMap::new(),
             twice: Vec::new(),
             config: WorkerConfig::default(),
+            files: None,
         }
     }
 
@@ -103,6 +105,14 @@ impl WorkerBuilder {
         self
     }
 
+    /// Where job files are kept: handlers read inputs (`JobContext::input_file`) and
+    /// attach results (`JobContext::attach_file`) there, and, with `maintenance`, this
+    /// process takes part in sweeping the files of deleted jobs.
+    pub fn files(mut self, storage: jobs_files::FileStorage) -> Self {
+        self.files = Some(storage);
+        self
+    }
+
     pub fn config(mut self, edit: impl FnOnce(&mut WorkerConfig)) -> Self {
         edit(&mut self.config);
         self
@@ -145,6 +155,7 @@ impl WorkerBuilder {
             attempts: Arc::default(),
             completions,
             stopping: CancellationToken::new(),
+            files: self.files,
         });
         Ok(Worker { shared, completed })
     }

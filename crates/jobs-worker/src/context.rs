@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use jobs_core::{Job, JobError, JobId, NewJob, ParentResult, State};
+use jobs_core::{FileOwner, FileRole, Job, JobError, JobId, NewJob, ParentResult, State};
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,8 @@ struct Inner {
     follow_ups: Mutex<Vec<NewJob>>,
     /// Where the parents' results are read; `None` in handler unit tests.
     store: Option<crate::runtime::Backend>,
+    /// Where the job's files are; `None` when the worker has no file storage.
+    files: Option<jobs_files::FileStorage>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -40,6 +42,7 @@ impl JobContext {
         job: Job,
         token: CancellationToken,
         store: Option<crate::runtime::Backend>,
+        files: Option<jobs_files::FileStorage>,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -48,6 +51,7 @@ impl JobContext {
                 pending_progress: Mutex::new(None),
                 follow_ups: Mutex::new(Vec::new()),
                 store,
+                files,
             }),
         }
     }
@@ -93,6 +97,37 @@ impl JobContext {
             return Ok(BTreeMap::new());
         }
         self.store()?.parent_counts(self.inner.job.id).await
+    }
+
+    /// The bytes of this job's input file `name` (uploaded with the job, see the HTTP
+    /// API's files); `Invalid` naming `name` when it has none of that name.
+    pub async fn input_file(&self, name: &str) -> Result<Vec<u8>, JobError> {
+        let (store, storage) = (self.store()?, self.storage()?);
+        let job = self.inner.job.id;
+        let bytes = storage.read_job_file(&**store, None, job, FileRole::Input, name);
+        Ok(bytes.await?.to_vec())
+    }
+
+    /// Attaches `bytes` as the result file `name` of this attempt, at once (not with the
+    /// outcome): the job's view lists it, with its download URL. Refused once the
+    /// attempt lost its lease (`LeaseLost`), or when the job has a result file of that
+    /// name (`Conflict`).
+    pub async fn attach_file(&self, name: &str, bytes: impl Into<Vec<u8>>) -> Result<(), JobError> {
+        let (store, storage) = (self.store()?, self.storage()?);
+        let lease = jobs_core::Lease::of(&self.inner.job)
+            .ok_or_else(|| JobError::Unavailable("this context's job holds no lease".into()))?;
+        let owner = FileOwner::Result(lease);
+        let tenant = self.tenant();
+        storage
+            .store_bytes(&**store, owner, tenant, name, bytes.into())
+            .await?;
+        Ok(())
+    }
+
+    fn storage(&self) -> Result<&jobs_files::FileStorage, JobError> {
+        self.inner.files.as_ref().ok_or_else(|| {
+            JobError::Unavailable("this worker has no file storage (WorkerBuilder::files)".into())
+        })
     }
 
     fn store(&self) -> Result<&crate::runtime::Backend, JobError> {

@@ -107,9 +107,15 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn new(job: &Job, lease: Lease, store: &Backend) -> Arc<Self> {
+    pub(crate) fn new(
+        job: &Job,
+        lease: Lease,
+        store: &Backend,
+        files: Option<jobs_files::FileStorage>,
+    ) -> Arc<Self> {
+        let (token, store) = (CancellationToken::new(), Some(store.clone()));
         Arc::new(Self {
-            ctx: JobContext::new(job.clone(), CancellationToken::new(), Some(store.clone())),
+            ctx: JobContext::new(job.clone(), token, store, files),
             lease,
             reason: Mutex::new(None),
         })
@@ -211,6 +217,8 @@ pub(crate) struct Shared {
     pub(crate) completions: mpsc::UnboundedSender<Completion>,
     /// Fired when shutdown begins: jobs not yet started are released, not started.
     pub(crate) stopping: CancellationToken,
+    /// Where handlers read input files and attach result files.
+    pub(crate) files: Option<jobs_files::FileStorage>,
 }
 
 impl Shared {
@@ -221,7 +229,7 @@ impl Shared {
     }
 
     pub(crate) fn start(&self, job: &Job, lease: Lease) -> Arc<Running> {
-        let running = Running::new(job, lease, &self.store);
+        let running = Running::new(job, lease, &self.store, self.files.clone());
         self.attempts.insert(running.clone());
         running
     }

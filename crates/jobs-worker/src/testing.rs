@@ -85,6 +85,7 @@ impl TestContext {
             on_parent_failure: job.on_parent_failure,
             workflow_id: job.workflow.as_ref().map(|(id, _)| *id),
             workflow_step: job.workflow.map(|(_, step)| step),
+            has_files: false,
             created_at: now,
             updated_at: now,
             started_at: Some(now),
@@ -128,7 +129,7 @@ impl TestContext {
     /// The context; keep a clone to read progress or to cancel the job from the test
     /// (`ctx.cancellation_token().cancel()`).
     pub fn build(self) -> JobContext {
-        JobContext::new(self.job, CancellationToken::new(), None)
+        JobContext::new(self.job, CancellationToken::new(), None, None)
     }
 }
 

@@ -162,6 +162,14 @@ fn background(shared: &Shared) -> (JoinSet<()>, CancellationToken) {
     ));
     if config.maintenance {
         crate::services::maintenance::spawn(&mut services, store, config, stop.clone());
+        if let Some(files) = &shared.files {
+            // Files follow their jobs out at retention's pace.
+            let (store, holder) = (store.clone(), config.worker_id.clone());
+            let every = config.retention_interval;
+            let sweeper =
+                jobs_files::run_sweeper(store, files.clone(), holder, every, stop.clone());
+            services.spawn(sweeper);
+        }
     }
     (services, stop)
 }

@@ -9,6 +9,8 @@ use jobs_core::{
     JobStore, NewJob, QueueControl, QueueLimits, QueueScope, Workflow, WorkflowId, WorkflowStore,
     WorkflowView,
 };
+use jobs_core::{FileOwner, FileRole, FileStore};
+use jobs_files::FileStorage;
 use jobs_store::SeaOrmStore;
 use sea_orm::{DatabaseTransaction, TransactionTrait};
 
@@ -76,6 +78,36 @@ impl Client {
     /// Inserts all or none, in one statement per thousand jobs.
     pub async fn insert_many(&self, jobs: Vec<NewJob>) -> Result<Vec<Enqueued>, JobError> {
         self.store.enqueue_many(jobs).await
+    }
+
+    /// Inserts `job` with `files` (name, bytes) as its inputs: each is stored in `storage`
+    /// first, then the job is created with them in one transaction, so no worker sees it
+    /// without them. Its handler reads them with `JobContext::input_file`.
+    pub async fn insert_with_files(
+        &self,
+        storage: &FileStorage,
+        job: NewJob,
+        files: Vec<(String, Vec<u8>)>,
+    ) -> Result<Enqueued, JobError> {
+        let mut ids = Vec::with_capacity(files.len());
+        for (name, bytes) in files {
+            let staged =
+                storage.store_bytes(&self.store, FileOwner::Staged, &job.tenant, &name, bytes);
+            ids.push(staged.await?.id);
+        }
+        self.store.enqueue_with_files(job, &ids).await
+    }
+
+    /// The bytes of job `id`'s result file `name` (attached by its handler with
+    /// `JobContext::attach_file`, or by a remote worker).
+    pub async fn result_file(
+        &self,
+        storage: &FileStorage,
+        id: JobId,
+        name: &str,
+    ) -> Result<Vec<u8>, JobError> {
+        let bytes = storage.read_job_file(&self.store, None, id, FileRole::Result, name);
+        Ok(bytes.await?.to_vec())
     }
 
     /// A transaction for your own writes and for jobs: they commit together or not at all,

@@ -27,13 +27,14 @@ pub use jobs_core::{
     Dependency, OnParentFailure, ParentResult, Requires, Workflow, WorkflowFilter, WorkflowId,
     WorkflowState, WorkflowView,
 };
+pub use jobs_files::FileStorage;
 
 /// The ports a backend implements; in scope, they let you call the store directly
 /// (`client.store().list(..)`), or run the worker on a backend of your own.
 pub mod ports {
     pub use jobs_core::{
-        ApiBackend, JobStore, KeyLookup, Leadership, Notifier, QueueControl, ScheduleStore,
-        SchemaGate, WorkerBackend, WorkflowStore,
+        ApiBackend, FileStore, JobStore, KeyLookup, Leadership, Notifier, QueueControl,
+        ScheduleStore, SchemaGate, WorkerBackend, WorkflowStore,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

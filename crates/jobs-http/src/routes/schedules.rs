@@ -123,6 +123,7 @@ impl From<ScheduleJobBody> for CreateJob {
             concurrency_key: None,
             metadata: job.metadata,
             depends_on: None,
+            files: None,
             on_parent_failure: None,
         }
     }

@@ -40,8 +40,13 @@ impl Api {
         .await
     }
 
-    pub async fn start_with(store: &SeaOrmStore, config: ApiConfig) -> Api {
+    pub async fn start_with(store: &SeaOrmStore, mut config: ApiConfig) -> Api {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if config.files.is_none() {
+            // Kept after the test: the operating system's temporary directory is swept.
+            let dir = tempfile::tempdir().unwrap().keep();
+            config.files = Some(jobs_files::FileStorage::local(dir).unwrap());
+        }
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let state = ApiState::new(store.clone(), config, Some(metrics()))

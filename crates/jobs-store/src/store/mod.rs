@@ -15,6 +15,7 @@ mod dependencies;
 mod enqueue;
 mod errors;
 mod estimates;
+mod files;
 mod finish;
 mod lease;
 mod limits;
@@ -283,6 +284,7 @@ fn to_job(m: entity::Model) -> Result<Job, JobError> {
             .unwrap_or_default(),
         workflow_id: m.workflow_id.map(jobs_core::WorkflowId::from),
         workflow_step: m.workflow_step,
+        has_files: m.has_files,
     })
 }
 

@@ -42,7 +42,7 @@ async fn claimed(store: &Backend, kind: &str, lease: Duration) -> Job {
 }
 
 fn hold(store: &Backend, attempts: &Attempts, job: &Job) -> Arc<Running> {
-    let running = Running::new(job, Lease::of(job).unwrap(), store);
+    let running = Running::new(job, Lease::of(job).unwrap(), store, None);
     attempts.insert(running.clone());
     running
 }

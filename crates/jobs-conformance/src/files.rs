@@ -71,6 +71,21 @@ pub async fn files_are_recorded_only_for_their_owner(h: &dyn Harness) {
         .await
         .unwrap();
     assert_eq!(result.role, FileRole::Result);
+    let again = s
+        .add_file(file("acme", "out.csv"), FileOwner::Result(lease))
+        .await
+        .unwrap();
+    let results = s.job_files(None, &[id], FileRole::Result).await.unwrap();
+    assert_eq!(
+        results.len(),
+        1,
+        "a result of the same name replaces the first"
+    );
+    assert_eq!(results[0].id, again.id);
+    let week = Duration::from_secs(7 * 24 * 3600);
+    let replaced = s.orphan_files(week, 100).await.unwrap();
+    assert_eq!(replaced, [result.id], "the replaced one is swept");
+    assert_eq!(s.delete_files(&replaced).await.unwrap(), 1);
     let mut stale = lease;
     stale.token = jobs_core::LeaseToken::from(uuid::Uuid::new_v4());
     let lost = s

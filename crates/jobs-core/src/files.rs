@@ -127,8 +127,10 @@ pub fn validate_file_name(field: &str, name: &str) -> Result<(), JobError> {
 pub trait FileStore: Send + Sync + 'static {
     /// Records a stored file for `owner`, in one statement conditional on it: `NotFound`
     /// when the input's job is not the tenant's, `LeaseLost` when the result's attempt
-    /// is no longer current, `Conflict` when the job already has a file of this role and
-    /// name. Marks the job as having files.
+    /// is no longer current, `Conflict` when the job already has an input of this name.
+    /// A result replaces the job's result of the same name (a retried attempt writes its
+    /// results again); the replaced one is swept like a file of a deleted job. Marks the
+    /// job as having files.
     async fn add_file(&self, file: NewFile, owner: FileOwner) -> Result<JobFile, JobError>;
 
     /// The files of `role` of these jobs (of `tenant`; `None`: any), by job and name.

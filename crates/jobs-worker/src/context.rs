@@ -109,9 +109,9 @@ impl JobContext {
     }
 
     /// Attaches `bytes` as the result file `name` of this attempt, at once (not with the
-    /// outcome): the job's view lists it, with its download URL. Refused once the
-    /// attempt lost its lease (`LeaseLost`), or when the job has a result file of that
-    /// name (`Conflict`).
+    /// outcome): the job's view lists it, with its download URL. It replaces a result
+    /// file of the same name (an earlier attempt's). Refused once the attempt lost its
+    /// lease (`LeaseLost`).
     pub async fn attach_file(&self, name: &str, bytes: impl Into<Vec<u8>>) -> Result<(), JobError> {
         let (store, storage) = (self.store()?, self.storage()?);
         let lease = jobs_core::Lease::of(&self.inner.job)

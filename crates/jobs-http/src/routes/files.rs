@@ -322,7 +322,8 @@ pub async fn download_input(
     download(&state, &tenant, path.into_inner(), FileRole::Input).await
 }
 
-/// Remote workers: attach a result file to the running attempt (the lease holder only).
+/// Remote workers: attach a result file to the running attempt (the lease holder only);
+/// it replaces a result file of the same name, such as an earlier attempt's.
 #[utoipa::path(post, path = "/v1/jobs/{id}/result-files", tag = "workers", params(("id" = String, Path), ResultQuery),
     request_body(content = Option<String>, description = "The file's bytes, raw (may be empty)", content_type = "application/octet-stream"),
     responses(
@@ -330,7 +331,7 @@ pub async fn download_input(
         (status = 400, description = "A missing or invalid `name`, `worker_id` or `lease_token`, an unknown query parameter, or a broken body (`errors` names the field)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "This worker no longer holds the job (`lease-lost`), or the job has a result file of this name (`conflict`)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "This worker no longer holds the job (`lease-lost`)", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Larger than the api's file limit", body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]

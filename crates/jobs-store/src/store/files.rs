@@ -26,6 +26,9 @@ impl FileStore for SeaOrmStore {
         if let Some(job) = job_id {
             self.mark_job(&txn, &file.tenant, job, owner).await?;
         }
+        if let (Some(job), FileOwner::Result(_)) = (job_id, owner) {
+            self.detach_result(&txn, job, &file.name).await?;
+        }
         let mut sql = self.sql();
         let values = [
             sql.bind(file.id.as_uuid()),
@@ -165,6 +168,27 @@ impl SeaOrmStore {
             (0, _) => Err(JobError::NotFound(job)),
             _ => Ok(()),
         }
+    }
+
+    /// A result file of the same name (an earlier attempt's, or this one's sent again)
+    /// gives way: its row becomes a staged file of long ago, which the next sweep removes
+    /// with its object, and which no create can attach.
+    async fn detach_result(
+        &self,
+        conn: &impl ConnectionTrait,
+        job: JobId,
+        name: &str,
+    ) -> Result<(), JobError> {
+        let mut sql = self.sql();
+        let long_ago = sql.bind_time(Some(OffsetDateTime::UNIX_EPOCH));
+        let job = sql.bind(job.as_uuid());
+        let name = sql.bind(name.to_owned());
+        sql.push(&format!(
+            "UPDATE jobs_files SET job_id = NULL, created_at = {long_ago} \
+             WHERE job_id = {job} AND role = 'result' AND name = {name}"
+        ));
+        conn.execute_raw(sql.build()).await.map_err(db_error)?;
+        Ok(())
     }
 
     /// Attaches staged files of `tenant` to `job` as its inputs, or names each file that

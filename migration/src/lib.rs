@@ -18,6 +18,7 @@ mod m20261201_000005_schema_compatibility;
 pub mod m20261203_000006_operations;
 pub mod m20261204_000007_flow_control;
 pub mod m20261205_000008_workflows;
+pub mod m20261206_000011_webhooks;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000006_operations::Migration),
             Box::new(m20261204_000007_flow_control::Migration),
             Box::new(m20261205_000008_workflows::Migration),
+            Box::new(m20261206_000011_webhooks::Migration),
         ]
     }
 }

@@ -61,13 +61,18 @@ struct Serve {
     #[arg(long, env = "JOBS_EMBEDDED_WORKER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     embedded_worker: String,
 
-    /// Hosts the embedded worker's `http` handler may call.
+    /// Hosts the embedded worker's `http` handler may call, and webhook subscriptions may name.
     #[arg(
         long = "http-allow-host",
         env = "JOBS_HTTP_ALLOW_HOSTS",
         value_delimiter = ','
     )]
     http_allow_hosts: Vec<String>,
+
+    /// Webhook deliveries the embedded worker sends at once (queue `webhooks`); 0 leaves
+    /// them to workers elsewhere.
+    #[arg(long, env = "JOBS_WEBHOOKS_CONCURRENCY", default_value_t = 4)]
+    webhooks_concurrency: usize,
 
     /// Largest request body in bytes.
     #[arg(long, env = "JOBS_BODY_LIMIT", default_value_t = 1 << 20)]
@@ -179,8 +184,10 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
         true => {
             let build = {
                 let (store, allow) = (store.clone(), opts.http_allow_hosts.clone());
+                let webhooks = opts.webhooks_concurrency;
                 move || {
                     let builder = Worker::builder(store.clone()).queue("default", 10);
+                    let builder = builtins::serve_webhooks(builder, webhooks);
                     builtins::register(builder, allow.clone()).build()
                 }
             };
@@ -203,6 +210,7 @@ async fn serve(store: SeaOrmStore, opts: Serve, shutdown: CancellationToken) -> 
         workers: opts.http_workers,
         auth: opts.auth,
         metrics_require_key: opts.metrics_require_key,
+        webhook_hosts: jobs_core::AllowedHosts::new(opts.http_allow_hosts.clone()),
         ..ApiConfig::default()
     };
     // Warns when it will serve without authentication, or refuse every request.

@@ -22,6 +22,7 @@ pub mod queues;
 #[doc(hidden)]
 pub mod suite;
 mod unique;
+mod webhooks;
 mod workflows;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
@@ -140,6 +141,8 @@ macro_rules! conformance_tests {
             a_failed_step_fails_the_workflow_until_retried,
             invalid_workflows_are_refused_naming_the_step,
             a_wide_fan_out_and_in_runs_the_join_once,
+            webhooks_are_created_listed_and_deleted_per_tenant,
+            each_subscribed_transition_writes_one_delivery,
         );
     };
 }

@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use futures_core::Stream;
 
-use crate::{JobError, JobId, JobStore, QueueControl, ScheduleStore, WorkflowStore};
+use crate::{JobError, JobId, JobStore, QueueControl, ScheduleStore, WebhookStore, WorkflowStore};
 
 /// What woke a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +131,12 @@ pub trait SchemaGate: Send + Sync + 'static {
 
 /// Everything the worker runtime needs.
 pub trait WorkerBackend:
-    JobStore + ScheduleStore + QueueControl + WorkflowStore + Notifier + Leadership
+    JobStore + ScheduleStore + QueueControl + WorkflowStore + WebhookStore + Notifier + Leadership
 {
 }
-impl<T: JobStore + ScheduleStore + QueueControl + WorkflowStore + Notifier + Leadership>
-    WorkerBackend for T
+impl<
+    T: JobStore + ScheduleStore + QueueControl + WorkflowStore + WebhookStore + Notifier + Leadership,
+> WorkerBackend for T
 {
 }
 

@@ -19,6 +19,7 @@ pub mod storable;
 mod store;
 pub mod transition;
 mod unique;
+pub mod webhook;
 pub mod workflow;
 
 pub use args::{JobArgs, JobOptions};
@@ -44,6 +45,7 @@ pub use store::{
     PageRequest, QueueStats, RescueReport, Retry,
 };
 pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};
+pub use webhook::{AllowedHosts, CreatedWebhook, NewWebhook, Webhook, WebhookStore, WebhookTarget};
 pub use workflow::{
     Step, StepDependency, StepView, Workflow, WorkflowFilter, WorkflowPage, WorkflowState,
     WorkflowStore, WorkflowView,

@@ -59,6 +59,9 @@ pub struct ApiConfig {
     /// Most event streams open at once on this process; past that, 429
     /// `too-many-streams` with `Retry-After: 1`.
     pub max_event_streams: usize,
+    /// Hosts webhook subscriptions may name: the `http` handler's allow list
+    /// (`--http-allow-host`); empty refuses every subscription.
+    pub webhook_hosts: jobs_core::AllowedHosts,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +74,7 @@ impl Default for ApiConfig {
             key_cache_ttl: Duration::from_secs(5),
             event_keep_alive: Duration::from_secs(15),
             max_event_streams: 1_000,
+            webhook_hosts: jobs_core::AllowedHosts::default(),
         }
     }
 }
@@ -272,6 +276,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::workflows::get_workflow)
         .service(routes::workflows::cancel_workflow)
         .service(routes::workflows::retry_workflow)
+        .service(routes::webhooks::create_webhook)
+        .service(routes::webhooks::list_webhooks)
+        .service(routes::webhooks::delete_webhook)
+        .service(routes::webhooks::test_webhook)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -405,11 +413,13 @@ async fn observe(
         routes::schedules::get_schedule, routes::schedules::delete_schedule,
         routes::schedules::pause_schedule, routes::schedules::resume_schedule,
         routes::workflows::create_workflow, routes::workflows::list_workflows, routes::workflows::get_workflow,
-        routes::workflows::cancel_workflow, routes::workflows::retry_workflow, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::workflows::cancel_workflow, routes::workflows::retry_workflow,
+        routes::webhooks::create_webhook, routes::webhooks::list_webhooks, routes::webhooks::delete_webhook, routes::webhooks::test_webhook,
+        routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows")),
+    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows"), (name = "webhooks")),
 )]
 pub struct ApiDoc;
 

@@ -20,6 +20,7 @@ pub mod m20261204_000007_flow_control;
 pub mod m20261205_000008_workflows;
 pub mod m20261206_000009_estimates_and_compression;
 pub mod m20261206_000010_files;
+pub mod m20261206_000011_webhooks;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261205_000008_workflows::Migration),
             Box::new(m20261206_000009_estimates_and_compression::Migration),
             Box::new(m20261206_000010_files::Migration),
+            Box::new(m20261206_000011_webhooks::Migration),
         ]
     }
 }

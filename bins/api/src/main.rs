@@ -61,13 +61,18 @@ struct Serve {
     #[arg(long, env = "JOBS_EMBEDDED_WORKER", default_value = "auto", value_parser = ["auto", "on", "off"])]
     embedded_worker: String,
 
-    /// Hosts the embedded worker's `http` handler may call.
+    /// Hosts the embedded worker's `http` handler may call, and webhook subscriptions may name.
     #[arg(
         long = "http-allow-host",
         env = "JOBS_HTTP_ALLOW_HOSTS",
         value_delimiter = ','
     )]
     http_allow_hosts: Vec<String>,
+
+    /// Webhook deliveries the embedded worker sends at once (queue `webhooks`); 0 leaves
+    /// them to workers elsewhere.
+    #[arg(long, env = "JOBS_WEBHOOKS_CONCURRENCY", default_value_t = 4)]
+    webhooks_concurrency: usize,
 
     /// Largest request body in bytes.
     #[arg(long, env = "JOBS_BODY_LIMIT", default_value_t = 1 << 20)]
@@ -220,9 +225,11 @@ async fn serve(
             let build = {
                 let (store, allow) = (store.clone(), opts.http_allow_hosts.clone());
                 let files = files.clone();
+                let webhooks = opts.webhooks_concurrency;
                 move || {
                     let builder = Worker::builder(store.clone()).queue("default", 10);
                     let builder = builder.files(files.clone());
+                    let builder = builtins::serve_webhooks(builder, webhooks);
                     builtins::register(builder, allow.clone()).build()
                 }
             };
@@ -262,6 +269,7 @@ async fn serve(
         files: Some(files),
         file_limit: opts.file_limit,
         public_url: opts.public_url,
+        webhook_hosts: jobs_core::AllowedHosts::new(opts.http_allow_hosts.clone()),
         ..ApiConfig::default()
     };
     // Warns when it will serve without authentication, or refuse every request.

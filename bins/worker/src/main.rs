@@ -16,7 +16,7 @@ use jobs_worker::{Worker, builtins};
 #[command(
     name = "jobs-worker",
     version,
-    about = "Runs jobs: the built-in handlers http, sleep, echo, fail"
+    about = "Runs jobs: the built-in handlers http, webhook, sleep, echo, fail"
 )]
 struct Cli {
     /// PostgreSQL (`postgres://...`) or SQLite (`sqlite://file.db?mode=rwc`) database.
@@ -26,6 +26,11 @@ struct Cli {
     /// A queue to work and how many of its jobs run at once: `--queue default=10 --queue media=2`.
     #[arg(long = "queue", env = "JOBS_QUEUES", value_delimiter = ',', default_value = "default=10", value_parser = parse_queue)]
     queues: Vec<(String, usize)>,
+
+    /// Webhook deliveries sent at once (queue `webhooks`, served unless --queue names it
+    /// or this is 0).
+    #[arg(long, env = "JOBS_WEBHOOKS_CONCURRENCY", default_value_t = 4)]
+    webhooks_concurrency: usize,
 
     /// Jobs of each queue claimed ahead of its free slots, waiting here (leased) for one:
     /// raises the throughput of many short jobs; 0 claims only for free slots.
@@ -67,7 +72,8 @@ struct Cli {
     #[arg(long, env = "JOBS_NO_MAINTENANCE")]
     no_maintenance: bool,
 
-    /// Hosts the `http` handler may call (repeat or comma-separate); none turns it off.
+    /// Hosts the `http` handler and webhook deliveries may call (repeat or comma-separate);
+    /// none turns `http` off and fails every delivery.
     #[arg(
         long = "http-allow-host",
         env = "JOBS_HTTP_ALLOW_HOSTS",
@@ -168,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
         for (queue, concurrency) in &cli.queues {
             builder = builder.queue(queue, *concurrency);
         }
+        let builder = builtins::serve_webhooks(builder, cli.webhooks_concurrency);
         builtins::register(builder, cli.http_allow_hosts.clone()).build()
     };
     build().context("invalid worker configuration")?;

@@ -23,6 +23,7 @@ pub mod queues;
 #[doc(hidden)]
 pub mod suite;
 mod unique;
+mod webhooks;
 mod workflows;
 
 /// One fresh, migrated, empty database per test, and the ways a test reaches it.
@@ -144,6 +145,8 @@ macro_rules! conformance_tests {
             files_are_recorded_only_for_their_owner,
             a_job_is_created_with_its_staged_files_all_or_none,
             files_of_deleted_jobs_and_stale_staged_files_are_orphans,
+            webhooks_are_created_listed_and_deleted_per_tenant,
+            each_subscribed_transition_writes_one_delivery,
         );
     };
 }

@@ -19,6 +19,7 @@ pub use crate::limits::*;
 pub use crate::queues::*;
 pub use crate::schedules::*;
 pub use crate::unique::*;
+pub use crate::webhooks::*;
 pub use crate::workflows::*;
 use crate::{
     Harness,

@@ -12,7 +12,9 @@ use std::{
 use async_trait::async_trait;
 use futures_core::Stream;
 
-use crate::{FileStore, JobError, JobId, JobStore, QueueControl, ScheduleStore, WorkflowStore};
+use crate::{
+    FileStore, JobError, JobId, JobStore, QueueControl, ScheduleStore, WebhookStore, WorkflowStore,
+};
 
 /// What woke a worker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,11 +133,26 @@ pub trait SchemaGate: Send + Sync + 'static {
 
 /// Everything the worker runtime needs.
 pub trait WorkerBackend:
-    JobStore + ScheduleStore + QueueControl + WorkflowStore + FileStore + Notifier + Leadership
+    JobStore
+    + ScheduleStore
+    + QueueControl
+    + WorkflowStore
+    + FileStore
+    + WebhookStore
+    + Notifier
+    + Leadership
 {
 }
-impl<T: JobStore + ScheduleStore + QueueControl + WorkflowStore + FileStore + Notifier + Leadership>
-    WorkerBackend for T
+impl<
+    T: JobStore
+        + ScheduleStore
+        + QueueControl
+        + WorkflowStore
+        + FileStore
+        + WebhookStore
+        + Notifier
+        + Leadership,
+> WorkerBackend for T
 {
 }
 

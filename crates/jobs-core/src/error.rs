@@ -34,6 +34,10 @@ pub enum JobError {
     #[error("workflow {0} not found")]
     WorkflowNotFound(crate::WorkflowId),
 
+    /// No webhook subscription with this id (in the caller's tenant).
+    #[error("webhook {0} not found")]
+    WebhookNotFound(uuid::Uuid),
+
     /// The name is taken (a schedule of the same tenant and name exists).
     #[error("conflict: {0}")]
     Conflict(String),

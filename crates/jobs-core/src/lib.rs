@@ -21,6 +21,7 @@ pub mod storable;
 mod store;
 pub mod transition;
 mod unique;
+pub mod webhook;
 pub mod workflow;
 
 pub use args::{JobArgs, JobOptions};
@@ -48,6 +49,7 @@ pub use store::{
     PageRequest, QueueStats, RescueReport, Retry, single_job_error,
 };
 pub use unique::{OnConflict, Unique, UniqueOpts, UniqueStates};
+pub use webhook::{AllowedHosts, CreatedWebhook, NewWebhook, Webhook, WebhookStore, WebhookTarget};
 pub use workflow::{
     Step, StepDependency, StepView, Workflow, WorkflowFilter, WorkflowPage, WorkflowState,
     WorkflowStore, WorkflowView,

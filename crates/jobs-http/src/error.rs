@@ -181,7 +181,8 @@ impl From<JobError> for ApiError {
         match error {
             JobError::NotFound(_)
             | JobError::ScheduleNotFound(_)
-            | JobError::WorkflowNotFound(_) => Self::not_found(detail),
+            | JobError::WorkflowNotFound(_)
+            | JobError::WebhookNotFound(_) => Self::not_found(detail),
             JobError::Conflict(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
             }

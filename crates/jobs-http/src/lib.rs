@@ -69,6 +69,9 @@ pub struct ApiConfig {
     /// The API's address as clients reach it (`https://jobs.example.com`), for the
     /// download URLs of files; default: the scheme and host each request came with.
     pub public_url: Option<String>,
+    /// Hosts webhook subscriptions may name: the `http` handler's allow list
+    /// (`--http-allow-host`); empty refuses every subscription.
+    pub webhook_hosts: jobs_core::AllowedHosts,
 }
 
 impl Default for ApiConfig {
@@ -85,6 +88,7 @@ impl Default for ApiConfig {
             files: None,
             file_limit: 100 << 20,
             public_url: None,
+            webhook_hosts: jobs_core::AllowedHosts::default(),
         }
     }
 }
@@ -293,6 +297,10 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::files::upload_result)
         .service(routes::files::list_results)
         .service(routes::files::download_result)
+        .service(routes::webhooks::create_webhook)
+        .service(routes::webhooks::list_webhooks)
+        .service(routes::webhooks::delete_webhook)
+        .service(routes::webhooks::test_webhook)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -428,11 +436,13 @@ async fn observe(
         routes::workflows::create_workflow, routes::workflows::list_workflows, routes::workflows::get_workflow,
         routes::workflows::cancel_workflow, routes::workflows::retry_workflow,
         routes::files::stage_file, routes::files::upload_input, routes::files::list_inputs, routes::files::download_input,
-        routes::files::upload_result, routes::files::list_results, routes::files::download_result, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::files::upload_result, routes::files::list_results, routes::files::download_result,
+        routes::webhooks::create_webhook, routes::webhooks::list_webhooks, routes::webhooks::delete_webhook, routes::webhooks::test_webhook,
+        routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField)),
     modifiers(&BearerAuth),
-    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows"), (name = "files")),
+    tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows"), (name = "files"), (name = "webhooks")),
 )]
 pub struct ApiDoc;
 

@@ -24,6 +24,7 @@ use crate::{
 
 pub mod queue_control;
 pub mod schedules;
+pub mod webhooks;
 pub mod workflows;
 
 type Data = web::Data<ApiState>;

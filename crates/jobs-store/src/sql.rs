@@ -133,7 +133,7 @@ impl Dialect {
 
     /// The bytes that the hexadecimal text `expr` spells (rows of `rows_cte` carry bytes
     /// so, being JSON).
-    pub(crate) fn from_hex(self, expr: &str) -> String {
+    pub(crate) fn unhex(self, expr: &str) -> String {
         match self {
             Dialect::Postgres => format!("decode({expr}, 'hex')"),
             Dialect::Sqlite => format!("unhex({expr})"),

@@ -230,7 +230,6 @@ async fn a_five_megabyte_result_round_trips_compressed(db: TestDb) {
         (stored as usize) < size / 5,
         "{size} bytes of JSON stored in {stored}"
     );
-    println!("a result of {size} bytes of JSON is stored in {stored} bytes");
     let small_job = s.get(None, claimed[1].id).await.unwrap();
     assert_eq!(small_job.result, Some(small));
     let small_stored = s.compressed_outcome_bytes(small_job.id).await.unwrap();

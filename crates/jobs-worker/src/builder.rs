@@ -90,6 +90,11 @@ impl WorkerBuilder {
         self
     }
 
+    /// Whether `queue` was added.
+    pub fn serves(&self, queue: &str) -> bool {
+        self.config.queues.iter().any(|(name, _)| name == queue)
+    }
+
     /// A periodic job defined in code, created or updated at start: an unchanged cron
     /// and time zone keep the next slot, so restarts neither repeat nor skip one.
     pub fn schedule(mut self, schedule: Schedule) -> Self {

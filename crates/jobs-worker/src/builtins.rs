@@ -7,23 +7,63 @@ use std::{collections::BTreeMap, time::Duration};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use jobs_core::storable::{TRUNCATED_MARKER, storable_text};
+use jobs_core::{
+    AllowedHosts,
+    storable::{TRUNCATED_MARKER, storable_text},
+    webhook::{self, Delivery},
+};
 
 use crate::{HandlerError, JobContext, Output, WorkerBuilder};
 
-/// Registers `sleep`, `echo`, `fail`, `gather`, and `http` when `http_allowed_hosts` is
-/// not empty.
+/// Registers `sleep`, `echo`, `fail`, `gather`, `webhook` (deliveries of webhook
+/// events, to allowed hosts only), and `http` when `http_allowed_hosts` is not empty.
 pub fn register(builder: WorkerBuilder, http_allowed_hosts: Vec<String>) -> WorkerBuilder {
+    let hosts = AllowedHosts::new(http_allowed_hosts);
+    let client = http_client();
     let builder = builder
         .handler("sleep", sleep)
         .handler("echo", echo)
         .handler("fail", fail)
-        .handler("gather", gather);
-    if http_allowed_hosts.is_empty() {
+        .handler("gather", gather)
+        .handler(
+            jobs_core::webhook::WEBHOOK_KIND,
+            WebhookHandler {
+                client: client.clone(),
+                allowed_hosts: hosts.clone(),
+            },
+        );
+    if hosts.is_empty() {
         tracing::info!("http handler off: no allowed hosts given");
         return builder;
     }
-    builder.handler("http", HttpHandler::new(http_allowed_hosts))
+    builder.handler(
+        "http",
+        HttpHandler {
+            client,
+            allowed_hosts: hosts,
+        },
+    )
+}
+
+/// Serves the queue of webhook deliveries (`webhooks`) with `concurrency` slots, unless
+/// it is 0 or the builder serves it already.
+pub fn serve_webhooks(builder: WorkerBuilder, concurrency: usize) -> WorkerBuilder {
+    let queue = jobs_core::webhook::WEBHOOK_QUEUE;
+    if concurrency == 0 || builder.serves(queue) {
+        return builder;
+    }
+    builder.queue(queue, concurrency)
+}
+
+/// One client for outgoing requests: no redirects (a redirect could leave the allowed
+/// hosts).
+fn http_client() -> reqwest::Client {
+    // Several crates may race to install it; any installed ring provider is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("HTTP client")
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(args: Value) -> Result<T, HandlerError> {
@@ -113,7 +153,7 @@ const HTTP_BODY_IN_ERROR: usize = 1024;
 /// allowed hosts are called.
 struct HttpHandler {
     client: reqwest::Client,
-    allowed_hosts: Vec<String>,
+    allowed_hosts: AllowedHosts,
 }
 
 #[derive(Deserialize)]
@@ -133,33 +173,43 @@ fn default_http_timeout_ms() -> u64 {
 }
 
 impl HttpHandler {
-    fn new(allowed_hosts: Vec<String>) -> Self {
-        // Several crates may race to install it; any installed ring provider is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .expect("HTTP client");
-        Self {
-            client,
-            allowed_hosts,
-        }
-    }
-
     fn check_host(&self, url: &reqwest::Url) -> Result<(), HandlerError> {
-        let host = url.host_str().unwrap_or_default();
-        if self
-            .allowed_hosts
-            .iter()
-            .any(|allowed| allowed.eq_ignore_ascii_case(host))
-        {
-            Ok(())
-        } else {
-            Err(HandlerError::permanent(
-                "host_not_allowed",
-                format!("{host} is not in the allowed hosts"),
-            ))
-        }
+        self.allowed_hosts
+            .check(url)
+            .map_err(|reason| HandlerError::permanent("host_not_allowed", reason))
+    }
+}
+
+/// A request that got no answer: retried.
+fn send_error(e: reqwest::Error) -> HandlerError {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else {
+        "connection"
+    };
+    HandlerError::retryable(kind, e.to_string())
+}
+
+/// The `Retry-After` of a response, in seconds.
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
+}
+
+/// A retryable error for a non-2xx answer, after its `Retry-After` when it is a 429.
+fn retry_status(
+    status: reqwest::StatusCode,
+    message: String,
+    after: Option<Duration>,
+) -> HandlerError {
+    let kind = format!("http_{}", status.as_u16());
+    match after {
+        Some(delay) if status.as_u16() == 429 => HandlerError::retry_after(kind, message, delay),
+        _ => HandlerError::retryable(kind, message),
     }
 }
 
@@ -215,21 +265,9 @@ impl crate::Handler for HttpHandler {
         for (name, value) in &args.headers {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| {
-            let kind = if e.is_timeout() {
-                "timeout"
-            } else {
-                "connection"
-            };
-            HandlerError::retryable(kind, e.to_string())
-        })?;
+        let response = request.send().await.map_err(send_error)?;
         let status = response.status();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(&response);
         let (text, truncated) = read_capped(response, HTTP_BODY_MAX).await?;
         let message = format!(
             "HTTP {status}: {}",
@@ -242,18 +280,70 @@ impl crate::Handler for HttpHandler {
         let result = json!({"status": status.as_u16(), "body": body});
         match status.as_u16() {
             200..=299 => Ok(result.into()),
-            429 => Err(match retry_after {
-                Some(delay) => HandlerError::retry_after("http_429", message, delay),
-                None => HandlerError::retryable("http_429", message),
-            }),
-            500..=599 => Err(HandlerError::retryable(
-                format!("http_{}", status.as_u16()),
-                message,
-            )),
+            429 | 500..=599 => Err(retry_status(status, message, retry_after)),
             _ => Err(HandlerError::permanent(
                 format!("http_{}", status.as_u16()),
                 message,
             )),
         }
+    }
+}
+
+/// How long a webhook receiver has to answer.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delivers one webhook event (`jobs_core::webhook::Delivery`): POSTs it as JSON with the
+/// Standard Webhooks headers, the job's id as `webhook-id` (the same on every retry).
+/// 2xx completes; any other answer or no answer is retried with backoff. A deleted
+/// subscription completes unsent; a host no longer allowed fails for good.
+struct WebhookHandler {
+    client: reqwest::Client,
+    allowed_hosts: AllowedHosts,
+}
+
+#[async_trait::async_trait]
+impl crate::Handler for WebhookHandler {
+    async fn run(&self, args: Value, ctx: JobContext) -> Result<Output<Value>, HandlerError> {
+        let delivery: Delivery = parse(args)?;
+        let target = ctx
+            .webhook_target(delivery.webhook_id)
+            .await
+            .map_err(|e| HandlerError::retryable("webhook_unavailable", e.to_string()))?;
+        let Some(target) = target else {
+            return Ok(json!({"sent": false, "reason": "webhook deleted"}).into());
+        };
+        let url = self
+            .allowed_hosts
+            .parse(&target.url)
+            .map_err(|reason| HandlerError::permanent("host_not_allowed", reason))?;
+        let body = serde_json::to_vec(&delivery.event)
+            .map_err(|e| HandlerError::permanent("invalid_args", e.to_string()))?;
+        let id = ctx.id().to_string();
+        let timestamp = time::OffsetDateTime::now_utc().unix_timestamp();
+        let signature = webhook::signature(&target.secret, &id, timestamp, &body)
+            .map_err(|reason| HandlerError::permanent("invalid_secret", reason))?;
+        let response = self
+            .client
+            .post(url)
+            .timeout(WEBHOOK_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", &id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .map_err(send_error)?;
+        let status = response.status();
+        let after = retry_after(&response);
+        if status.is_success() {
+            return Ok(json!({"sent": true, "status": status.as_u16()}).into());
+        }
+        let (text, _) = read_capped(response, HTTP_BODY_IN_ERROR).await?;
+        let message = format!(
+            "HTTP {status}: {}",
+            storable_text(&text, HTTP_BODY_IN_ERROR)
+        );
+        Err(retry_status(status, message, after))
     }
 }

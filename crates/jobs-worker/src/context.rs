@@ -130,6 +130,17 @@ impl JobContext {
         })
     }
 
+    /// Where a webhook delivery goes, `None` once its subscription was deleted.
+    #[cfg(feature = "builtins")]
+    pub(crate) async fn webhook_target(
+        &self,
+        webhook_id: uuid::Uuid,
+    ) -> Result<Option<jobs_core::WebhookTarget>, JobError> {
+        self.store()?
+            .webhook_target(&self.inner.job.tenant, webhook_id)
+            .await
+    }
+
     fn store(&self) -> Result<&crate::runtime::Backend, JobError> {
         self.inner.store.as_ref().ok_or_else(|| {
             JobError::Unavailable("this context has no store to read parents from".into())

@@ -151,7 +151,7 @@ impl SeaOrmStore {
             ended = end.set_columns(d),
             done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),
             partial = Ending::Partial.as_str(),
-            compressed = d.from_hex("t.outcome_zstd"),
+            compressed = d.unhex("t.outcome_zstd"),
             errors = d.append_attempt_error("jobs.errors", "jobs.attempt", "t.err_kind", "t.err_message"),
             from = sources(&Ending::OF_ATTEMPT),
         ));

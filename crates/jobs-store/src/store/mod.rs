@@ -26,6 +26,7 @@ mod read;
 mod schedules;
 mod transition;
 mod unique;
+mod webhooks;
 mod workflows;
 
 use std::{collections::HashMap, time::Duration};

@@ -19,6 +19,16 @@ async fn wait_ready(http: &reqwest::Client, base: &str) {
     panic!("the api never became ready");
 }
 
+#[test]
+fn serve_options_on_both_sides_of_serve_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
+    let out = run("jobs-api", &url, &["--listen", "127.0.0.1:0", "serve"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("after `serve`"), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_default_serves_runs_jobs_and_enforces_keys() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -27,7 +37,13 @@ async fn sqlite_default_serves_runs_jobs_and_enforces_keys() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let listen = format!("127.0.0.1:{port}");
-    let mut api = spawn("jobs-api", "api-process", &url, &["--listen", &listen]);
+    // The other black-box tests serve with `jobs-api --listen`; this one names `serve`.
+    let mut api = spawn(
+        "jobs-api",
+        "api-process",
+        &url,
+        &["serve", "--listen", &listen],
+    );
     let http = reqwest::Client::new();
     wait_ready(&http, &base).await;
 

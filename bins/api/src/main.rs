@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the HTTP API (the default).
-    Serve,
+    Serve(Serve),
     /// Manage the database schema by hand.
     Migrate {
         #[command(subcommand)]
@@ -118,6 +118,26 @@ struct Serve {
     files_sweep_interval_secs: u64,
 }
 
+/// `jobs-api --listen ...` and `jobs-api serve --listen ...` both serve; serve options on
+/// both sides of `serve` would leave one set unused, so that is refused.
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches, parser::ValueSource};
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given_before = |id: &clap::Id| {
+        id != "database_url" && matches.value_source(id.as_str()) == Some(ValueSource::CommandLine)
+    };
+    if matches!(cli.command, Some(Command::Serve(_))) && matches.ids().any(given_before) {
+        Cli::command()
+            .error(
+                clap::error::ErrorKind::ArgumentConflict,
+                "give the serve options after `serve` (or leave `serve` out)",
+            )
+            .exit();
+    }
+    cli
+}
+
 fn parse_auth(value: &str) -> Result<AuthMode, String> {
     value.parse()
 }
@@ -157,10 +177,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = parse_cli();
     // When serving, listen for signals first: a SIGTERM during start-up is a graceful
     // stop, not a kill. Other commands keep the default (Ctrl-C ends them).
-    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let serving = matches!(cli.command, None | Some(Command::Serve(_)));
     let shutdown = if serving {
         jobs_worker::signals::cancel_on_signals()?
     } else {
@@ -169,8 +189,8 @@ async fn main() -> anyhow::Result<()> {
     let store = SeaOrmStore::connect(&cli.database_url)
         .await
         .with_context(|| format!("connecting to {}", redact(&cli.database_url)))?;
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(store, cli.serve, &cli.database_url, shutdown).await,
+    match cli.command.unwrap_or(Command::Serve(cli.serve)) {
+        Command::Serve(opts) => serve(store, opts, &cli.database_url, shutdown).await,
         Command::Migrate { action } => migrate(&store, action).await,
         Command::Keys { action } => keys(&store, action).await,
     }

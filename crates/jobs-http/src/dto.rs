@@ -492,6 +492,35 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// One event of `GET /v1/jobs/{id}/events`, field by field: the stream sends
+/// `event: job`, `id: <job id>` and `data: <the job as JSON, on one line>`, then a blank
+/// line.
+#[derive(Debug, ToSchema)]
+pub struct JobEvent {
+    /// Always `job`.
+    #[schema(pattern = "^job$")]
+    pub event: &'static str,
+    /// The job's id (the SSE `id` field).
+    pub id: uuid::Uuid,
+    pub data: JobView,
+}
+
+impl JobEvent {
+    pub fn job(view: JobView) -> Self {
+        Self {
+            event: "job",
+            id: view.id,
+            data: view,
+        }
+    }
+
+    /// The event as the stream sends it.
+    pub fn frame(&self) -> String {
+        let data = serde_json::to_string(&self.data).unwrap_or_default();
+        format!("event: {}\nid: {}\ndata: {data}\n\n", self.event, self.id)
+    }
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobList {
     pub items: Vec<JobView>,

@@ -120,6 +120,17 @@ fn serde_urlencoded_path<T: DeserializeOwned>(query: &str) -> Result<T, ApiError
     })
 }
 
+impl ApiState {
+    /// Whether requests need an API key now (see [`AuthMode`]).
+    pub(crate) async fn auth_required(&self) -> Result<bool, ApiError> {
+        Ok(match self.config.auth {
+            AuthMode::Off => false,
+            AuthMode::Required => true,
+            AuthMode::Auto => self.auth.census(&*self.store).await?.any,
+        })
+    }
+}
+
 /// The tenant the caller acts for: from its API key, or the default tenant while
 /// authentication is off (see [`AuthMode`]).
 #[derive(Debug, Clone)]
@@ -133,12 +144,7 @@ impl FromRequest for Tenant {
         let state = state(req);
         let credentials = bearer_token(req);
         Box::pin(async move {
-            let required = match state.config.auth {
-                AuthMode::Off => false,
-                AuthMode::Required => true,
-                AuthMode::Auto => state.auth.census(&*state.store).await?.any,
-            };
-            if !required {
+            if !state.auth_required().await? {
                 return Ok(Tenant(jobs_core::limits::DEFAULT_TENANT.to_owned()));
             }
             state

@@ -440,8 +440,8 @@ async fn observe(
         routes::webhooks::create_webhook, routes::webhooks::list_webhooks, routes::webhooks::delete_webhook, routes::webhooks::test_webhook,
         routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
-    components(schemas(Problem, error::ProblemField)),
-    modifiers(&BearerAuth),
+    components(schemas(Problem, error::ProblemField, dto::JobEvent)),
+    modifiers(&BearerAuth, &DescribeResponses),
     tags((name = "jobs"), (name = "workers", description = "For remote workers in any language"), (name = "queues"), (name = "operations"), (name = "workflows"), (name = "files"), (name = "webhooks")),
 )]
 pub struct ApiDoc;
@@ -463,4 +463,77 @@ impl utoipa::Modify for BearerAuth {
             Vec::<String>::new(),
         )]);
     }
+}
+
+/// OpenAPI requires a description on every response; the common refusals are described
+/// here once instead of on each of the routes that can give them.
+struct DescribeResponses;
+
+impl utoipa::Modify for DescribeResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        for operation in operations_mut(openapi) {
+            for (status, response) in &mut operation.responses.responses {
+                if let RefOr::T(response) = response
+                    && response.description.is_empty()
+                {
+                    response.description = common_description(status).to_owned();
+                }
+            }
+        }
+    }
+}
+
+fn common_description(status: &str) -> &'static str {
+    match status {
+        "400" => "The request is invalid; `fields` names each invalid field",
+        "401" => "No valid API key: send `Authorization: Bearer <api key>`",
+        "404" => "Not found (or another tenant's)",
+        "409" => "Conflicts with the resource's current state",
+        "413" => "The body is larger than the api accepts",
+        "415" => "The body is not `application/json`",
+        "429" => "Too many requests; retry after `Retry-After` seconds",
+        "503" => "The database is unavailable or the schema does not fit this binary; retry later",
+        _ => "Success",
+    }
+}
+
+fn operations_mut(
+    openapi: &mut utoipa::openapi::OpenApi,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+/// The document as served: while the api runs without authentication (auth `off`, or
+/// `auto` before the first key), it declares no security requirement, so clients
+/// generated from it send no key.
+pub(crate) fn served_openapi(auth_required: bool) -> &'static [u8] {
+    static WITH_AUTH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    static WITHOUT_AUTH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let (cell, strip) = if auth_required {
+        (&WITH_AUTH, false)
+    } else {
+        (&WITHOUT_AUTH, true)
+    };
+    cell.get_or_init(|| {
+        let mut doc = ApiDoc::openapi();
+        if strip {
+            doc.security = None;
+            for operation in operations_mut(&mut doc) {
+                operation.security = None;
+                operation.responses.responses.remove("401");
+            }
+        }
+        serde_json::to_vec(&doc).expect("the OpenAPI document serializes")
+    })
 }

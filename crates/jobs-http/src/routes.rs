@@ -382,7 +382,7 @@ pub async fn retry_job(
 /// a bounded number of streams at once (1,000 by default); past that, 429.
 #[utoipa::path(get, path = "/v1/jobs/{id}/events", tag = "jobs", params(("id" = String, Path)),
     responses(
-        (status = 200, description = "`text/event-stream` of `job` events, each a JobView, and `: keep-alive` comments while nothing changes", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: `job` events, whose fields the `JobEvent` schema describes (`data` is the job as `GET /v1/jobs/{id}` shows it, on one line), and `: keep-alive` comments while nothing changes", content_type = "text/event-stream", body = String),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "This api serves as many event streams as it may (`too-many-streams`); retry after `Retry-After`", body = Problem, content_type = "application/problem+json",
@@ -393,6 +393,7 @@ pub async fn retry_job(
 pub async fn job_events(
     state: Data,
     Tenant(tenant): Tenant,
+    req: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let id = job_id(&path)?;
@@ -404,6 +405,7 @@ pub async fn job_events(
     let first = state.reader.get(Some(&tenant), id).await?;
     let watch = Watch {
         keep_alive: state.config.event_keep_alive,
+        base_url: files::base_url(&state, &req),
         state,
         tenant,
         id,
@@ -429,6 +431,8 @@ pub async fn job_events(
 /// about two keep-alive intervals).
 struct Watch {
     state: Data,
+    /// Of the files' download URLs in each event.
+    base_url: String,
     tenant: String,
     id: JobId,
     first: Option<Job>,
@@ -475,8 +479,11 @@ impl Watch {
             self.last = Some(key);
             self.sent_at = Instant::now();
             self.done = job.state.is_ended();
-            let data = serde_json::to_string(&JobView::from(job)).unwrap_or_default();
-            return Some(format!("event: job\nid: {}\ndata: {data}\n\n", self.id));
+            let view = files::job_views_at(&self.state, &self.base_url, &self.tenant, vec![job])
+                .await
+                .ok()?
+                .remove(0);
+            return Some(JobEvent::job(view).frame());
         }
     }
 }
@@ -848,11 +855,14 @@ pub async fn metrics(state: Data, _access: MetricsAccess) -> HttpResponse {
         .body(body)
 }
 
-/// This document.
+/// This document. It declares the bearer key only while the api requires one.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations", security(()),
     responses((status = 200, description = "OpenAPI 3.1", content_type = "application/json", body = Object)))]
 #[get("/openapi.json")]
-pub async fn openapi() -> HttpResponse {
-    use utoipa::OpenApi;
-    HttpResponse::Ok().json(crate::ApiDoc::openapi())
+pub async fn openapi(state: web::Data<ApiState>) -> HttpResponse {
+    // Unknown (the database is away): declare the key, which is the safe side.
+    let auth_required = state.auth_required().await.unwrap_or(true);
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(crate::served_openapi(auth_required))
 }

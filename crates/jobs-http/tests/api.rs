@@ -793,6 +793,11 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         assert!(operation.is_object(), "{method} {path} is documented");
         for (code, response) in operation["responses"].as_object().unwrap() {
             assert_ne!(code, "422", "{method} {path}: invalid values are 400");
+            let description = response["description"].as_str().unwrap_or_default();
+            assert!(
+                !description.is_empty(),
+                "{method} {path} {code} is described"
+            );
             if code.starts_with('4') || code.starts_with('5') {
                 assert!(
                     response["content"]["application/problem+json"].is_object(),

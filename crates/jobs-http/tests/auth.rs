@@ -17,6 +17,7 @@ backend_tests!(
     auth_required_refuses_requests_before_the_first_key,
     bearer_is_any_case_and_anything_else_says_what_to_send,
     metrics_can_require_a_key,
+    the_document_declares_the_key_only_while_one_is_required,
 );
 
 /// How long these tests' apis cache what they know of keys.
@@ -142,4 +143,42 @@ async fn metrics_can_require_a_key(db: TestDb) {
     let open = start(&db, ApiConfig::default()).await;
     let (status, _, _) = open.raw(Method::GET, "/metrics", None).await;
     assert_eq!(status, StatusCode::OK, "open by default, even with keys");
+}
+
+/// Clients generated from the document send a key exactly when the api wants one.
+async fn the_document_declares_the_key_only_while_one_is_required(db: TestDb) {
+    let declares_key = |doc: &Value| {
+        let global = doc["security"] == json!([{"api_key": []}]);
+        let per_operation = doc["paths"]["/v1/jobs"]["get"]["responses"]["401"].is_object();
+        assert_eq!(global, per_operation, "global and per-operation agree");
+        global
+    };
+    let off = start(
+        &db,
+        ApiConfig {
+            auth: AuthMode::Off,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    let auto = start(&db, ApiConfig::default()).await;
+    assert!(!declares_key(&auto.get("/openapi.json").await.1));
+    assert!(
+        auto.get("/openapi.json").await.1["components"]["securitySchemes"]["api_key"].is_object(),
+        "the scheme stays described for when keys are added"
+    );
+
+    db.store.create_api_key("acme").await.unwrap();
+    expire().await;
+    assert!(declares_key(&auto.get("/openapi.json").await.1));
+    assert!(!declares_key(&off.get("/openapi.json").await.1));
+    let required = start(
+        &db,
+        ApiConfig {
+            auth: AuthMode::Required,
+            ..ApiConfig::default()
+        },
+    )
+    .await;
+    assert!(declares_key(&required.get("/openapi.json").await.1));
 }

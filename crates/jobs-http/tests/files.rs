@@ -102,6 +102,13 @@ async fn a_worker_downloads_its_inputs_and_uploads_its_results(db: TestDb) {
     assert_eq!(view["result_url"], file["url"]);
     let url = view["result_url"].as_str().unwrap();
     assert_eq!(download(&api, url).await, (StatusCode::OK, output));
+    // The event stream shows the job as GET does, files included.
+    let events = format!("/v1/jobs/{id}/events");
+    let (_, _, stream) = api.raw(reqwest::Method::GET, &events, None).await;
+    let data = stream.lines().find_map(|l| l.strip_prefix("data: "));
+    let event: Value = serde_json::from_str(data.unwrap_or_default()).unwrap();
+    assert_eq!(event["result_url"], view["result_url"], "{stream}");
+    assert_eq!(event["result_files"], view["result_files"], "{stream}");
     let (_, listed) = api.get("/v1/jobs").await;
     assert_eq!(listed["items"][0]["result_url"], view["result_url"]);
     let (_, inputs) = api.get(&format!("/v1/jobs/{id}/files")).await;

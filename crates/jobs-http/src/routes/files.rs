@@ -146,9 +146,18 @@ pub(crate) async fn job_views(
     tenant: &str,
     jobs: Vec<Job>,
 ) -> Result<Vec<JobView>, ApiError> {
+    job_views_at(state, &base_url(state, req), tenant, jobs).await
+}
+
+/// [`job_views`] with download URLs under `base` (see [`base_url`]).
+pub(crate) async fn job_views_at(
+    state: &ApiState,
+    base: &str,
+    tenant: &str,
+    jobs: Vec<Job>,
+) -> Result<Vec<JobView>, ApiError> {
     let ids = with_files(&jobs);
-    let base = base_url(state, req);
-    let mut results = files_by_job(state, &base, tenant, &ids, FileRole::Result).await?;
+    let mut results = files_by_job(state, base, tenant, &ids, FileRole::Result).await?;
     Ok(jobs
         .into_iter()
         .map(|job| {

@@ -218,7 +218,7 @@ async fn jobs_enqueue_get_list_cancel_retry() {
     let human = stdout(&api.jobs(&["list", "--queue", "paged", "--limit", "2"]));
     assert!(human.contains(&format!("--cursor {cursor}")), "{human}");
     let failures = api.json(&["list", "--state", "failed", "--error-kind", "fail"]);
-    assert_eq!(ids(&failures), [failed_id.clone()]);
+    assert_eq!(ids(&failures), [failed_id.as_str()]);
     let by_kind = api.json(&[
         "list",
         "--kind",
@@ -226,7 +226,7 @@ async fn jobs_enqueue_get_list_cancel_retry() {
         "--created-before",
         "2999-01-01T00:00:00Z",
     ]);
-    assert_eq!(ids(&by_kind), [failed_id.clone()]);
+    assert_eq!(ids(&by_kind), [failed_id.as_str()]);
     let none = api.json(&["list", "--created-after", "2999-01-01T00:00:00Z"]);
     assert_eq!(ids(&none), Vec::<String>::new());
 
@@ -397,7 +397,7 @@ async fn workflows_commands() {
         "--name",
         "pipeline",
     ]);
-    assert_eq!(ids(&listed), [id.clone()]);
+    assert_eq!(ids(&listed), [id.as_str()]);
     let table = stdout(&api.jobs(&["workflows", "get", &id]));
     assert!(
         table.contains("fetch") && table.contains("parse"),

@@ -43,6 +43,7 @@ pub enum Error {
 #[derive(Debug)]
 pub struct Problem {
     pub status: StatusCode,
+    pub title: Option<String>,
     pub detail: String,
     pub fields: Vec<(String, String)>,
 }
@@ -78,7 +79,11 @@ impl fmt::Display for Error {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status, self.detail)?;
+        // With fields, the detail only repeats them: the title heads their list.
+        match (&self.title, self.fields.is_empty()) {
+            (Some(title), false) => write!(f, "{}: {title}", self.status)?,
+            _ => write!(f, "{}: {}", self.status, self.detail)?,
+        }
         for (field, message) in &self.fields {
             write!(f, "\n  {field}: {message}")?;
         }
@@ -102,6 +107,7 @@ impl Problem {
             .collect();
         Self {
             status,
+            title: body["title"].as_str().map(str::to_owned),
             detail,
             fields,
         }

@@ -133,7 +133,10 @@ impl Api {
             .connect_timeout(CONNECT_TIMEOUT)
             .read_timeout(READ_TIMEOUT)
             .build()
-            .map_err(|e| Error::BadUrl(chain(&e)))?;
+            .map_err(|e| Error::Unreachable {
+                url: base.to_string(),
+                reason: format!("no HTTP client: {}", chain(&e)),
+            })?;
         Ok(Self { http, base, key })
     }
 

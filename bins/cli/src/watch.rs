@@ -16,11 +16,13 @@ use crate::{
     output::{emit, text},
 };
 
+const REOPEN_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Follows the job until it ends; returns it as it ended.
 pub async fn follow(ctx: &Ctx, id: &str) -> Result<Value, Error> {
     let display = Display::new(ctx.json);
     // A stream closed before the end (the api restarted, a proxy cut it) is opened
-    // again: its first event is the job as it stands.
+    // again, after a pause: its first event is the job as it stands.
     loop {
         let response = ctx.api.stream(&["v1", "jobs", id, "events"]).await?;
         let mut events = Events::new(response);
@@ -38,6 +40,7 @@ pub async fn follow(ctx: &Ctx, id: &str) -> Result<Value, Error> {
                 return Ok(job);
             }
         }
+        tokio::time::sleep(REOPEN_AFTER).await;
     }
 }
 

@@ -32,6 +32,10 @@ migrate *ARGS="up":
 api *ARGS:
     cargo run --bin jobs-api -- {{ARGS}}
 
+# The command-line client against JOBS_URL (default http://127.0.0.1:8080): `just jobs queues`.
+jobs *ARGS:
+    cargo run --quiet --bin jobs -- {{ARGS}}
+
 # Print the OpenAPI document of a running api.
 openapi URL="http://127.0.0.1:8080":
     curl -s {{URL}}/openapi.json

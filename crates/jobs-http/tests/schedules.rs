@@ -233,7 +233,12 @@ async fn schedules_belong_to_their_tenant(db: TestDb) {
 }
 
 async fn the_openapi_document_lists_every_schedule_endpoint(db: TestDb) {
-    let api = Api::start(&db.store).await;
+    // Keys required: the document lists the 401s (a keyless api declares none).
+    let config = jobs_http::ApiConfig {
+        auth: jobs_http::AuthMode::Required,
+        ..jobs_http::ApiConfig::default()
+    };
+    let api = Api::start_with(&db.store, config).await;
     let (status, doc) = api.get("/openapi.json").await;
     assert_eq!(status, StatusCode::OK);
     let statuses = |path: &str, method: &str| -> Vec<String> {

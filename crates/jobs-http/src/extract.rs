@@ -133,12 +133,7 @@ impl FromRequest for Tenant {
         let state = state(req);
         let credentials = bearer_token(req);
         Box::pin(async move {
-            let required = match state.config.auth {
-                AuthMode::Off => false,
-                AuthMode::Required => true,
-                AuthMode::Auto => state.auth.census(&*state.store).await?.any,
-            };
-            if !required {
+            if !auth_required(&state).await? {
                 return Ok(Tenant(jobs_core::limits::DEFAULT_TENANT.to_owned()));
             }
             state
@@ -148,6 +143,15 @@ impl FromRequest for Tenant {
                 .map(Tenant)
         })
     }
+}
+
+/// Whether requests must carry an API key now (see [`AuthMode`]).
+pub(crate) async fn auth_required(state: &ApiState) -> Result<bool, ApiError> {
+    Ok(match state.config.auth {
+        AuthMode::Off => false,
+        AuthMode::Required => true,
+        AuthMode::Auto => state.auth.census(&*state.store).await?.any,
+    })
 }
 
 /// Leave to read `/metrics`: always, unless `ApiConfig::metrics_require_key`; then only

@@ -24,7 +24,9 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
     asset!("app.js", "text/javascript; charset=utf-8"),
     asset!("api.js", "text/javascript; charset=utf-8"),
     asset!("dom.js", "text/javascript; charset=utf-8"),
-    asset!("views.js", "text/javascript; charset=utf-8"),
+    asset!("queues.js", "text/javascript; charset=utf-8"),
+    asset!("jobs.js", "text/javascript; charset=utf-8"),
+    asset!("job.js", "text/javascript; charset=utf-8"),
     asset!("chart.js", "text/javascript; charset=utf-8"),
     asset!("favicon.svg", "image/svg+xml"),
 ];

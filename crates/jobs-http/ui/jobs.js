@@ -17,6 +17,7 @@ export async function jobsView(main, signal, params) {
     bulkBar(filter),
     results);
   const cursor = params.get('cursor');
+  const shown = location.hash;
   try {
     const page = await api(withQuery('/v1/jobs', { ...filter, cursor, limit: 25 }), { signal });
     fill(results, jobsTable(page.items), pager(filter, cursor, page.next_cursor));
@@ -25,6 +26,8 @@ export async function jobsView(main, signal, params) {
     fill(results, h('p', { class: 'error', role: 'alert' }, `Could not list jobs: ${error.message}`));
   }
   results.setAttribute('aria-busy', 'false');
+  // Which address this list answers, for tests and scripts that wait for it.
+  results.dataset.loaded = shown;
 }
 
 function filterForm(filter) {

@@ -91,9 +91,14 @@ impl Api {
     /// A job that failed for good, in queue `remote`, which no worker of this api serves:
     /// claimed and failed through the remote-worker API, so a retry leaves it pending.
     async fn failed_remote_job(&self) -> String {
-        let job = self.create(json!({"kind": "remote-fail", "queue": "remote"}), 0).await;
+        let job = self
+            .create(json!({"kind": "remote-fail", "queue": "remote"}), 0)
+            .await;
         let claimed = self
-            .post("/v1/claims", json!({"worker_id": "test", "queues": ["remote"]}))
+            .post(
+                "/v1/claims",
+                json!({"worker_id": "test", "queues": ["remote"]}),
+            )
             .await;
         let claimed = &claimed["jobs"][0];
         assert_eq!(claimed["id"], job["id"], "{claimed}");
@@ -128,7 +133,10 @@ impl Browser {
         let base = format!("http://127.0.0.1:{port}");
         wait_until("chromedriver to serve", LIMIT, async || {
             match http.get(format!("{base}/status")).send().await {
-                Ok(r) => r.json::<Value>().await.is_ok_and(|s| s["value"]["ready"] == true),
+                Ok(r) => r
+                    .json::<Value>()
+                    .await
+                    .is_ok_and(|s| s["value"]["ready"] == true),
                 Err(_) => false,
             }
         })
@@ -205,7 +213,12 @@ impl Browser {
             .as_array()
             .unwrap_or_else(|| panic!("elements {css}: {found}"))
             .iter()
-            .map(|e| e[ELEMENT].as_str().unwrap_or_else(|| panic!("element {e}")).to_owned())
+            .map(|e| {
+                e[ELEMENT]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("element {e}"))
+                    .to_owned()
+            })
             .collect()
     }
 
@@ -275,7 +288,8 @@ impl Browser {
     /// Fails on any console error or warning since the session began (chromedriver's
     /// log). A line logged here first must be in the log: proof that it is read at all.
     async fn assert_quiet_console(&self) {
-        self.script("console.info('console check')", json!([])).await;
+        self.script("console.info('console check')", json!([]))
+            .await;
         let entries = self.post("/se/log", json!({"type": "browser"})).await;
         let entries = entries.as_array().unwrap();
         let marked = entries.iter().any(|e| {
@@ -335,10 +349,17 @@ async fn rows(browser: &Browser, field: &str) -> Vec<(String, String)> {
 async fn filter(browser: &Browser, field: &str, value: &str) {
     browser.click("a[href='#/jobs'].button").await;
     browser
-        .wait_for("a cleared filter", "document.querySelector('.results')?.dataset.loaded === '#/jobs'")
+        .wait_for(
+            "a cleared filter",
+            "document.querySelector('.results')?.dataset.loaded === '#/jobs'",
+        )
         .await;
     match field {
-        "state" => browser.click(&format!("#f-state option[value='{value}']")).await,
+        "state" => {
+            browser
+                .click(&format!("#f-state option[value='{value}']"))
+                .await
+        }
         _ => browser.type_into(&format!("#f-{field}"), value).await,
     }
     browser.click("#apply-filter").await;
@@ -360,7 +381,9 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let api = Api::start("dashboard-api", None).await;
     for i in 0..2 {
-        let echo = api.create(json!({"kind": "echo", "args": {"i": i}}), 30).await;
+        let echo = api
+            .create(json!({"kind": "echo", "args": {"i": i}}), 30)
+            .await;
         assert_eq!(echo["state"], "completed", "{echo}");
     }
     let keyed = api
@@ -372,11 +395,19 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
     assert_eq!(failed["state"], "failed", "{failed}");
     let to_retry = api.failed_remote_job().await;
     api.post("/v1/queues/held/pause", json!({})).await;
-    api.create(json!({"kind": "echo", "queue": "held"}), 0).await;
+    api.create(json!({"kind": "echo", "queue": "held"}), 0)
+        .await;
     // Ten progress reports, one every 6 s; and one that runs until cancelled.
-    let watched = api.create(json!({"kind": "sleep", "args": {"ms": 60_000}}), 0).await;
-    let to_cancel = api.create(json!({"kind": "sleep", "args": {"ms": 600_000}}), 0).await;
-    let (watched, to_cancel) = (watched["id"].as_str().unwrap(), to_cancel["id"].as_str().unwrap());
+    let watched = api
+        .create(json!({"kind": "sleep", "args": {"ms": 60_000}}), 0)
+        .await;
+    let to_cancel = api
+        .create(json!({"kind": "sleep", "args": {"ms": 600_000}}), 0)
+        .await;
+    let (watched, to_cancel) = (
+        watched["id"].as_str().unwrap(),
+        to_cancel["id"].as_str().unwrap(),
+    );
     wait_until("both sleeps to run", LIMIT, async || {
         api.state(watched).await == "running" && api.state(to_cancel).await == "running"
     })
@@ -389,24 +420,38 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
     filter(&browser, "state", "failed").await;
     let shown = rows(&browser, "state").await;
     assert_eq!(shown.len(), 2, "the two failed jobs: {shown:?}");
-    assert!(shown.iter().all(|(_, state)| state == "failed"), "{shown:?}");
+    assert!(
+        shown.iter().all(|(_, state)| state == "failed"),
+        "{shown:?}"
+    );
 
     filter(&browser, "kind", "echo").await;
     let shown = rows(&browser, "kind").await;
     let listed = api.get("/v1/jobs?kind=echo").await;
-    assert_eq!(shown.len(), listed["items"].as_array().unwrap().len(), "{shown:?}");
+    assert_eq!(
+        shown.len(),
+        listed["items"].as_array().unwrap().len(),
+        "{shown:?}"
+    );
     assert!(shown.iter().all(|(_, kind)| kind == "echo"), "{shown:?}");
 
     filter(&browser, "q", "order-42").await;
     let shown = rows(&browser, "kind").await;
-    assert_eq!(shown, vec![(keyed["id"].as_str().unwrap().to_owned(), "echo".to_owned())]);
+    assert_eq!(
+        shown,
+        vec![(keyed["id"].as_str().unwrap().to_owned(), "echo".to_owned())]
+    );
 
     // Open the sleeping job from the list and watch its progress move.
     filter(&browser, "kind", "sleep").await;
     browser.click(&format!("a[href='#/jobs/{watched}']")).await;
     let progress = "Number(document.getElementById('job-progress')?.value ?? -1)";
-    browser.wait_for("some progress", &format!("{progress} > 0")).await;
-    let first = browser.script(&format!("return {progress}"), json!([])).await;
+    browser
+        .wait_for("some progress", &format!("{progress} > 0"))
+        .await;
+    let first = browser
+        .script(&format!("return {progress}"), json!([]))
+        .await;
     browser
         .wait_for(
             "the progress to move on, live",
@@ -416,24 +461,53 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
     browser.screenshot("desktop-job").await;
 
     // Cancel the long sleep from its page.
-    browser.open(&api.url(&format!("/ui#/jobs/{to_cancel}"))).await;
-    browser.wait_for("the running job", "document.querySelector('#job-state [data-state=running]')").await;
+    browser
+        .open(&api.url(&format!("/ui#/jobs/{to_cancel}")))
+        .await;
+    browser
+        .wait_for(
+            "the running job",
+            "document.querySelector('#job-state [data-state=running]')",
+        )
+        .await;
     browser.click_and_confirm("#cancel-job").await;
-    browser.wait_for("the job shown cancelled", "document.querySelector('#job-state [data-state=cancelled]')").await;
+    browser
+        .wait_for(
+            "the job shown cancelled",
+            "document.querySelector('#job-state [data-state=cancelled]')",
+        )
+        .await;
     assert_eq!(api.state(to_cancel).await, "cancelled");
 
     // Retry the failed job from its page: it waits in its queue again.
-    browser.open(&api.url(&format!("/ui#/jobs/{to_retry}"))).await;
-    browser.wait_for("the failed job", "document.querySelector('#job-state [data-state=failed]')").await;
+    browser
+        .open(&api.url(&format!("/ui#/jobs/{to_retry}")))
+        .await;
+    browser
+        .wait_for(
+            "the failed job",
+            "document.querySelector('#job-state [data-state=failed]')",
+        )
+        .await;
     browser.click_and_confirm("#retry-job").await;
-    browser.wait_for("the job shown pending", "document.querySelector('#job-state [data-state=pending]')").await;
+    browser
+        .wait_for(
+            "the job shown pending",
+            "document.querySelector('#job-state [data-state=pending]')",
+        )
+        .await;
     assert_eq!(api.state(&to_retry).await, "pending");
 
     // Pause queue `remote` from the queues view.
     browser.open(&api.url("/ui#/queues")).await;
-    browser.click_and_confirm("section[data-queue='remote'] button[data-action='pause']").await;
     browser
-        .wait_for("the queue shown paused", "document.querySelector(\"section[data-queue='remote'] button[data-action='resume']\")")
+        .click_and_confirm("section[data-queue='remote'] button[data-action='pause']")
+        .await;
+    browser
+        .wait_for(
+            "the queue shown paused",
+            "document.querySelector(\"section[data-queue='remote'] button[data-action='resume']\")",
+        )
         .await;
     let queues = api.get("/v1/queues").await;
     let remote = queues["queues"]
@@ -443,7 +517,12 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
         .find(|q| q["queue"] == "remote")
         .expect("queue remote");
     assert_eq!(remote["paused"], true, "{remote}");
-    browser.wait_for("a chart per queue", "document.querySelectorAll('section[data-queue] svg.chart').length >= 3").await;
+    browser
+        .wait_for(
+            "a chart per queue",
+            "document.querySelectorAll('section[data-queue] svg.chart').length >= 3",
+        )
+        .await;
 
     browser.dismiss_messages().await;
     browser.screenshot("desktop-queues").await;
@@ -451,12 +530,16 @@ async fn the_dashboard_filters_follows_and_acts_on_jobs_and_queues() {
     browser.find("tr[data-job-id]").await;
     browser.screenshot("desktop-jobs").await;
     browser.resize(390, 844).await;
-    browser.wait_for("the phone layout", "window.innerWidth <= 400").await;
+    browser
+        .wait_for("the phone layout", "window.innerWidth <= 400")
+        .await;
     browser.screenshot("phone-jobs").await;
     browser.open(&api.url("/ui#/queues")).await;
     browser.find("section[data-queue] svg.chart").await;
     browser.screenshot("phone-queues").await;
-    browser.open(&api.url(&format!("/ui#/jobs/{watched}"))).await;
+    browser
+        .open(&api.url(&format!("/ui#/jobs/{watched}")))
+        .await;
     browser.find("#job-state [data-state]").await;
     browser.screenshot("phone-job").await;
 
@@ -475,17 +558,32 @@ async fn the_dashboard_signs_in_with_an_api_key_and_shows_the_tenant() {
     let job = api.create(json!({"kind": "echo"}), 30).await;
     let browser = Browser::start("dashboard-keyed-chromedriver").await;
     browser.open(&api.url("/ui#/jobs")).await;
-    browser.type_into("#api-key", api.key.as_deref().unwrap()).await;
+    browser
+        .type_into("#api-key", api.key.as_deref().unwrap())
+        .await;
     browser.screenshot("desktop-sign-in").await;
     browser.click("#sign-in").await;
     browser
-        .wait_for("the tenant shown", "document.getElementById('tenant').textContent === 'Tenant: t'")
+        .wait_for(
+            "the tenant shown",
+            "document.getElementById('tenant').textContent === 'Tenant: t'",
+        )
         .await;
-    browser.find(&format!("tr[data-job-id='{}']", job["id"].as_str().unwrap())).await;
+    browser
+        .find(&format!(
+            "tr[data-job-id='{}']",
+            job["id"].as_str().unwrap()
+        ))
+        .await;
     // The key is kept for the session: a reload needs no sign-in.
     browser.open(&api.url("/ui#/queues")).await;
     browser.find("section[data-queue='default']").await;
-    browser.wait_for("the tenant shown again", "document.getElementById('tenant').textContent === 'Tenant: t'").await;
+    browser
+        .wait_for(
+            "the tenant shown again",
+            "document.getElementById('tenant').textContent === 'Tenant: t'",
+        )
+        .await;
     browser.assert_quiet_console().await;
     browser.close().await;
 }

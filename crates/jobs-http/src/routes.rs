@@ -814,7 +814,9 @@ pub async fn queues(state: Data, Tenant(tenant): Tenant) -> Result<HttpResponse,
 pub async fn me(state: Data, req: HttpRequest) -> Result<HttpResponse, ApiError> {
     use actix_web::FromRequest;
     let auth = crate::extract::auth_required(&state).await?;
-    let sent = req.headers().contains_key(actix_web::http::header::AUTHORIZATION);
+    let sent = req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION);
     let tenant = match auth && !sent {
         true => None,
         false => Some(Tenant::extract(&req).await?.0),

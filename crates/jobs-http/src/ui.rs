@@ -13,7 +13,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 
 macro_rules! asset {
     ($name:literal, $type:literal) => {
-        ($name, $type, include_bytes!(concat!("../ui/", $name)).as_slice())
+        (
+            $name,
+            $type,
+            include_bytes!(concat!("../ui/", $name)).as_slice(),
+        )
     };
 }
 

@@ -32,7 +32,9 @@ async fn end_all(s: &SeaOrmStore, tenant: &str, queue: &str, completed: usize) {
         if i < completed {
             s.complete(&lease, json!({})).await.unwrap();
         } else {
-            s.fail(&lease, "boom", "failed", Retry::Never).await.unwrap();
+            s.fail(&lease, "boom", "failed", Retry::Never)
+                .await
+                .unwrap();
         }
     }
 }
@@ -67,13 +69,28 @@ async fn ended_per_minute_counts_one_tenant_and_queue_by_end_state(db: TestDb) {
         .unwrap();
     let mut by_state = BTreeMap::new();
     for row in &rows {
-        let minute_start = after.replace_second(0).unwrap().replace_nanosecond(0).unwrap();
+        let minute_start = after
+            .replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap();
         assert!(row.minute <= minute_start, "{row:?} is past {after}");
-        assert!(row.minute > before - Duration::minutes(1), "{row:?} is before {before}");
-        assert_eq!((row.minute.second(), row.minute.nanosecond()), (0, 0), "{row:?}");
+        assert!(
+            row.minute > before - Duration::minutes(1),
+            "{row:?} is before {before}"
+        );
+        assert_eq!(
+            (row.minute.second(), row.minute.nanosecond()),
+            (0, 0),
+            "{row:?}"
+        );
         *by_state.entry(row.state).or_insert(0) += row.count;
     }
-    let expected = BTreeMap::from([(State::Completed, 3), (State::Failed, 2), (State::Cancelled, 1)]);
+    let expected = BTreeMap::from([
+        (State::Completed, 3),
+        (State::Failed, 2),
+        (State::Cancelled, 1),
+    ]);
     assert_eq!(by_state, expected, "{rows:?}");
 }
 
@@ -86,13 +103,28 @@ async fn ended_per_minute_starts_at_the_minute_of_since(db: TestDb) {
         offset: 0,
         cursor: None,
     };
-    let job = s.list(&ListFilter::new(), &page).await.unwrap().items.remove(0);
+    let job = s
+        .list(&ListFilter::new(), &page)
+        .await
+        .unwrap()
+        .items
+        .remove(0);
     let finished = job.finished_at.unwrap();
     // A `since` later within the minute of the end still counts that whole minute.
     let same_minute = finished.replace_second(59).unwrap();
-    let rows = s.ended_per_minute("acme", "mail", same_minute).await.unwrap();
+    let rows = s
+        .ended_per_minute("acme", "mail", same_minute)
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].minute, finished.replace_second(0).unwrap().replace_nanosecond(0).unwrap());
+    assert_eq!(
+        rows[0].minute,
+        finished
+            .replace_second(0)
+            .unwrap()
+            .replace_nanosecond(0)
+            .unwrap()
+    );
     assert_eq!((rows[0].state, rows[0].count), (State::Completed, 1));
     let next_minute = s
         .ended_per_minute("acme", "mail", finished + Duration::minutes(1))
@@ -120,22 +152,37 @@ async fn a_listing_narrows_to_a_job_id_or_a_unique_key(db: TestDb) {
         .unwrap()
         .job;
     let elsewhere = s
-        .enqueue(NewJob::new("k", json!({})).tenant("other").unique_key("order-7"))
+        .enqueue(
+            NewJob::new("k", json!({}))
+                .tenant("other")
+                .unique_key("order-7"),
+        )
         .await
         .unwrap()
         .job;
     let mine = || ListFilter::new().tenant("default");
-    assert_eq!(list(s, mine().id_or_key(plain.id.to_string())).await, vec![plain.id]);
+    assert_eq!(
+        list(s, mine().id_or_key(plain.id.to_string())).await,
+        vec![plain.id]
+    );
     assert_eq!(list(s, mine().id_or_key("order-7")).await, vec![keyed.id]);
-    assert_eq!(list(s, ListFilter::new().id_or_key("order-7")).await.len(), 2);
+    assert_eq!(
+        list(s, ListFilter::new().id_or_key("order-7")).await.len(),
+        2
+    );
     // Another tenant's job is not found by its id; a key matches exactly, not by prefix.
-    assert!(list(s, mine().id_or_key(elsewhere.id.to_string())).await.is_empty());
+    assert!(
+        list(s, mine().id_or_key(elsewhere.id.to_string()))
+            .await
+            .is_empty()
+    );
     assert!(list(s, mine().id_or_key("order-")).await.is_empty());
     // With the other fields.
     let failed = mine().id_or_key("order-7").state(State::Failed);
     assert!(list(s, failed).await.is_empty());
     // Bulk actions select the same jobs.
-    let mut cancel = jobs_core::BulkRequest::new(jobs_core::BulkAction::Cancel, mine().id_or_key("order-7"));
+    let mut cancel =
+        jobs_core::BulkRequest::new(jobs_core::BulkAction::Cancel, mine().id_or_key("order-7"));
     cancel.dry_run = true;
     assert_eq!(s.bulk(&cancel).await.unwrap().matched, 1);
 }
@@ -148,7 +195,10 @@ async fn an_empty_long_or_nul_id_or_key_is_refused_naming_q(db: TestDb) {
             offset: 0,
             cursor: None,
         };
-        match s.list(&ListFilter::new().id_or_key(text.clone()), &page).await {
+        match s
+            .list(&ListFilter::new().id_or_key(text.clone()), &page)
+            .await
+        {
             Err(jobs_core::JobError::Invalid(fields)) => {
                 assert_eq!(fields[0].field, "q", "{text:?}: {fields:?}");
             }
@@ -156,5 +206,9 @@ async fn an_empty_long_or_nul_id_or_key_is_refused_naming_q(db: TestDb) {
         }
     }
     let longest = "x".repeat(255);
-    assert!(list(s, ListFilter::new().id_or_key(longest)).await.is_empty());
+    assert!(
+        list(s, ListFilter::new().id_or_key(longest))
+            .await
+            .is_empty()
+    );
 }

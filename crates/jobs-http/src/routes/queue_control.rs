@@ -196,7 +196,9 @@ pub async fn queue_throughput(
         ));
     }
     let now = OffsetDateTime::now_utc();
-    let current = now - Duration::seconds(now.second().into()) - Duration::nanoseconds(now.nanosecond().into());
+    let current = now
+        - Duration::seconds(now.second().into())
+        - Duration::nanoseconds(now.nanosecond().into());
     let first = current - Duration::minutes(i64::from(minutes) - 1);
     let ended = state.store.ended_per_minute(&tenant, &name, first).await?;
     let mut view: Vec<MinuteView> = (0..i64::from(minutes))
@@ -211,7 +213,10 @@ pub async fn queue_throughput(
         // A clock between database and api that disagree may name a minute past now.
         if let Some(minute) = usize::try_from(index).ok().and_then(|i| view.get_mut(i)) {
             minute.ended += row.count;
-            *minute.by_state.entry(row.state.as_str().to_owned()).or_insert(0) += row.count;
+            *minute
+                .by_state
+                .entry(row.state.as_str().to_owned())
+                .or_insert(0) += row.count;
         }
     }
     Ok(HttpResponse::Ok().json(Throughput {

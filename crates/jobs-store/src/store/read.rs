@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use jobs_core::{Cursor, EndedInMinute, Job, JobError, JobId, ListFilter, Page, PageRequest, QueueStats, State};
+use jobs_core::{
+    Cursor, EndedInMinute, Job, JobError, JobId, ListFilter, Page, PageRequest, QueueStats, State,
+};
 use sea_orm::QueryResult;
 
 use super::{SeaOrmStore, db_error, job_columns};
@@ -126,7 +128,11 @@ pub(super) async fn ended_per_minute(
     queue: &str,
     since: time::OffsetDateTime,
 ) -> Result<Vec<EndedInMinute>, JobError> {
-    let since = since.replace_second(0).unwrap_or(since).replace_nanosecond(0).unwrap_or(since);
+    let since = since
+        .replace_second(0)
+        .unwrap_or(since)
+        .replace_nanosecond(0)
+        .unwrap_or(since);
     let mut sql = store.sql();
     let tenant = sql.bind(tenant.to_owned());
     let queue = sql.bind(queue.to_owned());
@@ -148,7 +154,10 @@ fn ended_row(row: &QueryResult) -> Result<EndedInMinute, JobError> {
     let minute = time::PrimitiveDateTime::parse(&minute, MINUTE)
         .map_err(|e| JobError::Storage(format!("minute {minute:?}: {e}")))?
         .assume_utc();
-    let state = row.try_get::<String>("", "state").map_err(db_error)?.parse()?;
+    let state = row
+        .try_get::<String>("", "state")
+        .map_err(db_error)?
+        .parse()?;
     let count: i64 = row.try_get("", "n").map_err(db_error)?;
     Ok(EndedInMinute {
         minute,

@@ -28,6 +28,8 @@ export function queueChart(minutes, running) {
     h('text', { x: 0, y: H - 2, class: 'tick' }, `${minutes.length} min ago`),
     h('text', { x: W, y: H - 2, class: 'tick end' }, 'now'),
     h('text', { x: 0, y: 10, class: 'tick' }, `max ${peak}`),
+    h('text', { x: W, y: 10, class: 'tick end', 'aria-hidden': 'true' },
+      h('tspan', { class: 'key-ended' }, '■ '), 'ended per minute  ', h('tspan', { class: 'key-running' }, '— '), 'running'),
   );
 }
 

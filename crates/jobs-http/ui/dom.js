@@ -3,7 +3,7 @@
 
 /** An element with attributes (`class`, `for`, `data-*`, `on*` handlers) and children. */
 export function h(tag, attrs = {}, ...children) {
-  const svg = ['svg', 'g', 'rect', 'polyline', 'line', 'text', 'title', 'path'].includes(tag);
+  const svg = ['svg', 'g', 'rect', 'polyline', 'line', 'text', 'tspan', 'title', 'path'].includes(tag);
   const el = svg
     ? document.createElementNS('http://www.w3.org/2000/svg', tag)
     : document.createElement(tag);

@@ -492,7 +492,7 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// A job id (a UUID: that job), or else a unique key, matched exactly (as stored: a
     /// key made with `unique.by_args`, by kind or a period carries them).
-    #[param(min_length = 1, max_length = 255)]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\x00]+$")]
     pub q: Option<String>,
 }
 

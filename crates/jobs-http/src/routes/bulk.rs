@@ -52,7 +52,7 @@ pub struct BulkFilter {
     pub created_before: Option<OffsetDateTime>,
     /// A job id (that job), or else a unique key, matched exactly: as `q` of
     /// `GET /v1/jobs`.
-    #[schema(min_length = 1, max_length = 255)]
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00]+$")]
     pub q: Option<String>,
     /// Act on every job of the tenant when no other field is given.
     #[serde(default)]

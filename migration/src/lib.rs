@@ -21,6 +21,7 @@ pub mod m20261205_000008_workflows;
 pub mod m20261206_000009_estimates_and_compression;
 pub mod m20261206_000010_files;
 pub mod m20261206_000011_webhooks;
+mod m20261207_000012_finished_index;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_estimates_and_compression::Migration),
             Box::new(m20261206_000010_files::Migration),
             Box::new(m20261206_000011_webhooks::Migration),
+            Box::new(m20261207_000012_finished_index::Migration),
         ]
     }
 }

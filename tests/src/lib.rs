@@ -118,6 +118,21 @@ pub fn spawn_with_env(
         .expect("start binary")
 }
 
+/// Starts any program (not a workspace binary: a browser driver) in the background, its
+/// output logged as `spawn` does.
+pub fn spawn_program(program: &str, label: &str, args: &[&str]) -> Proc {
+    let path = log_path(label);
+    std::fs::create_dir_all(path.parent().expect("a log directory")).expect("log directory");
+    let log = std::fs::File::create(path).expect("log file");
+    Command::new(program)
+        .args(args)
+        .stdout(log.try_clone().expect("log file"))
+        .stderr(log)
+        .spawn()
+        .map(Proc)
+        .unwrap_or_else(|e| panic!("start {program}: {e}"))
+}
+
 /// Sends SIGTERM, as a deploy would.
 pub fn terminate(child: &std::process::Child) {
     let status = Command::new("kill")

@@ -100,6 +100,10 @@ struct Serve {
     #[arg(long, env = "JOBS_METRICS_REQUIRE_KEY")]
     metrics_require_key: bool,
 
+    /// Do not serve the dashboard at `/ui`.
+    #[arg(long, env = "JOBS_NO_UI")]
+    no_ui: bool,
+
     #[command(flatten)]
     files: jobs_files::FilesArgs,
 
@@ -290,6 +294,7 @@ async fn serve(
         file_limit: opts.file_limit,
         public_url: opts.public_url,
         webhook_hosts: jobs_core::AllowedHosts::new(opts.http_allow_hosts.clone()),
+        ui: !opts.no_ui,
         ..ApiConfig::default()
     };
     // Warns when it will serve without authentication, or refuse every request.

@@ -37,7 +37,7 @@ pub use files::{FileOwner, FileRole, FileStore, JobFile, NewFile};
 pub use id::{FileId, JobId, LeaseToken, WorkflowId};
 pub use job::{AttemptError, Job};
 pub use new_job::{NewJob, limits};
-pub use queues::{QueueControl, QueueLimits, QueueScope, Rate, validate_queue_name};
+pub use queues::{EndedInMinute, QueueControl, QueueLimits, QueueScope, Rate, validate_queue_name};
 pub use retry::RetryPolicy;
 pub use schedule::{
     CATCH_UP_MAX, CatchUp, CronSchedule, DEFAULT_TIMEZONE, Due, JobTemplate, Schedule,

@@ -141,4 +141,23 @@ pub trait QueueControl: Send + Sync + 'static {
         scope: QueueScope<'_>,
         queue: &str,
     ) -> Result<QueueLimits, JobError>;
+
+    /// How many of the tenant's jobs of the queue ended in each minute (UTC) from the
+    /// minute of `since` on, by the state they ended in; minutes and states with none are
+    /// left out. Counted from `finished_at`, so a job retried since counts no more.
+    async fn ended_per_minute(
+        &self,
+        tenant: &str,
+        queue: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<EndedInMinute>, JobError>;
+}
+
+/// Jobs of a queue that ended in one minute in one state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedInMinute {
+    /// The minute's start (UTC, whole minute).
+    pub minute: time::OffsetDateTime,
+    pub state: crate::State,
+    pub count: u64,
 }

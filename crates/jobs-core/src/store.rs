@@ -48,9 +48,14 @@ pub struct ListFilter {
     pub created_from: Option<OffsetDateTime>,
     /// Exclusive upper bound on `created_at`.
     pub created_to: Option<OffsetDateTime>,
+    /// A job id (a UUID, matched against `id`) or else a unique key, matched exactly.
+    pub id_or_key: Option<String>,
 }
 
 impl ListFilter {
+    /// Longest `id_or_key`: the longest unique key.
+    pub const ID_OR_KEY_MAX: usize = 255;
+
     pub fn new() -> Self {
         Self::default()
     }
@@ -89,6 +94,13 @@ impl ListFilter {
             || self.error_kind.is_some()
             || self.created_from.is_some()
             || self.created_to.is_some()
+            || self.id_or_key.is_some()
+    }
+
+    /// The job with this id, or the jobs with this unique key.
+    pub fn id_or_key(mut self, text: impl Into<String>) -> Self {
+        self.id_or_key = Some(text.into());
+        self
     }
 
     /// Created at or after `at`.
@@ -115,6 +127,15 @@ impl ListFilter {
         ] {
             if let Some(value) = value {
                 storable::check_text(&mut errors, field, value);
+            }
+        }
+        if let Some(text) = &self.id_or_key {
+            storable::check_text(&mut errors, "q", text);
+            if text.is_empty() || text.len() > Self::ID_OR_KEY_MAX {
+                errors.push(crate::FieldError::new(
+                    "q",
+                    "must be 1 to 255 bytes: a job id or a unique key",
+                ));
             }
         }
         JobError::invalid_if_any(errors)

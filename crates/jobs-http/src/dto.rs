@@ -490,6 +490,10 @@ pub struct ListQuery {
         pattern = r"^-?[0-9]{1,17}\.[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     )]
     pub cursor: Option<String>,
+    /// A job id (a UUID: that job), or else a unique key, matched exactly (as stored: a
+    /// key made with `unique.by_args`, by kind or a period carries them).
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^\x00]+$")]
+    pub q: Option<String>,
 }
 
 /// One event of `GET /v1/jobs/{id}/events`, field by field: the stream sends
@@ -725,6 +729,15 @@ impl From<QueueStats> for QueueView {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Queues {
     pub queues: Vec<QueueView>,
+}
+
+/// Who the caller is: what a client needs before its first request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// Whether requests need an API key (`Authorization: Bearer <key>`).
+    pub auth: bool,
+    /// The tenant the caller acts for; null when a key is needed and none was sent.
+    pub tenant: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -9,6 +9,7 @@ mod error;
 mod extract;
 mod limits;
 mod routes;
+mod ui;
 mod unique;
 
 use std::{
@@ -72,6 +73,8 @@ pub struct ApiConfig {
     /// Hosts webhook subscriptions may name: the `http` handler's allow list
     /// (`--http-allow-host`); empty refuses every subscription.
     pub webhook_hosts: jobs_core::AllowedHosts,
+    /// Serve the dashboard at `/ui` (`--no-ui` turns it off).
+    pub ui: bool,
 }
 
 impl Default for ApiConfig {
@@ -89,6 +92,7 @@ impl Default for ApiConfig {
             file_limit: 100 << 20,
             public_url: None,
             webhook_hosts: jobs_core::AllowedHosts::default(),
+            ui: true,
         }
     }
 }
@@ -241,6 +245,7 @@ async fn check_schema(store: &dyn ApiBackend, refusal: &RwLock<Option<String>>) 
 /// Serves the API on `listener` until the returned server is stopped.
 pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server> {
     let workers = state.config.workers;
+    let ui = state.config.ui;
     let data = web::Data::new(state);
     let mut server = HttpServer::new(move || {
         App::new()
@@ -248,6 +253,11 @@ pub fn server(listener: TcpListener, state: ApiState) -> std::io::Result<Server>
             .wrap(from_fn(schema_gate))
             .wrap(from_fn(observe))
             .configure(routes)
+            .configure(|cfg| {
+                if ui {
+                    ui::routes(cfg);
+                }
+            })
             .default_service(web::to(unknown_route))
     })
     // The caller decides when to stop (its own signal handling, or a test).
@@ -277,6 +287,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::queues)
         .service(routes::queue_control::pause_queue)
         .service(routes::queue_control::resume_queue)
+        .service(routes::queue_control::queue_throughput)
         .service(routes::queue_control::get_queue)
         .service(routes::queue_control::set_queue_limits)
         .service(routes::schedules::create_schedule)
@@ -301,6 +312,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .service(routes::webhooks::list_webhooks)
         .service(routes::webhooks::delete_webhook)
         .service(routes::webhooks::test_webhook)
+        .service(routes::me)
         .service(routes::healthz)
         .service(routes::readyz)
         .service(routes::metrics)
@@ -429,7 +441,7 @@ async fn observe(
         routes::create_job, routes::create_batch, routes::get_job, routes::list_jobs, routes::cancel_job,
         routes::retry_job, routes::job_events, routes::claim, routes::heartbeat, routes::complete, routes::fail,
         routes::snooze::snooze, routes::bulk::bulk_jobs, routes::queues, routes::queue_control::pause_queue, routes::queue_control::resume_queue,
-        routes::queue_control::get_queue, routes::queue_control::set_queue_limits,
+        routes::queue_control::get_queue, routes::queue_control::set_queue_limits, routes::queue_control::queue_throughput,
         routes::schedules::create_schedule, routes::schedules::list_schedules,
         routes::schedules::get_schedule, routes::schedules::delete_schedule,
         routes::schedules::pause_schedule, routes::schedules::resume_schedule,
@@ -438,7 +450,7 @@ async fn observe(
         routes::files::stage_file, routes::files::upload_input, routes::files::list_inputs, routes::files::download_input,
         routes::files::upload_result, routes::files::list_results, routes::files::download_result,
         routes::webhooks::create_webhook, routes::webhooks::list_webhooks, routes::webhooks::delete_webhook, routes::webhooks::test_webhook,
-        routes::healthz, routes::readyz, routes::metrics, routes::openapi,
+        routes::me, routes::healthz, routes::readyz, routes::metrics, routes::openapi,
     ),
     components(schemas(Problem, error::ProblemField, dto::JobEvent)),
     modifiers(&BearerAuth, &DescribeResponses),

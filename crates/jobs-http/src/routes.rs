@@ -305,7 +305,7 @@ pub async fn get_job(
 #[utoipa::path(get, path = "/v1/jobs", tag = "jobs", params(ListQuery),
     responses(
         (status = 200, body = JobList),
-        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed query, wrong type, unknown parameter, or invalid values (`errors` names each field; `q` empty, over 255 bytes or with NUL)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
@@ -324,6 +324,7 @@ pub async fn list_jobs(
     filter.error_kind = q.error_kind;
     filter.created_from = q.created_after;
     filter.created_to = q.created_before;
+    filter.id_or_key = q.q;
     let page = PageRequest {
         limit: q.limit.unwrap_or(50),
         offset: q.offset.unwrap_or(0),
@@ -804,6 +805,30 @@ pub async fn queues(state: Data, Tenant(tenant): Tenant) -> Result<HttpResponse,
     Ok(HttpResponse::Ok().json(Queues {
         queues: stats.into_iter().map(Into::into).collect(),
     }))
+}
+
+/// Whether requests need an API key, and the tenant of the one sent.
+///
+/// Answers without a key too (`tenant` null then), so a client can tell whether to ask
+/// for one; a key that is sent must be valid.
+#[utoipa::path(get, path = "/v1/me", tag = "operations", security((), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Whether a key is needed, and the caller's tenant (null when a key is needed and none was sent)", body = Me),
+        (status = 401, description = "A key was sent and is not valid", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, or its schema does not fit this binary", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/me")]
+pub async fn me(state: Data, req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    use actix_web::FromRequest;
+    let auth = state.auth_required().await?;
+    let sent = req
+        .headers()
+        .contains_key(actix_web::http::header::AUTHORIZATION);
+    let tenant = match auth && !sent {
+        true => None,
+        false => Some(Tenant::extract(&req).await?.0),
+    };
+    Ok(HttpResponse::Ok().json(Me { auth, tenant }))
 }
 
 /// The process answers.

@@ -783,6 +783,8 @@ async fn health_metrics_openapi_and_trace_ids(db: TestDb) {
         ("get", "/v1/webhooks"),
         ("delete", "/v1/webhooks/{id}"),
         ("post", "/v1/webhooks/{id}/test"),
+        ("get", "/v1/queues/{name}/throughput"),
+        ("get", "/v1/me"),
         ("get", "/healthz"),
         ("get", "/readyz"),
         ("get", "/metrics"),

@@ -131,6 +131,17 @@ impl Dialect {
         }
     }
 
+    /// The UTC minute of the instant in column `at`, as text `YYYY-MM-DDTHH:MM`.
+    pub(crate) fn minute_text(self, at: &str) -> String {
+        match self {
+            Dialect::Postgres => {
+                format!("to_char({at} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI')")
+            }
+            // Stored as fixed-width UTC text: the minute is its first 16 characters.
+            Dialect::Sqlite => format!("substr({at}, 1, 16)"),
+        }
+    }
+
     /// The bytes that the hexadecimal text `expr` spells (rows of `rows_cte` carry bytes
     /// so, being JSON).
     pub(crate) fn unhex(self, expr: &str) -> String {

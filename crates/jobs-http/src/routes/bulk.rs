@@ -50,6 +50,10 @@ pub struct BulkFilter {
     /// Created before this instant.
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub created_before: Option<OffsetDateTime>,
+    /// A job id (that job), or else a unique key, matched exactly: as `q` of
+    /// `GET /v1/jobs`.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^\x00]+$")]
+    pub q: Option<String>,
     /// Act on every job of the tenant when no other field is given.
     #[serde(default)]
     pub all: bool,
@@ -76,6 +80,7 @@ impl BulkBody {
         filter.error_kind = f.error_kind;
         filter.created_from = f.created_after;
         filter.created_to = f.created_before;
+        filter.id_or_key = f.q;
         let mut request = BulkRequest::new(self.action.into(), filter);
         request.all = f.all;
         request.dry_run = self.dry_run;

@@ -1,16 +1,19 @@
 //! Queue control for the caller's tenant: pause and resume a queue, set its limits, and
-//! read it.
+//! read it and its throughput.
+
+use std::collections::BTreeMap;
 
 use actix_web::{HttpResponse, get, post, put, web};
 use jobs_core::{QueueScope, QueueStats, validate_queue_name};
-use serde::Deserialize;
-use utoipa::IntoParams;
+use serde::{Deserialize, Serialize};
+use time::{Duration, OffsetDateTime};
+use utoipa::{IntoParams, ToSchema};
 
 use super::Data;
 use crate::{
     dto::QueueView,
     error::{ApiError, Problem},
-    extract::{Json, Tenant},
+    extract::{Json, Query, Tenant},
     limits::QueueLimitsBody,
 };
 
@@ -135,4 +138,89 @@ async fn view(
         .find(|s| s.queue == queue)
         .unwrap_or_else(|| QueueStats::empty(queue));
     Ok(HttpResponse::Ok().json(QueueView::from(view)))
+}
+
+/// How far back `GET /v1/queues/{name}/throughput` looks.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ThroughputQuery {
+    /// Minutes, counting the current one: 1..=1440, default 30.
+    #[param(minimum = 1, maximum = 1440)]
+    pub minutes: Option<u32>,
+}
+
+/// Jobs of a queue that ended, per minute.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Throughput {
+    pub queue: String,
+    /// One per minute, oldest first, the last being the current minute (so far).
+    pub minutes: Vec<MinuteView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MinuteView {
+    /// The minute's start (UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+    /// Jobs that ended in it, in any state.
+    pub ended: u64,
+    /// Of those, how many by the state they ended in (states with none are left out).
+    #[schema(value_type = Object)]
+    pub by_state: BTreeMap<String, u64>,
+}
+
+/// The throughput of the queue for this tenant: how many of its jobs ended in each of
+/// the last minutes, by end state, from when they finished. A job retried since counts
+/// at its latest end only.
+#[utoipa::path(get, path = "/v1/queues/{name}/throughput", tag = "queues", params(QueuePath, ThroughputQuery),
+    responses(
+        (status = 200, description = "One entry per minute, oldest first", body = Throughput),
+        (status = 400, description = "Not a queue name (`errors` names `name`), or `minutes` out of 1..=1440 or not a whole number", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "No valid API key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The database is unreachable, or its schema does not fit this binary", body = Problem, content_type = "application/problem+json"),
+    ))]
+#[get("/v1/queues/{name}/throughput")]
+pub async fn queue_throughput(
+    state: Data,
+    Tenant(tenant): Tenant,
+    name: web::Path<String>,
+    Query(query): Query<ThroughputQuery>,
+) -> Result<HttpResponse, ApiError> {
+    validate_queue_name("name", &name)?;
+    let minutes = query.minutes.unwrap_or(30);
+    if !(1..=1440).contains(&minutes) {
+        return Err(ApiError::invalid_field(
+            "minutes",
+            "must be between 1 and 1440",
+        ));
+    }
+    let now = OffsetDateTime::now_utc();
+    let current = now
+        - Duration::seconds(now.second().into())
+        - Duration::nanoseconds(now.nanosecond().into());
+    let first = current - Duration::minutes(i64::from(minutes) - 1);
+    let ended = state.store.ended_per_minute(&tenant, &name, first).await?;
+    let mut view: Vec<MinuteView> = (0..i64::from(minutes))
+        .map(|i| MinuteView {
+            at: first + Duration::minutes(i),
+            ended: 0,
+            by_state: BTreeMap::new(),
+        })
+        .collect();
+    for row in ended {
+        let index = (row.minute - first).whole_minutes();
+        // A clock between database and api that disagree may name a minute past now.
+        if let Some(minute) = usize::try_from(index).ok().and_then(|i| view.get_mut(i)) {
+            minute.ended += row.count;
+            *minute
+                .by_state
+                .entry(row.state.as_str().to_owned())
+                .or_insert(0) += row.count;
+        }
+    }
+    Ok(HttpResponse::Ok().json(Throughput {
+        queue: name.into_inner(),
+        minutes: view,
+    }))
 }

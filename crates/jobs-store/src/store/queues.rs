@@ -87,4 +87,13 @@ impl jobs_core::QueueControl for SeaOrmStore {
     ) -> Result<QueueLimits, JobError> {
         super::limits::queue_limits(self, scope, queue).await
     }
+
+    async fn ended_per_minute(
+        &self,
+        tenant: &str,
+        queue: &str,
+        since: time::OffsetDateTime,
+    ) -> Result<Vec<jobs_core::EndedInMinute>, JobError> {
+        super::read::ended_per_minute(self, tenant, queue, since).await
+    }
 }

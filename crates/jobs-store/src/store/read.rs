@@ -2,7 +2,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use jobs_core::{Cursor, Job, JobError, JobId, ListFilter, Page, PageRequest, QueueStats, State};
+use jobs_core::{
+    Cursor, EndedInMinute, Job, JobError, JobId, ListFilter, Page, PageRequest, QueueStats, State,
+};
 use sea_orm::QueryResult;
 
 use super::{SeaOrmStore, db_error, job_columns};
@@ -106,7 +108,62 @@ pub(super) fn filter_conditions(sql: &mut Sql, filter: &ListFilter) -> Vec<Strin
     if let Some(to) = filter.created_to {
         conditions.push(format!("created_at < {}", sql.bind_time(Some(to))));
     }
+    if let Some(text) = &filter.id_or_key {
+        // A UUID is looked up by primary key; other text is a unique key, compared
+        // exactly while walking the tenant's newest-first index (no index on keys of
+        // every state: each would cost every claim and outcome a write).
+        match text.parse::<uuid::Uuid>() {
+            Ok(id) => conditions.push(format!("id = {}", sql.bind(id))),
+            Err(_) => conditions.push(format!("unique_key = {}", sql.bind(text.clone()))),
+        }
+    }
     conditions
+}
+
+/// Jobs of the tenant and queue ended per minute since `since`, by end state; reads the
+/// index `jobs_tenant_queue_finished_idx`.
+pub(super) async fn ended_per_minute(
+    store: &SeaOrmStore,
+    tenant: &str,
+    queue: &str,
+    since: time::OffsetDateTime,
+) -> Result<Vec<EndedInMinute>, JobError> {
+    let since = since
+        .replace_second(0)
+        .unwrap_or(since)
+        .replace_nanosecond(0)
+        .unwrap_or(since);
+    let mut sql = store.sql();
+    let tenant = sql.bind(tenant.to_owned());
+    let queue = sql.bind(queue.to_owned());
+    let since = sql.bind_time(Some(since));
+    let minute = store.dialect.minute_text("finished_at");
+    sql.push(&format!(
+        "SELECT {minute} AS minute, state, COUNT(*) AS n FROM jobs \
+         WHERE tenant = {tenant} AND queue = {queue} AND finished_at IS NOT NULL \
+           AND finished_at >= {since} \
+         GROUP BY {minute}, state ORDER BY minute, state"
+    ));
+    store.query(sql).await?.iter().map(ended_row).collect()
+}
+
+fn ended_row(row: &QueryResult) -> Result<EndedInMinute, JobError> {
+    const MINUTE: &[time::format_description::BorrowedFormatItem<'static>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
+    let minute: String = row.try_get("", "minute").map_err(db_error)?;
+    let minute = time::PrimitiveDateTime::parse(&minute, MINUTE)
+        .map_err(|e| JobError::Storage(format!("minute {minute:?}: {e}")))?
+        .assume_utc();
+    let state = row
+        .try_get::<String>("", "state")
+        .map_err(db_error)?
+        .parse()?;
+    let count: i64 = row.try_get("", "n").map_err(db_error)?;
+    Ok(EndedInMinute {
+        minute,
+        state,
+        count: count as u64,
+    })
 }
 
 pub(super) async fn queue_stats(

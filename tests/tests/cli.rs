@@ -227,6 +227,10 @@ async fn jobs_enqueue_get_list_cancel_retry() {
         "2999-01-01T00:00:00Z",
     ]);
     assert_eq!(ids(&by_kind), [failed_id.as_str()]);
+    let by_key = api.json(&["list", "--search", "once"]);
+    assert_eq!(ids(&by_key), [later_id.as_str()]);
+    let by_id = api.json(&["list", "--search", &failed_id]);
+    assert_eq!(ids(&by_id), [failed_id.as_str()]);
     let none = api.json(&["list", "--created-after", "2999-01-01T00:00:00Z"]);
     assert_eq!(ids(&none), Vec::<String>::new());
 

@@ -126,6 +126,9 @@ pub struct ListJobs {
     /// Created before (RFC 3339).
     #[arg(long, value_name = "TIME")]
     pub created_before: Option<String>,
+    /// A job id, or a unique key (matched exactly).
+    #[arg(long, value_name = "ID_OR_KEY")]
+    pub search: Option<String>,
     /// 1..=100; default 50.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub limit: Option<u32>,
@@ -177,6 +180,9 @@ pub struct ListWorkflows {
     pub state: Option<String>,
     #[arg(long)]
     pub name: Option<String>,
+    /// A job id, or a unique key (matched exactly).
+    #[arg(long, value_name = "ID_OR_KEY")]
+    pub search: Option<String>,
     /// 1..=100; default 50.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub limit: Option<u32>,

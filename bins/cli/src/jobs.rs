@@ -93,6 +93,7 @@ pub async fn list(ctx: &Ctx, args: ListJobs) -> Result<Done, Error> {
         ("error_kind", args.error_kind),
         ("created_after", args.created_after),
         ("created_before", args.created_before),
+        ("q", args.search),
         ("limit", args.limit.map(|n| n.to_string())),
         ("cursor", args.cursor),
     ];

@@ -448,8 +448,12 @@ async fn sigterm_rolling_deploy() {
         twice.is_empty(),
         "a graceful stop runs nothing twice: {twice:?}"
     );
+    // With its state and error history, so a failure says how the attempt was charged.
     let charged = cluster
-        .tokens("SELECT args->'body'->>'token' AS t FROM jobs WHERE attempt <> 1")
+        .tokens(
+            "SELECT concat_ws(' ', args->'body'->>'token', state, attempt, errors::text) AS t \
+             FROM jobs WHERE attempt <> 1",
+        )
         .await;
     assert!(
         charged.is_empty(),

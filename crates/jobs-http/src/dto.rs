@@ -468,9 +468,12 @@ pub struct WaitQuery {
 pub struct ListQuery {
     #[param(value_type = Option<String>, pattern = "^(pending|running|completed|partial|failed|cancelled|waiting)$")]
     pub state: Option<State>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub kind: Option<String>,
+    #[param(pattern = r"^[^\x00]*$")]
     pub queue: Option<String>,
     /// The kind of the job's last error.
+    #[param(pattern = r"^[^\x00]*$")]
     pub error_kind: Option<String>,
     /// Created at or after (RFC 3339).
     #[serde(default, with = "time::serde::rfc3339::option")]

@@ -103,34 +103,64 @@ pub fn spawn_with_env(
     args: &[&str],
     env: &[(&str, &str)],
 ) -> Proc {
-    let path = log_path(label);
-    std::fs::create_dir_all(path.parent().expect("a log directory")).expect("log directory");
-    let log = std::fs::File::create(path).expect("log file");
-    Command::new(binary(name))
+    let mut command = Command::new(binary(name));
+    command
         .args(args)
         .env("DATABASE_URL", database_url)
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(log.try_clone().expect("log file"))
-        .stderr(log)
-        .spawn()
-        .map(Proc)
-        .expect("start binary")
+        .envs(env.iter().copied());
+    spawn_logged(command, label)
 }
 
 /// Starts any program (not a workspace binary: a browser driver) in the background, its
 /// output logged as `spawn` does.
 pub fn spawn_program(program: &str, label: &str, args: &[&str]) -> Proc {
+    let mut command = Command::new(program);
+    command.args(args);
+    spawn_logged(command, label)
+}
+
+/// Starts `command` with its output in the log file of `label`.
+fn spawn_logged(mut command: Command, label: &str) -> Proc {
     let path = log_path(label);
     std::fs::create_dir_all(path.parent().expect("a log directory")).expect("log directory");
     let log = std::fs::File::create(path).expect("log file");
-    Command::new(program)
-        .args(args)
+    command
         .stdout(log.try_clone().expect("log file"))
         .stderr(log)
         .spawn()
         .map(Proc)
-        .unwrap_or_else(|e| panic!("start {program}: {e}"))
+        .unwrap_or_else(|e| panic!("start {:?}: {e}", command.get_program()))
+}
+
+/// Creates an API key for `tenant` with `jobs-api keys create`; returns the secret.
+pub fn create_key(database_url: &str, tenant: &str) -> String {
+    let created = run(
+        "jobs-api",
+        database_url,
+        &["keys", "create", "--tenant", tenant],
+    );
+    assert!(created.status.success(), "keys create: {created:?}");
+    stdout(&created).trim().to_owned()
+}
+
+/// Starts `jobs-api` on a free port with `args` and waits until `/readyz` answers 200;
+/// returns the process and its base URL.
+pub async fn start_api(label: &str, database_url: &str, args: &[&str]) -> (Proc, String) {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut all = vec!["--listen", listen.as_str()];
+    all.extend(args);
+    let api = spawn("jobs-api", label, database_url, &all);
+    let base = format!("http://{listen}");
+    // reqwest is built without a default TLS provider; any test may be the first here.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    wait_until("the api to be ready", Duration::from_secs(60), async || {
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        ready.is_ok_and(|r| r.status().is_success())
+    })
+    .await;
+    (api, base)
 }
 
 /// Sends SIGTERM, as a deploy would.

@@ -8,7 +8,7 @@ use std::{
     time::Duration,
 };
 
-use blackbox_tests::{Proc, binary, free_port, run, spawn, stdout, wait_until};
+use blackbox_tests::{Proc, binary, create_key, free_port, start_api, stdout, wait_until};
 use serde_json::{Value, json};
 
 /// A running api with one API key, and the `jobs` binary pointed at it.
@@ -23,23 +23,14 @@ impl Api {
     async fn start(label: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let database = format!("sqlite://{}/jobs.db?mode=rwc", dir.path().display());
-        let created = run("jobs-api", &database, &["keys", "create", "--tenant", "t"]);
-        assert!(created.status.success(), "{created:?}");
-        let key = stdout(&created).trim().to_owned();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let args = ["--listen", &listen, "--embedded-worker", "on"];
-        let process = spawn("jobs-api", label, &database, &args);
-        let api = Self {
-            url: format!("http://{listen}"),
+        let key = create_key(&database, "t");
+        let (process, url) = start_api(label, &database, &["--embedded-worker", "on"]).await;
+        Self {
+            url,
             key,
             dir,
             _process: process,
-        };
-        wait_until("the api to be ready", Duration::from_secs(30), async || {
-            api.jobs(&["queues"]).status.success()
-        })
-        .await;
-        api
+        }
     }
 
     /// Runs `jobs ARGS` with this api's URL and key in the environment.

@@ -8,7 +8,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use base64::Engine;
-use blackbox_tests::{Proc, free_port, run, spawn, spawn_program, stdout, wait_until};
+use blackbox_tests::{Proc, create_key, free_port, spawn_program, start_api, wait_until};
 use reqwest::Client;
 use serde_json::{Value, json};
 
@@ -29,26 +29,15 @@ impl Api {
     async fn start(label: &str, tenant: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("jobs.db").display());
-        let key = tenant.map(|tenant| {
-            let output = run("jobs-api", &url, &["keys", "create", "--tenant", tenant]);
-            assert!(output.status.success(), "keys create: {output:?}");
-            stdout(&output).trim().to_owned()
-        });
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let proc = spawn("jobs-api", label, &url, &["--listen", &listen]);
-        let api = Self {
+        let key = tenant.map(|tenant| create_key(&url, tenant));
+        let (proc, base) = start_api(label, &url, &[]).await;
+        Self {
             _proc: proc,
             _dir: dir,
-            base: format!("http://{listen}"),
+            base,
             key,
             http: Client::new(),
-        };
-        wait_until("the api to serve", LIMIT, async || {
-            matches!(api.http.get(api.url("/readyz")).send().await, Ok(r) if r.status().is_success())
-        })
-        .await;
-        api
+        }
     }
 
     fn url(&self, path: &str) -> String {

@@ -13,7 +13,7 @@ use std::{
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::{Engine, engine::general_purpose::STANDARD};
-use blackbox_tests::{Proc, free_port, run, spawn, stdout, wait_until};
+use blackbox_tests::{create_key, start_api, wait_until};
 use hmac::{Hmac, Mac};
 use jobs_store::testing::TestDb;
 use reqwest::StatusCode;
@@ -148,43 +148,12 @@ impl Client {
     }
 }
 
-fn key_for(url: &str, tenant: &str) -> String {
-    let created = run("jobs-api", url, &["keys", "create", "--tenant", tenant]);
-    assert!(created.status.success(), "{created:?}");
-    stdout(&created).trim().to_owned()
-}
-
-async fn start_api(url: &str, label: &str) -> (Proc, String) {
-    let port = free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let api = spawn(
-        "jobs-api",
-        label,
-        url,
-        &[
-            "--listen",
-            &listen,
-            "--embedded-worker",
-            "on",
-            "--http-allow-host",
-            "127.0.0.1",
-        ],
-    );
-    let base = format!("http://{listen}");
-    let http = reqwest::Client::new();
-    wait_until("the api to be ready", Duration::from_secs(30), async || {
-        let ready = http.get(format!("{base}/readyz")).send().await;
-        ready.is_ok_and(|r| r.status().is_success())
-    })
-    .await;
-    (api, base)
-}
-
 async fn webhooks_end_to_end(db: TestDb, label: &str) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let url = db.url();
-    let (key_a, key_b) = (key_for(&url, "a"), key_for(&url, "b"));
-    let (_api, base) = start_api(&url, label).await;
+    let (key_a, key_b) = (create_key(&url, "a"), create_key(&url, "b"));
+    let args = ["--embedded-worker", "on", "--http-allow-host", "127.0.0.1"];
+    let (_api, base) = start_api(label, &url, &args).await;
     let http = reqwest::Client::new();
     let a = Client {
         http: http.clone(),

@@ -530,16 +530,11 @@ fn operations_mut(
 /// `auto` before the first key), it declares no security requirement, so clients
 /// generated from it send no key.
 pub(crate) fn served_openapi(auth_required: bool) -> &'static [u8] {
-    static WITH_AUTH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    static WITHOUT_AUTH: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
-    let (cell, strip) = if auth_required {
-        (&WITH_AUTH, false)
-    } else {
-        (&WITHOUT_AUTH, true)
-    };
-    cell.get_or_init(|| {
+    use std::sync::OnceLock;
+    static DOCUMENTS: [OnceLock<Vec<u8>>; 2] = [OnceLock::new(), OnceLock::new()];
+    DOCUMENTS[usize::from(auth_required)].get_or_init(|| {
         let mut doc = ApiDoc::openapi();
-        if strip {
+        if !auth_required {
             doc.security = None;
             for operation in operations_mut(&mut doc) {
                 operation.security = None;

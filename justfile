@@ -67,8 +67,9 @@ faults-long:
 schemathesis *ARGS:
     bash scripts/schemathesis.sh {{ARGS}}
 
-# Peers (graphile-worker, pg-boss, plain-SQL ceiling; apalis with APALIS=1) and ours, measured in
-# the same run; prints one markdown table with ratios ours / best peer (several minutes, wants a
-# quiet machine). SMOKE=1 for a one-minute plumbing check. Settings: see scripts/bench-compare.sh.
+# Peers (graphile-worker, pg-boss, River's Rust port and awa unless RUST_PEERS=0, plain-SQL ceiling;
+# apalis with APALIS=1) and ours, measured in the same run; prints one markdown table with ratios
+# ours / best peer and the targets of issue 17 (about 15 minutes, wants a quiet machine). PGPORT
+# picks the cluster (5432). SMOKE=1 for a one-minute plumbing check. Settings: see scripts/bench-compare.sh.
 bench-compare:
     bash scripts/bench-compare.sh

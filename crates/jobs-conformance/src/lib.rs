@@ -66,6 +66,7 @@ macro_rules! conformance_tests {
         $crate::__each_test!([$(#[$attr])*] $harness;
             enqueue_and_get_round_trip,
             enqueue_many_ten_thousand_in_one_call,
+            enqueue_many_returns_the_rows_as_stored,
             enqueue_many_is_all_or_nothing,
             list_filters_newest_first_with_offset_and_cursor,
             claim_takes_highest_priority_then_oldest,

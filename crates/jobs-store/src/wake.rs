@@ -80,11 +80,11 @@ impl Drop for AbortOnDrop {
 
 #[cfg(feature = "postgres")]
 mod listen {
-    use sea_orm::sqlx::{self, postgres::PgListener};
+    use sea_orm::sqlx::postgres::PgListener;
     use tokio::{sync::broadcast, task::JoinHandle};
 
     use super::ENQUEUED_CHANNEL;
-    use crate::{SeaOrmStore, store::db_error};
+    use crate::{SeaOrmStore, store::sqlx_error};
     use jobs_core::JobError;
 
     /// LISTENs on a connection of its own and forwards what it hears to the local channel.
@@ -114,12 +114,6 @@ mod listen {
                 }
             }
         }
-    }
-
-    fn sqlx_error(error: sqlx::Error) -> JobError {
-        db_error(sea_orm::DbErr::Conn(sea_orm::RuntimeErr::SqlxError(
-            error.into(),
-        )))
     }
 }
 

@@ -26,6 +26,12 @@ pub(super) async fn enqueue_many(
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
+    #[cfg(feature = "postgres")]
+    if store.dialect == Dialect::Postgres && super::plain_enqueue::applies(&jobs) {
+        let done = super::plain_enqueue::enqueue(store, jobs).await?;
+        store.wake_queues(done.iter().map(|e| e.job.queue.as_str()));
+        return Ok(done);
+    }
     let txn = store.db.begin().await.map_err(db_error)?;
     let done = store.enqueue_many_in(&txn, jobs).await?;
     txn.commit().await.map_err(db_error)?;

@@ -14,6 +14,14 @@ pub(crate) fn db_error(error: DbErr) -> JobError {
     }
 }
 
+/// A driver error from a statement sent past SeaORM, classified as every other one.
+#[cfg(feature = "postgres")]
+pub(crate) fn sqlx_error(error: sqlx::Error) -> JobError {
+    db_error(DbErr::Exec(RuntimeErr::SqlxError(std::sync::Arc::new(
+        error,
+    ))))
+}
+
 /// The error code a database answered with, if it answered.
 enum Code {
     /// A PostgreSQL SQLSTATE.

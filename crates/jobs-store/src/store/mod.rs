@@ -21,6 +21,8 @@ mod lease;
 mod limits;
 mod maintenance;
 mod outcome;
+#[cfg(feature = "postgres")]
+mod plain_enqueue;
 mod queues;
 mod read;
 mod schedules;
@@ -42,6 +44,8 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 pub(crate) use errors::db_error;
+#[cfg(feature = "postgres")]
+pub(crate) use errors::sqlx_error;
 pub use outcome::{OutcomeLimits, TOO_LARGE as RESULT_TOO_LARGE};
 
 use crate::{

@@ -74,7 +74,7 @@ pub(super) fn list_sql(dialect: Dialect, filter: &ListFilter, page: &PageRequest
     let columns = job_columns("");
     let wanted = page.limit as i64 + 1;
     let offset = page.offset.min(i64::MAX as u64) as i64;
-    let from = if filter.tenant.is_some() && filter.state.is_none() {
+    let from = if merges_states(filter) {
         let newest = newest_of_each_state(&mut sql, filter, page, wanted.saturating_add(offset));
         format!("({newest}) AS listed")
     } else {
@@ -86,6 +86,12 @@ pub(super) fn list_sql(dialect: Dialect, filter: &ListFilter, page: &PageRequest
         "SELECT {columns} FROM {from} {NEWEST_FIRST} LIMIT {limit} OFFSET {offset}"
     ));
     sql
+}
+
+/// Whether the listing merges the newest of each state: a tenant's listing of every
+/// state, unless it searches for a job id, which the primary key finds in any state.
+fn merges_states(filter: &ListFilter) -> bool {
+    filter.tenant.is_some() && filter.state.is_none() && searched_id(filter).is_none()
 }
 
 /// The `per_state` newest jobs of each state that the filter (with a tenant) matches,
@@ -158,12 +164,17 @@ pub(super) fn filter_conditions(sql: &mut Sql, filter: &ListFilter) -> Vec<Strin
         // exactly while walking the tenant's newest-first ranges of the per-state
         // index (no index on keys of every state: each would cost every claim and
         // outcome a write).
-        match text.parse::<uuid::Uuid>() {
-            Ok(id) => conditions.push(format!("id = {}", sql.bind(id))),
-            Err(_) => conditions.push(format!("unique_key = {}", sql.bind(text.clone()))),
+        match searched_id(filter) {
+            Some(id) => conditions.push(format!("id = {}", sql.bind(id))),
+            None => conditions.push(format!("unique_key = {}", sql.bind(text.clone()))),
         }
     }
     conditions
+}
+
+/// The job id the filter searches for, when its `id_or_key` is one.
+fn searched_id(filter: &ListFilter) -> Option<uuid::Uuid> {
+    filter.id_or_key.as_deref()?.parse().ok()
 }
 
 /// Jobs of the tenant and queue ended per minute since `since`, by end state; reads the

@@ -22,6 +22,7 @@ pub mod m20261206_000009_estimates_and_compression;
 pub mod m20261206_000010_files;
 pub mod m20261206_000011_webhooks;
 mod m20261207_000012_finished_index;
+mod m20261208_000013_one_listing_index;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000010_files::Migration),
             Box::new(m20261206_000011_webhooks::Migration),
             Box::new(m20261207_000012_finished_index::Migration),
+            Box::new(m20261208_000013_one_listing_index::Migration),
         ]
     }
 }

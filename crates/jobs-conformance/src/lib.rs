@@ -69,6 +69,7 @@ macro_rules! conformance_tests {
             enqueue_many_returns_the_rows_as_stored,
             enqueue_many_is_all_or_nothing,
             list_filters_newest_first_with_offset_and_cursor,
+            a_listing_of_mixed_states_pages_newest_first,
             claim_takes_highest_priority_then_oldest,
             claim_skips_future_jobs_and_other_queues_and_kinds,
             claim_race_gives_every_job_to_exactly_one_worker,

@@ -7,8 +7,8 @@ use std::{collections::HashSet, time::Duration};
 
 use futures::future::join_all;
 use jobs_core::{
-    ClaimRequest, Finish, JobError, JobId, Lease, LeaseToken, ListFilter, NewJob, Outcome,
-    PageRequest, Retry, State,
+    ApiBackend, ClaimRequest, Finish, Job, JobError, JobId, Lease, LeaseToken, ListFilter, NewJob,
+    Outcome, PageRequest, Retry, State,
 };
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -252,6 +252,139 @@ pub async fn list_filters_newest_first_with_offset_and_cursor(h: &dyn Harness) {
             s.list(&t1, &PageRequest::first(limit)).await,
             Err(JobError::Invalid(_))
         ));
+    }
+}
+
+/// A tenant's listing of every state merges jobs of all states newest first: pages by
+/// cursor and by offset cover each job once, in order, filtered by kind or not. Jobs of
+/// one batch share their creation time, so the id decides between them.
+pub async fn a_listing_of_mixed_states_pages_newest_first(h: &dyn Harness) {
+    let s = h.backend();
+    for _ in 0..5 {
+        enqueue_one_per_state(s).await;
+    }
+    s.enqueue(job("even").tenant("other")).await.unwrap();
+    move_to_their_states(s).await;
+
+    let mixed = ListFilter::new().tenant("mixed");
+    let ids: Vec<JobId> = listed_all(s, &mixed).await.iter().map(|j| j.id).collect();
+    let mut jobs: Vec<Job> = s.get_many(&ids).await.unwrap().into_values().collect();
+    jobs.sort_by_key(|j| std::cmp::Reverse((j.created_at, j.id)));
+    let states: HashSet<State> = jobs.iter().map(|j| j.state).collect();
+    assert_eq!(states, HashSet::from(State::ALL), "a job in every state");
+    assert_eq!(jobs.len(), 5 * State::ALL.len());
+
+    for filter in [mixed.clone(), mixed.clone().kind("even")] {
+        let expected: Vec<JobId> = jobs
+            .iter()
+            .filter(|j| filter.kind.as_ref().is_none_or(|k| *k == j.kind))
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(
+            by_cursor(s, &filter, 4).await,
+            expected,
+            "{filter:?} by cursor"
+        );
+        assert_eq!(
+            by_offset(s, &filter, 4).await,
+            expected,
+            "{filter:?} by offset"
+        );
+    }
+    let everyone = listed_all(s, &ListFilter::new()).await;
+    assert_eq!(everyone.len(), jobs.len() + 1, "a listing across tenants");
+}
+
+/// Seven jobs of tenant `mixed` in one batch, one headed for each state (by queue):
+/// the one on `wait` waits for its pending sibling. Kinds alternate `even` and `odd`.
+async fn enqueue_one_per_state(s: &dyn ApiBackend) {
+    let parent = job("even").tenant("mixed");
+    let on = |queue: &str, kind: &str| job(kind).tenant("mixed").queue(queue);
+    let batch = vec![
+        on("run", "odd"),
+        on("done", "even"),
+        on("part", "odd"),
+        on("fail", "even"),
+        on("cancel", "odd"),
+        job("even").tenant("mixed").after(parent.id),
+        parent,
+    ];
+    s.enqueue_many(batch).await.unwrap();
+}
+
+/// Claims the jobs of the queues `run`, `done`, `part` and `fail`, ends those of the last
+/// three as their queue says, and cancels those of `cancel`.
+async fn move_to_their_states(s: &dyn ApiBackend) {
+    let outcome = |queue: &str| match queue {
+        "done" => Some(Outcome::Completed { result: json!(1) }),
+        "part" => Some(Outcome::Partial {
+            result: json!(1),
+            item_errors: json!([1]),
+        }),
+        "fail" => Some(Outcome::Failed {
+            kind: "bad_input".into(),
+            message: "no".into(),
+            retry: Retry::Never,
+        }),
+        _ => None,
+    };
+    let queues = ["run", "done", "part", "fail"].map(str::to_owned);
+    let request = ClaimRequest {
+        queues: queues.to_vec(),
+        ..claim_req("w", 100)
+    };
+    let claimed = s.claim(&request).await.unwrap();
+    assert_eq!(claimed.len(), 4 * 5);
+    let finishes = claimed
+        .iter()
+        .filter_map(|j| Some(Finish::new(Lease::of(j).unwrap(), outcome(&j.queue)?)))
+        .collect();
+    for ended in s.finish_many(finishes).await.unwrap() {
+        ended.unwrap();
+    }
+    let to_cancel = ListFilter::new().tenant("mixed").queue("cancel");
+    for j in listed_all(s, &to_cancel).await {
+        s.cancel(None, j.id).await.unwrap();
+    }
+}
+
+/// Every job the filter lists, in one page.
+async fn listed_all(s: &dyn ApiBackend, filter: &ListFilter) -> Vec<Job> {
+    let page = s.list(filter, &PageRequest::first(100)).await.unwrap();
+    assert!(page.next_cursor.is_none(), "more than a page");
+    page.items
+}
+
+/// The ids of every page, following each page's cursor.
+async fn by_cursor(s: &dyn ApiBackend, filter: &ListFilter, limit: u32) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    let mut page = s.list(filter, &PageRequest::first(limit)).await.unwrap();
+    loop {
+        ids.extend(page.items.iter().map(|j| j.id));
+        let Some(cursor) = page.next_cursor else {
+            return ids;
+        };
+        page = s
+            .list(filter, &PageRequest::after(limit, cursor))
+            .await
+            .unwrap();
+    }
+}
+
+/// The ids of every page, by offset, until a page comes back empty.
+async fn by_offset(s: &dyn ApiBackend, filter: &ListFilter, limit: u32) -> Vec<JobId> {
+    let mut ids = Vec::new();
+    loop {
+        let page = PageRequest {
+            limit,
+            offset: ids.len() as u64,
+            cursor: None,
+        };
+        let items = s.list(filter, &page).await.unwrap().items;
+        if items.is_empty() {
+            return ids;
+        }
+        ids.extend(items.iter().map(|j| j.id));
     }
 }
 

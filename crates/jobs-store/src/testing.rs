@@ -1,7 +1,7 @@
 //! Test databases: each test gets its own migrated SQLite file or PostgreSQL schema, so
 //! tests run in parallel without seeing each other's jobs.
 
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, DbBackend};
 
 use crate::{SeaOrmStore, connect_options, migrate_up};
 
@@ -102,6 +102,29 @@ impl TestDb {
         }
         SeaOrmStore::connect_with(options).await.expect("connect")
     }
+}
+
+/// The plan of the statement `list` runs for `filter` and `page`, one line per row of
+/// PostgreSQL's `EXPLAIN` or SQLite's `EXPLAIN QUERY PLAN`.
+pub async fn listing_plan(
+    store: &SeaOrmStore,
+    filter: &jobs_core::ListFilter,
+    page: &jobs_core::PageRequest,
+) -> Vec<String> {
+    let mut statement = store.listing_statement(filter, page);
+    let (explain, column) = match statement.db_backend {
+        DbBackend::Sqlite => ("EXPLAIN QUERY PLAN", "detail"),
+        _ => ("EXPLAIN", "QUERY PLAN"),
+    };
+    statement.sql = format!("{explain} {}", statement.sql);
+    let rows = store
+        .connection()
+        .query_all_raw(statement)
+        .await
+        .expect("explain the listing");
+    rows.iter()
+        .map(|row| row.try_get::<String>("", column).expect("a plan line"))
+        .collect()
 }
 
 /// Instantiates each async test body `fn(TestDb)` once per backend: `sqlite::name` and

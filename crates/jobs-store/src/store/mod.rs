@@ -122,6 +122,16 @@ impl SeaOrmStore {
         &self.db
     }
 
+    /// The statement behind `list`, for tests that read its plan.
+    #[cfg(feature = "testing")]
+    pub(crate) fn listing_statement(
+        &self,
+        filter: &ListFilter,
+        page: &PageRequest,
+    ) -> sea_orm::Statement {
+        read::list_sql(self.dialect, filter, page).build()
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.dialect == Dialect::Postgres
     }

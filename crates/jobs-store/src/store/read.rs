@@ -8,7 +8,7 @@ use jobs_core::{
 use sea_orm::QueryResult;
 
 use super::{SeaOrmStore, db_error, job_columns};
-use crate::sql::Sql;
+use crate::sql::{Dialect, Sql};
 
 pub(super) async fn get(
     store: &SeaOrmStore,
@@ -48,14 +48,7 @@ pub(super) async fn list(
 ) -> Result<Page, JobError> {
     page.validate()?;
     filter.validate()?;
-    let mut sql = store.sql();
-    let conditions = list_conditions(&mut sql, filter, page);
-    let limit = sql.bind(page.limit as i64 + 1);
-    let offset = sql.bind(page.offset.min(i64::MAX as u64) as i64);
-    sql.push(&format!(
-        "SELECT {} FROM jobs WHERE {conditions} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
-        job_columns(""),
-    ));
+    let sql = list_sql(store.dialect, filter, page);
     let mut items = store.fetch_jobs(&store.db, sql).await?;
     let more = items.len() > page.limit as usize;
     items.truncate(page.limit as usize);
@@ -69,15 +62,73 @@ pub(super) async fn list(
     Ok(Page { items, next_cursor })
 }
 
+const NEWEST_FIRST: &str = "ORDER BY created_at DESC, id DESC";
+
+/// The statement of a listing page, and one job more to tell whether another page
+/// follows. A tenant's listing of every state reads the index `(tenant, state,
+/// created_at, id)` once per state and merges the newest of each: there is no index on
+/// `(tenant, created_at, id)`, since each index costs every insert and state change a
+/// write. Across tenants no index orders the jobs: one query, sorted.
+pub(super) fn list_sql(dialect: Dialect, filter: &ListFilter, page: &PageRequest) -> Sql {
+    let mut sql = Sql::new(dialect);
+    let columns = job_columns("");
+    let wanted = page.limit as i64 + 1;
+    let offset = page.offset.min(i64::MAX as u64) as i64;
+    let from = if merges_states(filter) {
+        let newest = newest_of_each_state(&mut sql, filter, page, wanted.saturating_add(offset));
+        format!("({newest}) AS listed")
+    } else {
+        format!("jobs WHERE {}", list_conditions(&mut sql, filter, page))
+    };
+    let limit = sql.bind(wanted);
+    let offset = sql.bind(offset);
+    sql.push(&format!(
+        "SELECT {columns} FROM {from} {NEWEST_FIRST} LIMIT {limit} OFFSET {offset}"
+    ));
+    sql
+}
+
+/// Whether the listing merges the newest of each state: a tenant's listing of every
+/// state, unless it searches for a job id, which the primary key finds in any state.
+fn merges_states(filter: &ListFilter) -> bool {
+    filter.tenant.is_some() && filter.state.is_none() && searched_id(filter).is_none()
+}
+
+/// The `per_state` newest jobs of each state that the filter (with a tenant) matches,
+/// one `UNION ALL` member per state, each a range of the per-state index.
+fn newest_of_each_state(
+    sql: &mut Sql,
+    filter: &ListFilter,
+    page: &PageRequest,
+    per_state: i64,
+) -> String {
+    let members: Vec<String> = State::ALL
+        .iter()
+        .map(|state| {
+            let conditions = list_conditions(sql, &filter.clone().state(*state), page);
+            let limit = sql.bind(per_state);
+            // Wrapped: SQLite takes no ORDER BY or LIMIT on a member of a UNION.
+            format!(
+                "SELECT * FROM (SELECT {} FROM jobs WHERE {conditions} {NEWEST_FIRST} \
+                 LIMIT {limit}) AS {state}_jobs",
+                job_columns("")
+            )
+        })
+        .collect();
+    members.join(" UNION ALL ")
+}
+
 /// The WHERE of a listing: the filter's fields, then the position after the cursor.
 fn list_conditions(sql: &mut Sql, filter: &ListFilter, page: &PageRequest) -> String {
     let mut conditions = filter_conditions(sql, filter);
     if let Some(cursor) = page.cursor {
-        let at = sql.bind_time(Some(cursor.created_at));
-        let at_again = sql.bind_time(Some(cursor.created_at));
+        // `created_at <= at` alone bounds the index range where the page starts; the
+        // rest, an OR, only filters.
+        let at = [(); 3].map(|_| sql.bind_time(Some(cursor.created_at)));
         let id = sql.bind(cursor.id.as_uuid());
         conditions.push(format!(
-            "(created_at < {at} OR (created_at = {at_again} AND id < {id}))"
+            "created_at <= {} AND (created_at < {} OR (created_at = {} AND id < {id}))",
+            at[0], at[1], at[2]
         ));
     }
     conditions.join(" AND ")
@@ -110,14 +161,20 @@ pub(super) fn filter_conditions(sql: &mut Sql, filter: &ListFilter) -> Vec<Strin
     }
     if let Some(text) = &filter.id_or_key {
         // A UUID is looked up by primary key; other text is a unique key, compared
-        // exactly while walking the tenant's newest-first index (no index on keys of
-        // every state: each would cost every claim and outcome a write).
-        match text.parse::<uuid::Uuid>() {
-            Ok(id) => conditions.push(format!("id = {}", sql.bind(id))),
-            Err(_) => conditions.push(format!("unique_key = {}", sql.bind(text.clone()))),
+        // exactly while walking the tenant's newest-first ranges of the per-state
+        // index (no index on keys of every state: each would cost every claim and
+        // outcome a write).
+        match searched_id(filter) {
+            Some(id) => conditions.push(format!("id = {}", sql.bind(id))),
+            None => conditions.push(format!("unique_key = {}", sql.bind(text.clone()))),
         }
     }
     conditions
+}
+
+/// The job id the filter searches for, when its `id_or_key` is one.
+fn searched_id(filter: &ListFilter) -> Option<uuid::Uuid> {
+    filter.id_or_key.as_deref()?.parse().ok()
 }
 
 /// Jobs of the tenant and queue ended per minute since `since`, by end state; reads the

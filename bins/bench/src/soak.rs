@@ -152,9 +152,7 @@ async fn enqueue_at_rate(
         }
         let t = micros_now();
         let jobs = (0..count)
-            .map(|_| {
-                setup::job_with(json!({ "t": t })).retention(retention)
-            })
+            .map(|_| setup::job_with(json!({ "t": t })).retention(retention))
             .collect();
         store.enqueue_many(jobs).await?;
         sent += count;
@@ -391,9 +389,8 @@ async fn report_intervals(
 
 /// Sizes, row versions (PostgreSQL only) and the backlog of pending bench jobs.
 async fn table_figures(store: &SeaOrmStore) -> anyhow::Result<Interval> {
-    let backlog = format!(
-        "SELECT count(*) AS n FROM jobs WHERE queue = '{QUEUE}' AND state = 'pending'"
-    );
+    let backlog =
+        format!("SELECT count(*) AS n FROM jobs WHERE queue = '{QUEUE}' AND state = 'pending'");
     let mut row = Interval {
         backlog: query_i64(store, &backlog, "n").await?,
         ..Interval::default()
@@ -442,11 +439,25 @@ fn summarise(store: &SeaOrmStore, args: &SoakArgs, recorder: &Recorder, rows: &[
             recorder.enqueued.load(Ordering::Relaxed) as usize,
             took,
         )
-        .rate("out_per_s", recorder.out.load(Ordering::Relaxed) as usize, took);
+        .rate(
+            "out_per_s",
+            recorder.out.load(Ordering::Relaxed) as usize,
+            took,
+        );
     let mut first = std::mem::take(&mut *recorder.first.lock().expect("samples lock"));
     let mut last = std::mem::take(&mut *recorder.last.lock().expect("samples lock"));
-    compare(&mut report, "claim_p99", &mut first.claims, &mut last.claims);
-    compare(&mut report, "start_p99", &mut first.starts, &mut last.starts);
+    compare(
+        &mut report,
+        "claim_p99",
+        &mut first.claims,
+        &mut last.claims,
+    );
+    compare(
+        &mut report,
+        "start_p99",
+        &mut first.starts,
+        &mut last.starts,
+    );
     settling(&mut report, args, rows);
     let intervals: Vec<Value> = rows.iter().map(Interval::json).collect();
     report.add(
@@ -463,7 +474,10 @@ fn compare(report: &mut Report, key: &str, first: &mut [Duration], last: &mut [D
     let shown = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2} ms"));
     report.add(&format!("{key}_first_ms"), json!(a), shown(a));
     report.add(&format!("{key}_last_ms"), json!(b), shown(b));
-    let ratio = a.zip(b).filter(|(a, _)| *a > 0.0).map(|(a, b)| round(b / a));
+    let ratio = a
+        .zip(b)
+        .filter(|(a, _)| *a > 0.0)
+        .map(|(a, b)| round(b / a));
     report.add(
         &format!("{key}_ratio"),
         json!(ratio),

@@ -102,8 +102,16 @@ async fn the_soak_runs_and_reports(db: TestDb) {
     assert_eq!(lines.len(), 1, "{lines:?}");
     let soak = &lines[0];
     assert_eq!(soak["scenario"], "soak", "{soak}");
-    for key in ["in_per_s", "out_per_s", "claim_p99_first_ms", "start_p99_last_ms"] {
-        assert!(soak[key].as_f64().is_some_and(|v| v > 0.0), "{key} in {soak}");
+    for key in [
+        "in_per_s",
+        "out_per_s",
+        "claim_p99_first_ms",
+        "start_p99_last_ms",
+    ] {
+        assert!(
+            soak[key].as_f64().is_some_and(|v| v > 0.0),
+            "{key} in {soak}"
+        );
     }
     let rows = soak["intervals"].as_array().expect("intervals");
     assert_eq!(rows.len(), 3, "{soak}");
@@ -113,5 +121,8 @@ async fn the_soak_runs_and_reports(db: TestDb) {
         assert_eq!(row["dead_tuples"].is_number(), postgres, "{row}");
     }
     let svg = std::fs::read_to_string(&chart).expect("the chart is written");
-    assert!(svg.starts_with("<svg") && svg.contains("<polyline"), "{svg}");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("<polyline"),
+        "{svg}"
+    );
 }

@@ -173,6 +173,9 @@ pub struct SoakArgs {
     /// How long each job is kept after it ends, so retention deletes jobs during the run.
     #[arg(long, default_value_t = 60)]
     pub retention_secs: u64,
+    /// How often the worker's retention cleaner runs (the worker's default is 30).
+    #[arg(long, default_value_t = 30)]
+    pub retention_interval_secs: u64,
     /// Seconds per row of figures.
     #[arg(long, default_value_t = 60.0)]
     pub report_secs: f64,

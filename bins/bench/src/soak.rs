@@ -57,8 +57,6 @@ const ENQUEUE_TICK: Duration = Duration::from_millis(10);
 const MAX_BATCH: u64 = 5_000;
 const PROBE_TICK: Duration = Duration::from_millis(50);
 const PROBE_LIMIT: u32 = 10;
-/// The worker's default, named here to say when retention has had its effect.
-const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
 
 pub async fn run(url: &str, args: &SoakArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
@@ -81,7 +79,7 @@ pub async fn run(url: &str, args: &SoakArgs) -> anyhow::Result<()> {
         .config(|c| {
             c.prefetch = args.prefetch;
             c.maintenance = true;
-            c.retention_interval = RETENTION_INTERVAL;
+            c.retention_interval = Duration::from_secs(args.retention_interval_secs.max(1));
         })
         .build()?
         .spawn();
@@ -433,6 +431,10 @@ fn summarise(store: &SeaOrmStore, args: &SoakArgs, recorder: &Recorder, rows: &[
         .param("concurrency", json!(args.concurrency))
         .param("prefetch", json!(args.prefetch))
         .param("retention_secs", json!(args.retention_secs))
+        .param(
+            "retention_interval_secs",
+            json!(args.retention_interval_secs),
+        )
         .param("report_secs", json!(args.report_secs))
         .rate(
             "in_per_s",
@@ -489,7 +491,8 @@ fn compare(report: &mut Report, key: &str, first: &mut [Duration], last: &mut [D
 /// two cleaner rounds ran) against the end: null when the run is too short or the
 /// backend keeps no sizes.
 fn settling(report: &mut Report, args: &SoakArgs, rows: &[Interval]) {
-    let applies = Duration::from_secs(args.retention_secs) + 2 * RETENTION_INTERVAL;
+    let cleaner_round = Duration::from_secs(args.retention_interval_secs.max(1));
+    let applies = Duration::from_secs(args.retention_secs) + 2 * cleaner_round;
     let settled: Vec<f64> = rows
         .iter()
         .filter(|r| r.minute * 60.0 >= applies.as_secs_f64())

@@ -1,9 +1,10 @@
 //! Maintenance: the rescuer (expired leases), the sweeper (pending jobs that can never
 //! run: deadline passed or cancel requested), the retention cleaner and the vacuumer,
 //! each its own service with its own interval and a bounded amount of work per tick, so
-//! a retention backlog of millions of rows or a long VACUUM never delays lease rescue. They run in one process at a
-//! time: the one the elector made leader. Leadership expires unless renewed, so a frozen
-//! leader is replaced within `leader_ttl` plus a third of it.
+//! a retention backlog of millions of rows or a long VACUUM never delays lease rescue.
+//! They run in one process at a time: the one the elector made leader. Leadership
+//! expires unless renewed, so a frozen leader is replaced within `leader_ttl` plus a
+//! third of it.
 
 use std::{
     marker::PhantomData,

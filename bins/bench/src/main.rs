@@ -7,12 +7,14 @@
 
 #![allow(clippy::print_stdout)]
 
+mod chart;
 mod child;
 mod estimates;
 mod http;
 mod report;
 mod scenarios;
 mod setup;
+mod soak;
 mod workflows;
 
 use clap::{Args, Parser, Subcommand};
@@ -50,6 +52,9 @@ enum Scenario {
     Position(estimates::PositionArgs),
     /// One large result: completing and reading it, and the bytes stored.
     Results(estimates::ResultsArgs),
+    /// Jobs in and out at a fixed rate for a set time: sizes, dead rows and latencies
+    /// every interval, to show bloat.
+    Soak(SoakArgs),
     /// Enqueue, drain, latency, http and scale, one after another (the smoke test's
     /// list; the workflow scenarios run on their own).
     All(AllArgs),
@@ -152,6 +157,34 @@ pub struct WorkerOpts {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct SoakArgs {
+    /// Jobs enqueued (and so to be run) per second.
+    #[arg(long, default_value_t = 5_000.0)]
+    pub rate: f64,
+    /// How long the run lasts (fractions too: 0.1 is six seconds).
+    #[arg(long, default_value_t = 30.0)]
+    pub minutes: f64,
+    /// Handlers running at once in the worker.
+    #[arg(long, short, default_value_t = 10)]
+    pub concurrency: usize,
+    /// Jobs claimed ahead of free handler slots.
+    #[arg(long, default_value_t = 200)]
+    pub prefetch: usize,
+    /// How long each job is kept after it ends, so retention deletes jobs during the run.
+    #[arg(long, default_value_t = 60)]
+    pub retention_secs: u64,
+    /// How often the worker's retention cleaner runs (the worker's default is 30).
+    #[arg(long, default_value_t = 30)]
+    pub retention_interval_secs: u64,
+    /// Seconds per row of figures.
+    #[arg(long, default_value_t = 60.0)]
+    pub report_secs: f64,
+    /// Where to write an SVG chart of the rows (sizes, dead rows, p99 latencies).
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct AllArgs {
     #[command(flatten)]
     pub enqueue: EnqueueArgs,
@@ -199,6 +232,7 @@ async fn run(url: &str, scenario: Scenario) -> anyhow::Result<()> {
         Scenario::Results(args) => estimates::results(url, &args).await,
         Scenario::Chain(args) => workflows::chain(url, &args).await,
         Scenario::Fanout(args) => workflows::fanout(url, &args).await,
+        Scenario::Soak(args) => soak::run(url, &args).await,
         Scenario::All(args) => {
             let n = args.enqueue.n;
             scenarios::enqueue(url, &args.enqueue).await?;

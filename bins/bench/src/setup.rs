@@ -11,7 +11,12 @@ pub const QUEUE: &str = "bench";
 pub const KIND: &str = "bench_noop";
 
 pub fn job() -> NewJob {
-    NewJob::new(KIND, serde_json::json!({})).queue(QUEUE)
+    job_with(serde_json::json!({}))
+}
+
+/// A benchmark job carrying `args` (the no-op handler ignores them; `soak` reads its own).
+pub fn job_with(args: serde_json::Value) -> NewJob {
+    NewJob::new(KIND, args).queue(QUEUE)
 }
 
 pub async fn connect(url: &str) -> anyhow::Result<SeaOrmStore> {

@@ -72,6 +72,23 @@ struct Cli {
     #[arg(long, env = "JOBS_NO_MAINTENANCE")]
     no_maintenance: bool,
 
+    /// Seconds between the maintenance leader's reads of the job tables' dead row
+    /// counts (PostgreSQL); a table past the threshold below is vacuumed.
+    #[arg(long, env = "JOBS_VACUUM_INTERVAL_SECS", default_value_t = 15)]
+    vacuum_interval_secs: u64,
+
+    /// Dead row versions below which a job table is never vacuumed.
+    #[arg(long, env = "JOBS_VACUUM_MIN_DEAD_ROWS", default_value_t = 50_000)]
+    vacuum_min_dead_rows: u64,
+
+    /// Nor below this share of its live rows (autovacuum's default scale factor is 0.2).
+    #[arg(long, env = "JOBS_VACUUM_DEAD_FRACTION", default_value_t = 0.2)]
+    vacuum_dead_fraction: f64,
+
+    /// Leave vacuuming the job tables to autovacuum.
+    #[arg(long, env = "JOBS_NO_VACUUM")]
+    no_vacuum: bool,
+
     /// Hosts the `http` handler and webhook deliveries may call (repeat or comma-separate);
     /// none turns `http` off and fails every delivery.
     #[arg(
@@ -167,6 +184,10 @@ async fn main() -> anyhow::Result<()> {
                 c.maintenance_interval = Duration::from_secs(cli.maintenance_interval_secs);
                 c.retention_interval = Duration::from_secs(cli.retention_interval_secs);
                 c.leader_ttl = Duration::from_secs(cli.leader_ttl_secs);
+                c.vacuum = !cli.no_vacuum;
+                c.vacuum_interval = Duration::from_secs(cli.vacuum_interval_secs);
+                c.vacuum_min_dead_rows = cli.vacuum_min_dead_rows;
+                c.vacuum_dead_fraction = cli.vacuum_dead_fraction;
                 if let Some(id) = &cli.worker_id {
                     c.worker_id = id.clone();
                 }

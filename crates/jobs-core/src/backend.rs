@@ -104,6 +104,29 @@ pub trait Leadership: Send + Sync + 'static {
     async fn resign(&self, role: &str, holder: &str) -> Result<(), JobError>;
 }
 
+/// Live and dead row versions of one of the job tables, as the database's statistics
+/// have them (they lag writes by up to a second or so).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableHealth {
+    pub table: String,
+    pub live_rows: u64,
+    pub dead_rows: u64,
+}
+
+/// Keeping the job tables compact where the database leaves row versions behind
+/// (PostgreSQL), for when autovacuum is off or lags behind a queue's churn.
+#[async_trait]
+pub trait TableUpkeep: Send + Sync + 'static {
+    /// Every job table with its row versions; empty where the database keeps no such
+    /// statistics (SQLite, which reuses the space of deleted rows itself).
+    async fn table_health(&self) -> Result<Vec<TableHealth>, JobError>;
+
+    /// `VACUUM (ANALYZE)` of `table`, one that `table_health` lists, outside any
+    /// transaction; it may take long on a large table, and blocks no reads or writes.
+    /// A no-op where there is nothing to vacuum (SQLite). Any other name is `Invalid`.
+    async fn vacuum_table(&self, table: &str) -> Result<(), JobError>;
+}
+
 /// The API keys an HTTP front door authenticates with.
 #[async_trait]
 pub trait KeyLookup: Send + Sync + 'static {
@@ -141,6 +164,7 @@ pub trait WorkerBackend:
     + WebhookStore
     + Notifier
     + Leadership
+    + TableUpkeep
 {
 }
 impl<
@@ -151,7 +175,8 @@ impl<
         + FileStore
         + WebhookStore
         + Notifier
-        + Leadership,
+        + Leadership
+        + TableUpkeep,
 > WorkerBackend for T
 {
 }

@@ -27,7 +27,7 @@ pub mod workflow;
 pub use args::{JobArgs, JobOptions};
 pub use backend::{
     ApiBackend, JobChanges, KeyLookup, Leadership, Notifier, SCHEMA_RECHECK, SchemaGate, Signals,
-    Wake, Wakeups, WorkerBackend,
+    TableHealth, TableUpkeep, Wake, Wakeups, WorkerBackend,
 };
 pub use bulk::{BulkAction, BulkRequest, BulkResult};
 pub use dependency::{Dependency, OnParentFailure, ParentResult, Requires};

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use jobs_core::{
-    JobChanges, JobError, JobId, KeyLookup, Leadership, Notifier, SchemaGate, Wakeups,
+    JobChanges, JobError, JobId, KeyLookup, Leadership, Notifier, SchemaGate, TableHealth,
+    TableUpkeep, Wakeups,
 };
 
 use crate::SeaOrmStore;
@@ -33,6 +34,17 @@ impl Leadership for SeaOrmStore {
 
     async fn resign(&self, role: &str, holder: &str) -> Result<(), JobError> {
         SeaOrmStore::resign(self, role, holder).await
+    }
+}
+
+#[async_trait]
+impl TableUpkeep for SeaOrmStore {
+    async fn table_health(&self) -> Result<Vec<TableHealth>, JobError> {
+        SeaOrmStore::table_health(self).await
+    }
+
+    async fn vacuum_table(&self, table: &str) -> Result<(), JobError> {
+        SeaOrmStore::vacuum_table(self, table).await
     }
 }
 

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use jobs_conformance::fixtures::{add, claim_one, claim_req, count, job};
-use jobs_core::{JobError, JobStore, Retry, RetryPolicy, State};
+use jobs_core::{JobError, JobStore, Retry, RetryPolicy, State, TableUpkeep};
 use jobs_store::{backend_tests, testing::TestDb};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use time::OffsetDateTime;
@@ -14,6 +14,7 @@ backend_tests!(
     retry_backs_off_then_exhausts_to_failed,
     enqueue_in_a_transaction_exists_only_if_it_commits,
     bulk_retry_skips_jobs_whose_unique_key_another_job_holds,
+    vacuum_clears_the_dead_rows_that_deletes_left,
 );
 
 async fn retry_backs_off_then_exhausts_to_failed(db: TestDb) {
@@ -130,4 +131,76 @@ async fn bulk_retry_skips_jobs_whose_unique_key_another_job_holds(db: TestDb) {
         s.get(None, holder.job.id).await.unwrap().state,
         State::Pending
     );
+}
+
+/// Dead rows of `jobs` as the statistics have them, once they show at least `min`: the
+/// statistics are written a moment after the statements, so this waits (boundedly).
+async fn dead_rows_at_least(s: &jobs_store::SeaOrmStore, min: u64) -> u64 {
+    for _ in 0..300 {
+        let health = s.table_health().await.unwrap();
+        let jobs = health
+            .iter()
+            .find(|t| t.table == "jobs")
+            .expect("jobs listed");
+        if jobs.dead_rows >= min {
+            return jobs.dead_rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the statistics never showed {min} dead rows");
+}
+
+async fn vacuum_clears_the_dead_rows_that_deletes_left(db: TestDb) {
+    let s = &db.store;
+    let refused = s.vacuum_table("pg_class").await;
+    assert!(matches!(refused, Err(JobError::Invalid(_))), "{refused:?}");
+    let jobs = (0..2_000).map(|_| job("k")).collect();
+    s.enqueue_many(jobs).await.unwrap();
+    let db_conn = s.connection();
+    let txn = db_conn.begin().await.unwrap();
+    txn.execute_unprepared("DELETE FROM jobs").await.unwrap();
+    if s.is_postgres() {
+        // Statistics reach the shared counters at the end of this transaction.
+        txn.execute_unprepared("SELECT pg_stat_force_next_flush()")
+            .await
+            .unwrap();
+    }
+    txn.commit().await.unwrap();
+
+    if !s.is_postgres() {
+        assert!(
+            s.table_health().await.unwrap().is_empty(),
+            "SQLite keeps no dead row versions"
+        );
+        s.vacuum_table("jobs").await.unwrap();
+        return;
+    }
+    let tables: Vec<String> = s
+        .table_health()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.table)
+        .collect();
+    assert!(tables.iter().all(|t| t.starts_with("jobs")), "{tables:?}");
+    assert!(
+        tables.contains(&"jobs_dependencies".to_owned()),
+        "{tables:?}"
+    );
+    let before = dead_rows_at_least(s, 2_000).await;
+    // A transaction elsewhere in the cluster that is older than the delete keeps the rows
+    // visible to it, so they are vacuumed once it ends.
+    for _ in 0..300 {
+        s.vacuum_table("jobs").await.unwrap();
+        let health = s.table_health().await.unwrap();
+        let jobs = health
+            .iter()
+            .find(|t| t.table == "jobs")
+            .expect("jobs listed");
+        if jobs.dead_rows < before {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("vacuum never cleared the {before} dead rows");
 }

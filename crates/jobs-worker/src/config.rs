@@ -42,8 +42,23 @@ pub struct WorkerConfig {
     pub maintenance_interval: Duration,
     /// How often the leader deletes ended jobs past their retention.
     pub retention_interval: Duration,
-    /// Rows per maintenance statement (at most ten statements per service and tick).
+    /// Rows per maintenance statement. A round runs statements one after another while
+    /// they move full batches, for at most half its service's interval (so the retention
+    /// cleaner keeps up with thousands of jobs a second), then waits for the next round.
     pub maintenance_batch: u32,
+    /// Vacuum the job tables (PostgreSQL) while leading maintenance, each when its dead
+    /// row versions pass `vacuum_min_dead_rows` and `vacuum_dead_fraction` of its live
+    /// rows: a queue churns its whole table in minutes, and where autovacuum is off or
+    /// lags the dead versions grow without bound and slow every claim. Off: left to
+    /// autovacuum.
+    pub vacuum: bool,
+    /// How often the leader reads the tables' dead row counts.
+    pub vacuum_interval: Duration,
+    /// Fewer dead row versions than this never trigger a vacuum.
+    pub vacuum_min_dead_rows: u64,
+    /// Nor do fewer than this share of the table's live rows (autovacuum's own default
+    /// scale factor is 0.2).
+    pub vacuum_dead_fraction: f64,
     /// How often coalesced progress reports are written.
     pub progress_interval: Duration,
     /// How often this process enqueues due schedule slots (every process does; each
@@ -68,6 +83,7 @@ impl WorkerConfig {
             ("leader_ttl", self.leader_ttl, s),
             ("maintenance_interval", self.maintenance_interval, ms),
             ("retention_interval", self.retention_interval, ms),
+            ("vacuum_interval", self.vacuum_interval, ms),
             ("scheduler_interval", self.scheduler_interval, ms),
         ];
         let mut errors: Vec<FieldError> = minimums
@@ -77,6 +93,19 @@ impl WorkerConfig {
             .collect();
         if self.maintenance_batch == 0 {
             errors.push(FieldError::new("maintenance_batch", "must be at least 1"));
+        }
+        // Zero would vacuum every round whatever the table holds.
+        if self.vacuum_min_dead_rows == 0 {
+            errors.push(FieldError::new(
+                "vacuum_min_dead_rows",
+                "must be at least 1",
+            ));
+        }
+        if !(self.vacuum_dead_fraction.is_finite() && self.vacuum_dead_fraction >= 0.0) {
+            errors.push(FieldError::new(
+                "vacuum_dead_fraction",
+                "must be a finite number of at least 0",
+            ));
         }
         let id = &self.worker_id;
         if id.is_empty() || id.len() > 255 || id.contains('\0') {
@@ -135,6 +164,10 @@ impl Default for WorkerConfig {
             maintenance_interval: Duration::from_secs(5),
             retention_interval: Duration::from_secs(30),
             maintenance_batch: 1_000,
+            vacuum: true,
+            vacuum_interval: Duration::from_secs(15),
+            vacuum_min_dead_rows: 50_000,
+            vacuum_dead_fraction: 0.2,
             progress_interval: Duration::from_millis(250),
             scheduler_interval: Duration::from_millis(500),
             schedules: Vec::new(),

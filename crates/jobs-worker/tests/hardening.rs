@@ -168,14 +168,25 @@ async fn the_builder_refuses_configuration_that_would_break_the_worker(db: TestD
             c.lease = Duration::ZERO;
             c.poll_interval = Duration::ZERO;
             c.maintenance_batch = 0;
+            c.vacuum_interval = Duration::ZERO;
+            c.vacuum_min_dead_rows = 0;
+            c.vacuum_dead_fraction = f64::NAN;
         })
         .build();
     let Err(JobError::Invalid(errors)) = built else {
-        panic!("a zero lease, poll interval and concurrency must be refused");
+        panic!("a zero lease, poll interval, concurrency or vacuum threshold must be refused");
     };
     let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
     assert_eq!(
         fields,
-        ["poll_interval", "lease", "maintenance_batch", "queues"]
+        [
+            "poll_interval",
+            "lease",
+            "vacuum_interval",
+            "maintenance_batch",
+            "vacuum_min_dead_rows",
+            "vacuum_dead_fraction",
+            "queues"
+        ]
     );
 }

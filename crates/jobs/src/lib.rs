@@ -34,7 +34,7 @@ pub use jobs_files::FileStorage;
 pub mod ports {
     pub use jobs_core::{
         ApiBackend, FileStore, JobStore, KeyLookup, Leadership, Notifier, QueueControl,
-        ScheduleStore, SchemaGate, WorkerBackend, WorkflowStore,
+        ScheduleStore, SchemaGate, TableUpkeep, WorkerBackend, WorkflowStore,
     };
 }
 pub use jobs_store::{DEFAULT_DATABASE_URL, SeaOrmStore, migrate_up};

@@ -28,6 +28,7 @@ mod read;
 mod schedules;
 mod transition;
 mod unique;
+mod vacuum;
 mod webhooks;
 mod workflows;
 

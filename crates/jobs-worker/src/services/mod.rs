@@ -18,6 +18,7 @@ pub(crate) mod rescuer;
 pub(crate) mod retention;
 pub(crate) mod scheduler;
 pub(crate) mod sweeper;
+pub(crate) mod vacuumer;
 
 #[cfg(test)]
 mod tests;

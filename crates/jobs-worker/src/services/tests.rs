@@ -12,7 +12,9 @@ use super::{
     heartbeater::{Beat, Heartbeater},
     maintenance::Term,
     rescuer::Rescuer,
+    retention::RetentionCleaner,
     scheduler::Scheduler,
+    vacuumer::{Threshold, Vacuumer},
 };
 use crate::runtime::{Attempts, Backend, Running, StopReason};
 
@@ -21,6 +23,8 @@ backend_tests!(
     the_rescuer_rescues_expired_leases_only_while_leading,
     one_elector_leads_at_a_time_and_resigning_hands_over,
     schedulers_of_two_processes_enqueue_a_due_slot_once,
+    one_retention_tick_deletes_a_backlog_of_many_batches,
+    the_vacuumer_vacuums_a_table_past_its_threshold_only_while_leading,
 );
 
 fn backend(db: &TestDb) -> Backend {
@@ -86,7 +90,7 @@ async fn the_rescuer_rescues_expired_leases_only_while_leading(db: TestDb) {
     let job = claimed(&store, "k", Duration::from_millis(1)).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
     let term = Arc::new(Term::default());
-    let mut rescuer = Rescuer::new(store.clone(), 100, term.clone());
+    let mut rescuer = Rescuer::new(store.clone(), 100, Duration::from_secs(5), term.clone());
 
     assert_eq!(rescuer.tick().await, 0, "not leading: nothing is done");
     assert_eq!(store.get(None, job.id).await.unwrap().state, State::Running);
@@ -149,4 +153,72 @@ async fn schedulers_of_two_processes_enqueue_a_due_slot_once(db: TestDb) {
     assert_eq!(runs[0].slot, slot);
     let job = store.get(None, runs[0].job_id).await.unwrap();
     assert_eq!((job.kind.as_str(), job.run_at), ("beat", slot));
+}
+
+/// A term held by an elector of its own, as the leader's.
+async fn leading(store: &Backend) -> Arc<Term> {
+    let term = Arc::new(Term::default());
+    let mut elector = Elector::new(store.clone(), "w", Duration::from_secs(30), term.clone());
+    assert!(elector.tick().await);
+    term
+}
+
+/// Ended jobs past their retention (kept for no time at all).
+async fn expired(store: &Backend, n: usize) {
+    let jobs = (0..n)
+        .map(|_| NewJob::new("k", json!({})).retention(Duration::ZERO))
+        .collect();
+    for enqueued in store.enqueue_many(jobs).await.unwrap() {
+        store.cancel(None, enqueued.job.id).await.unwrap();
+    }
+}
+
+/// Under sustained load a round must delete more than a fixed number of batches, or the
+/// ended jobs pile up: 25 batches here, where a round used to stop at ten.
+async fn one_retention_tick_deletes_a_backlog_of_many_batches(db: TestDb) {
+    let store = backend(&db);
+    expired(&store, 50).await;
+    let term = leading(&store).await;
+    let mut cleaner = RetentionCleaner::new(store.clone(), 2, Duration::from_secs(600), term);
+    assert_eq!(cleaner.tick().await, 50);
+    assert_eq!(
+        cleaner.tick().await,
+        0,
+        "nothing is left for the next round"
+    );
+}
+
+async fn the_vacuumer_vacuums_a_table_past_its_threshold_only_while_leading(db: TestDb) {
+    let store = backend(&db);
+    expired(&store, 200).await;
+    assert_eq!(store.purge_expired(1_000).await.unwrap(), 200);
+    let threshold = Threshold {
+        min_dead_rows: 100,
+        dead_fraction: 0.2,
+    };
+    let idle = Arc::new(Term::default());
+    let mut follower = Vacuumer::new(store.clone(), threshold, idle);
+    assert!(
+        follower.tick().await.is_empty(),
+        "not leading: nothing is done"
+    );
+
+    let mut vacuumer = Vacuumer::new(store.clone(), threshold, leading(&store).await);
+    if !db.store.is_postgres() {
+        assert!(
+            vacuumer.tick().await.is_empty(),
+            "nothing to vacuum on SQLite"
+        );
+        return;
+    }
+    // The deletes reach the statistics a moment later.
+    for _ in 0..300 {
+        let vacuumed = vacuumer.tick().await;
+        if let Some(jobs) = vacuumed.iter().find(|v| v.table == "jobs") {
+            assert!(jobs.dead_rows >= 100, "{vacuumed:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the jobs table was never vacuumed");
 }

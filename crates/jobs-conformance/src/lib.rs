@@ -74,6 +74,7 @@ macro_rules! conformance_tests {
             claim_skips_future_jobs_and_other_queues_and_kinds,
             claim_race_gives_every_job_to_exactly_one_worker,
             heartbeat_renews_reports_cancels_and_lost_jobs,
+            heartbeats_and_outcomes_of_many_jobs_do_not_deadlock,
             progress_only_by_the_lease_holder,
             complete_partial_and_permanent_failure,
             lease_lost_after_rescue_leaves_second_result_standing,

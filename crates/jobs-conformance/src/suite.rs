@@ -536,6 +536,52 @@ pub async fn heartbeat_renews_reports_cancels_and_lost_jobs(h: &dyn Harness) {
     assert!(lease > OffsetDateTime::now_utc() + Duration::from_secs(100));
 }
 
+/// Heartbeats and batched outcomes of one worker's many jobs write overlapping rows at
+/// once; they must not deadlock each other (a failed heartbeat lets leases lapse, and
+/// the rescuer then charges jobs that ran an attempt they already finished).
+pub async fn heartbeats_and_outcomes_of_many_jobs_do_not_deadlock(h: &dyn Harness) {
+    let s = h.backend();
+    let jobs: Vec<NewJob> = (0..3_000).map(|_| job("k")).collect();
+    s.enqueue_many(jobs).await.unwrap();
+    let claimed = s.claim(&claim_req("w", 3_000)).await.unwrap();
+    let mut leases: Vec<Lease> = claimed.iter().map(|j| Lease::of(j).unwrap()).collect();
+    // Orders that differ from the table's and from each other's.
+    leases.sort_by_key(|l| std::cmp::Reverse(l.job_id));
+    let beats = async {
+        for round in 0..30 {
+            let mut asked = leases.clone();
+            asked.rotate_left(round * 97);
+            s.heartbeat(&asked, Duration::from_secs(60)).await.unwrap();
+        }
+    };
+    let mut finishing = leases.clone();
+    finishing.sort_by_key(|l| l.token);
+    let outcomes = async {
+        for chunk in finishing.chunks(300) {
+            let done = chunk
+                .iter()
+                .map(|&lease| Finish {
+                    follow_ups: Vec::new(),
+                    lease,
+                    outcome: Outcome::Completed {
+                        result: json!(null),
+                    },
+                })
+                .collect();
+            for result in s.finish_many(done).await.unwrap() {
+                result.unwrap();
+            }
+        }
+    };
+    futures::join!(beats, outcomes);
+    let stats = s.queue_stats(None).await.unwrap();
+    let completed: u64 = stats
+        .iter()
+        .filter_map(|q| q.counts.get(&State::Completed))
+        .sum();
+    assert_eq!(completed, 3_000);
+}
+
 pub async fn progress_only_by_the_lease_holder(h: &dyn Harness) {
     let s = h.backend();
     let id = add(s, job("k")).await;

@@ -136,7 +136,7 @@ impl SeaOrmStore {
             retry_at: &retry_at,
         };
         sql.push(&format!(
-            "WITH {v} \
+            "WITH {v}, {locked} \
              UPDATE jobs SET {ended}, \
                result = CASE WHEN t.outcome IN ({done}) THEN t.result ELSE jobs.result END, \
                item_errors = CASE WHEN t.outcome = '{partial}' THEN t.item_errors ELSE jobs.item_errors END, \
@@ -144,9 +144,11 @@ impl SeaOrmStore {
                errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
                progress = CASE WHEN t.outcome IN ({done}) THEN 1.0 ELSE jobs.progress END \
              FROM v AS t \
-             WHERE jobs.id = t.id AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
+             WHERE jobs.id = t.id AND jobs.id IN (SELECT id FROM locked) \
+               AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
              RETURNING jobs.id, jobs.state, jobs.has_dependents, jobs.tenant, jobs.queue, \
                jobs.kind, {run_ms} AS run_ms",
+            locked = d.locked_in_id_order("id IN (SELECT id FROM v)"),
             run_ms = d.age_ms("jobs.started_at"),
             ended = end.set_columns(d),
             done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),

@@ -25,9 +25,10 @@ pub(super) async fn heartbeat(
     let lease = sql.bind(millis(lease));
     let held = held_by(&mut sql, leases);
     sql.push(&format!(
-        "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
-         WHERE state = '{running}' AND {held} \
+        "WITH {locked} UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
+         WHERE id IN (SELECT id FROM locked) AND state = '{running}' AND {held} \
          RETURNING lease_token, cancel_requested_at IS NOT NULL AS cancel_requested",
+        locked = d.locked_in_id_order(&held),
         lease_end = d.now_plus_ms(&lease),
         now = d.now(),
         running = State::Running,

@@ -168,18 +168,6 @@ impl Dialect {
         }
     }
 
-    /// A CTE `locked` of the ids of the rows `condition` picks, locked in id order: two
-    /// statements that write many of the same rows (a heartbeat and a batch of outcomes)
-    /// then lock them in one order and cannot deadlock, whatever order their plans scan
-    /// in. Reference it (`id IN (SELECT id FROM locked)`), or it is never run.
-    pub(crate) fn locked_in_id_order(self, condition: &str) -> String {
-        let lock = match self {
-            Dialect::Postgres => " FOR UPDATE",
-            Dialect::Sqlite => "",
-        };
-        format!("locked AS MATERIALIZED (SELECT id FROM jobs WHERE {condition} ORDER BY id{lock})")
-    }
-
     /// A time as text that the database reads as an instant (for `rows_cte`).
     pub(crate) fn time_text(self, at: Option<OffsetDateTime>) -> Value {
         match self {

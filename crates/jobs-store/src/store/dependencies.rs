@@ -309,8 +309,9 @@ impl SeaOrmStore {
     }
 
     /// PostgreSQL: locks these jobs in id order before they are updated, so transactions
-    /// releasing overlapping children wait for each other instead of deadlocking.
-    async fn lock_jobs(
+    /// writing overlapping rows (releasing children; a worker's heartbeat and outcomes)
+    /// wait for each other instead of deadlocking.
+    pub(super) async fn lock_jobs(
         &self,
         conn: &impl ConnectionTrait,
         sorted: &[Uuid],

@@ -56,6 +56,16 @@ impl SeaOrmStore {
         items: &[(Finish, Stored)],
     ) -> Result<Vec<Result<State, JobError>>, DbErr> {
         let txn = self.db.begin().await?;
+        // In id order, as heartbeats lock them: the same worker's heartbeat and outcomes
+        // touch the same rows at once, and in different orders they deadlock.
+        let mut ids: Vec<Uuid> = items
+            .iter()
+            .map(|(i, _)| i.lease.job_id.as_uuid())
+            .collect();
+        ids.sort_unstable();
+        self.lock_jobs(&txn, &ids)
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
         let returned = txn
             .query_all_raw(self.finish_statement(items).build())
             .await?;
@@ -136,7 +146,7 @@ impl SeaOrmStore {
             retry_at: &retry_at,
         };
         sql.push(&format!(
-            "WITH {v}, {locked} \
+            "WITH {v} \
              UPDATE jobs SET {ended}, \
                result = CASE WHEN t.outcome IN ({done}) THEN t.result ELSE jobs.result END, \
                item_errors = CASE WHEN t.outcome = '{partial}' THEN t.item_errors ELSE jobs.item_errors END, \
@@ -144,11 +154,9 @@ impl SeaOrmStore {
                errors = CASE WHEN t.err_kind IS NULL THEN jobs.errors ELSE {errors} END, \
                progress = CASE WHEN t.outcome IN ({done}) THEN 1.0 ELSE jobs.progress END \
              FROM v AS t \
-             WHERE jobs.id = t.id AND jobs.id IN (SELECT id FROM locked) \
-               AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
+             WHERE jobs.id = t.id AND jobs.state IN ({from}) AND jobs.lease_token = t.lease_token \
              RETURNING jobs.id, jobs.state, jobs.has_dependents, jobs.tenant, jobs.queue, \
                jobs.kind, {run_ms} AS run_ms",
-            locked = d.locked_in_id_order("id IN (SELECT id FROM v)"),
             run_ms = d.age_ms("jobs.started_at"),
             ended = end.set_columns(d),
             done = format_args!("'{}', '{}'", Ending::Completed.as_str(), Ending::Partial.as_str()),

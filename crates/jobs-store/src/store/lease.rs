@@ -9,6 +9,9 @@ use jobs_core::{
     storable::{caps, storable_text},
 };
 
+use sea_orm::{ConnectionTrait, TransactionTrait};
+use uuid::Uuid;
+
 use super::{SeaOrmStore, db_error, millis, token_of};
 use crate::sql::Sql;
 
@@ -25,15 +28,20 @@ pub(super) async fn heartbeat(
     let lease = sql.bind(millis(lease));
     let held = held_by(&mut sql, leases);
     sql.push(&format!(
-        "WITH {locked} UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
-         WHERE id IN (SELECT id FROM locked) AND state = '{running}' AND {held} \
+        "UPDATE jobs SET lease_expires_at = {lease_end}, updated_at = {now} \
+         WHERE state = '{running}' AND {held} \
          RETURNING lease_token, cancel_requested_at IS NOT NULL AS cancel_requested",
-        locked = d.locked_in_id_order(&held),
         lease_end = d.now_plus_ms(&lease),
         now = d.now(),
         running = State::Running,
     ));
-    let rows = store.query(sql).await?;
+    // In id order, as outcomes lock them (see `finish_rows`): one transaction.
+    let txn = store.db.begin().await.map_err(db_error)?;
+    let mut ids: Vec<Uuid> = leases.iter().map(|l| l.job_id.as_uuid()).collect();
+    ids.sort_unstable();
+    store.lock_jobs(&txn, &ids).await?;
+    let rows = txn.query_all_raw(sql.build()).await.map_err(db_error)?;
+    txn.commit().await.map_err(db_error)?;
     let mut beat = Heartbeat::default();
     for row in rows {
         let token = token_of(&row)?;

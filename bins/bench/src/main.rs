@@ -173,8 +173,8 @@ pub struct SoakArgs {
     /// How long each job is kept after it ends, so retention deletes jobs during the run.
     #[arg(long, default_value_t = 60)]
     pub retention_secs: u64,
-    /// How often the worker's retention cleaner runs (the worker's default is 30).
-    #[arg(long, default_value_t = 30)]
+    /// How often the worker's retention cleaner runs (the worker's default is 5).
+    #[arg(long, default_value_t = 5)]
     pub retention_interval_secs: u64,
     /// Seconds per row of figures.
     #[arg(long, default_value_t = 60.0)]

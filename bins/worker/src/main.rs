@@ -60,7 +60,7 @@ struct Cli {
     maintenance_interval_secs: u64,
 
     /// Seconds between deletions of ended jobs past their retention.
-    #[arg(long, env = "JOBS_RETENTION_INTERVAL_SECS", default_value_t = 30)]
+    #[arg(long, env = "JOBS_RETENTION_INTERVAL_SECS", default_value_t = 5)]
     retention_interval_secs: u64,
 
     /// Seconds a maintenance leader's term lasts unless renewed: a frozen leader is

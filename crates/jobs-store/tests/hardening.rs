@@ -107,13 +107,7 @@ async fn a_value_the_database_refuses_fails_only_its_own_job(db: TestDb) {
     let items = leases
         .iter()
         .enumerate()
-        .map(|(i, lease)| Finish {
-            follow_ups: Vec::new(),
-            lease: *lease,
-            outcome: Outcome::Completed {
-                result: json!(if i == 2 { "poison" } else { "fine" }),
-            },
-        })
+        .map(|(i, lease)| Finish::completed(*lease, json!(if i == 2 { "poison" } else { "fine" })))
         .collect();
     let states: Vec<State> = s
         .finish_many(items)
@@ -300,4 +294,87 @@ async fn unstorable_input_is_refused_by_field(db: TestDb) {
         ["worker_id", "queues[0]"]
     );
     assert!(storable::time_in_range(storable::TIME_MAX));
+}
+
+/// PostgreSQL only: SQLite has no row locks (a writer takes the whole file), so no
+/// statement of an outcome batch waits on one row there.
+mod postgres_only {
+    use super::*;
+
+    /// The connection of an outcome batch is lost while it waits for its rows' locks:
+    /// the batch answers `Unavailable` as a whole, to be retried whole, and writes
+    /// nothing. (It must not fall back to writing outcomes one by one, which is for
+    /// values the database refuses.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[cfg_attr(
+        not(jobs_postgres_tests),
+        ignore = "PostgreSQL half NOT RUN: JOBS_TEST_POSTGRES_URL is not set"
+    )]
+    async fn an_outcome_batch_that_loses_its_connection_while_locking_is_retried_whole() {
+        let db = TestDb::postgres().await;
+        let s = db.store.clone();
+        let leases = claimed(&s, 2, "w", Duration::from_secs(30)).await;
+        let holder = db.connect_again().await;
+        let txn = holder.connection().begin().await.unwrap();
+        let pid: i32 = txn
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid".to_owned(),
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "pid")
+            .unwrap();
+        let locked = leases.iter().map(|l| l.job_id.as_uuid()).min().unwrap();
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            sea_orm::DbBackend::Postgres,
+            "SELECT id FROM jobs WHERE id = $1 FOR UPDATE",
+            [locked.into()],
+        ))
+        .await
+        .unwrap();
+
+        let items = leases
+            .iter()
+            .map(|lease| Finish::completed(*lease, json!(1)))
+            .collect();
+        let batch = tokio::spawn({
+            let s = s.clone();
+            async move { s.finish_many(items).await }
+        });
+        let waiting = format!(
+            "SELECT pg_terminate_backend(pid) AS done FROM pg_stat_activity \
+             WHERE {pid} = ANY(pg_blocking_pids(pid))"
+        );
+        let mut terminated = false;
+        for _ in 0..500 {
+            let rows = db
+                .store
+                .connection()
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DbBackend::Postgres,
+                    waiting.clone(),
+                ))
+                .await
+                .unwrap();
+            if !rows.is_empty() {
+                terminated = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(terminated, "the batch never waited for the held row");
+        txn.rollback().await.unwrap();
+
+        let answer = batch.await.unwrap();
+        assert!(
+            matches!(answer, Err(JobError::Unavailable(_))),
+            "answered {answer:?}"
+        );
+        for lease in &leases {
+            let job = s.get(None, lease.job_id).await.unwrap();
+            assert_eq!(job.state, State::Running, "no outcome was written");
+        }
+    }
 }

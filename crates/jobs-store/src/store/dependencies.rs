@@ -100,7 +100,7 @@ impl SeaOrmStore {
             let ids: Vec<JobId> = moved.iter().map(|m| m.id).collect();
             self.forget_parents(&ids)
                 .await
-                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+                .map_err(super::finish::in_transaction)?;
         }
         Ok(moved)
     }
@@ -230,10 +230,10 @@ impl SeaOrmStore {
                 .copied()
                 .collect();
             let unmet = self.unmet_by(conn, &failed).await?;
-            let mut touched: Vec<Uuid> = satisfied.keys().chain(unmet.keys()).copied().collect();
-            touched.sort();
-            touched.dedup();
-            self.lock_jobs(conn, &touched).await?;
+            let touched = satisfied.keys().chain(unmet.keys()).copied();
+            self.lock_in_id_order(conn, touched)
+                .await
+                .map_err(db_error)?;
             released.absorb(self.count_down(conn, &satisfied).await?);
             let cancelled = self.cancel_for_parents(conn, &unmet).await?;
             released.ids.extend(cancelled.iter().map(|(id, _)| *id));
@@ -308,23 +308,27 @@ impl SeaOrmStore {
         Ok(unmet)
     }
 
-    /// PostgreSQL: locks these jobs in id order before they are updated, so transactions
-    /// writing overlapping rows (releasing children; a worker's heartbeat and outcomes)
-    /// wait for each other instead of deadlocking.
-    pub(super) async fn lock_jobs(
+    /// Locks the rows of `ids` in id order, in a statement of its own. Statements that
+    /// lock many rows of one transaction (outcomes, heartbeats, releases) lock them in
+    /// one order this way, so they wait for each other instead of deadlocking. The
+    /// database's own error, so that a lost connection stays transient.
+    pub(super) async fn lock_in_id_order(
         &self,
         conn: &impl ConnectionTrait,
-        sorted: &[Uuid],
-    ) -> Result<(), JobError> {
-        if self.dialect != Dialect::Postgres || sorted.len() < 2 {
+        ids: impl IntoIterator<Item = Uuid>,
+    ) -> Result<(), sea_orm::DbErr> {
+        let mut ids: Vec<Uuid> = ids.into_iter().collect();
+        if self.dialect != Dialect::Postgres || ids.len() < 2 {
             return Ok(());
         }
+        ids.sort_unstable();
+        ids.dedup();
         let mut sql = self.sql();
-        let in_ids = sql.in_uuids(sorted.iter().copied());
+        let in_ids = sql.in_uuids(ids.into_iter());
         sql.push(&format!(
             "SELECT id FROM jobs WHERE id{in_ids} ORDER BY id FOR UPDATE"
         ));
-        conn.query_all_raw(sql.build()).await.map_err(db_error)?;
+        conn.query_all_raw(sql.build()).await?;
         Ok(())
     }
 

@@ -58,14 +58,8 @@ impl SeaOrmStore {
         let txn = self.db.begin().await?;
         // In id order, as heartbeats lock them: the same worker's heartbeat and outcomes
         // touch the same rows at once, and in different orders they deadlock.
-        let mut ids: Vec<Uuid> = items
-            .iter()
-            .map(|(i, _)| i.lease.job_id.as_uuid())
-            .collect();
-        ids.sort_unstable();
-        self.lock_jobs(&txn, &ids)
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        let ids = items.iter().map(|(i, _)| i.lease.job_id.as_uuid());
+        self.lock_in_id_order(&txn, ids).await?;
         let returned = txn
             .query_all_raw(self.finish_statement(items).build())
             .await?;

@@ -10,7 +10,6 @@ use jobs_core::{
 };
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
-use uuid::Uuid;
 
 use super::{SeaOrmStore, db_error, millis, token_of};
 use crate::sql::Sql;
@@ -37,9 +36,8 @@ pub(super) async fn heartbeat(
     ));
     // In id order, as outcomes lock them (see `finish_rows`): one transaction.
     let txn = store.db.begin().await.map_err(db_error)?;
-    let mut ids: Vec<Uuid> = leases.iter().map(|l| l.job_id.as_uuid()).collect();
-    ids.sort_unstable();
-    store.lock_jobs(&txn, &ids).await?;
+    let ids = leases.iter().map(|l| l.job_id.as_uuid());
+    store.lock_in_id_order(&txn, ids).await.map_err(db_error)?;
     let rows = txn.query_all_raw(sql.build()).await.map_err(db_error)?;
     txn.commit().await.map_err(db_error)?;
     let mut beat = Heartbeat::default();

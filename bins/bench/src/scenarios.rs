@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome, QueueControl, State};
+use jobs_core::{ClaimRequest, Finish, JobStore, Lease, QueueControl, State};
 use jobs_worker::{JobContext, Worker};
 use serde_json::{Value, json};
 use tokio::{sync::mpsc, time::Instant};
@@ -263,13 +263,7 @@ async fn table_latencies(
         let done = jobs
             .iter()
             .filter_map(Lease::of)
-            .map(|lease| Finish {
-                follow_ups: Vec::new(),
-                lease,
-                outcome: Outcome::Completed {
-                    result: Value::Null,
-                },
-            })
+            .map(|lease| Finish::completed(lease, Value::Null))
             .collect();
         store.finish_many(done).await?;
     }

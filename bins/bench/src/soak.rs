@@ -32,7 +32,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jobs_core::{ClaimRequest, Finish, JobStore, Lease, Outcome};
+use jobs_core::{ClaimRequest, Finish, JobStore, Lease};
 use jobs_store::SeaOrmStore;
 use jobs_worker::{JobContext, Worker};
 use sea_orm::{ConnectionTrait, Statement};
@@ -182,13 +182,7 @@ async fn probe_claims(
         let done: Vec<Finish> = jobs
             .iter()
             .filter_map(Lease::of)
-            .map(|lease| Finish {
-                follow_ups: Vec::new(),
-                lease,
-                outcome: Outcome::Completed {
-                    result: Value::Null,
-                },
-            })
+            .map(|lease| Finish::completed(lease, Value::Null))
             .collect();
         if !done.is_empty() {
             store.finish_many(done).await?;

@@ -280,13 +280,7 @@ async fn drain(s: &dyn WorkerBackend, worker: &str, total: usize) -> usize {
         }
         let finishes = claimed
             .iter()
-            .map(|job| Finish {
-                follow_ups: Vec::new(),
-                lease: Lease::of(job).unwrap(),
-                outcome: Outcome::Completed {
-                    result: serde_json::json!({"ok": true}),
-                },
-            })
+            .map(|job| Finish::completed(Lease::of(job).unwrap(), serde_json::json!({"ok": true})))
             .collect();
         for done in s.finish_many(finishes).await.unwrap() {
             assert_eq!(done.unwrap(), State::Completed);

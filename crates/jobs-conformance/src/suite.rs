@@ -560,13 +560,7 @@ pub async fn heartbeats_and_outcomes_of_many_jobs_do_not_deadlock(h: &dyn Harnes
         for chunk in finishing.chunks(300) {
             let done = chunk
                 .iter()
-                .map(|&lease| Finish {
-                    follow_ups: Vec::new(),
-                    lease,
-                    outcome: Outcome::Completed {
-                        result: json!(null),
-                    },
-                })
+                .map(|&lease| Finish::completed(lease, json!(null)))
                 .collect();
             for result in s.finish_many(done).await.unwrap() {
                 result.unwrap();
@@ -640,13 +634,7 @@ pub async fn complete_partial_and_permanent_failure(h: &dyn Harness) {
         .collect();
     let lease_of = |id: JobId| *leases.iter().find(|l| l.job_id == id).unwrap();
     let outcomes = vec![
-        Finish {
-            follow_ups: Vec::new(),
-            lease: lease_of(ids[0]),
-            outcome: Outcome::Completed {
-                result: json!({"ok": true}),
-            },
-        },
+        Finish::completed(lease_of(ids[0]), json!({"ok": true})),
         Finish {
             follow_ups: Vec::new(),
             lease: lease_of(ids[1]),
@@ -1131,13 +1119,7 @@ pub async fn json_of_every_shape_round_trips(h: &dyn Harness) {
         .await
         .unwrap()
         .iter()
-        .map(|claimed| Finish {
-            follow_ups: Vec::new(),
-            lease: Lease::of(claimed).unwrap(),
-            outcome: Outcome::Completed {
-                result: claimed.args.clone(),
-            },
-        })
+        .map(|claimed| Finish::completed(Lease::of(claimed).unwrap(), claimed.args.clone()))
         .collect();
     s.finish_many(finishes).await.unwrap();
     for (id, shape) in ids.iter().zip(&shapes) {

@@ -398,6 +398,11 @@ impl Finish {
         }
     }
 
+    /// The attempt of `lease` completed with `result`.
+    pub fn completed(lease: Lease, result: Value) -> Self {
+        Self::new(lease, Outcome::Completed { result })
+    }
+
     pub fn with_follow_ups(mut self, jobs: Vec<NewJob>) -> Self {
         self.follow_ups = jobs;
         self

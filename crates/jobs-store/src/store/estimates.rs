@@ -8,6 +8,12 @@
 //! A position counts the due jobs of the job's tenant and queue that a claim takes
 //! before it, through the claim index and up to `Estimate::POSITION_LIMIT`: reading it
 //! costs at most that many index entries, however long the queue is.
+//!
+//! Counting to the limit is most of what a read of a deep job costs (a thousand index
+//! entries against one row), so each process keeps a queue's *depth mark*, read at
+//! most `MARK_TTL` ago: the due job at rank `limit`, after which every job has at least
+//! `limit` ahead. A job after the mark is answered from it without counting; jobs
+//! before it, where a position says most, are always counted.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -32,12 +38,46 @@ const TIMES_TTL: Duration = Duration::from_secs(1);
 /// Run times per kind of one tenant's queue.
 type Times = std::sync::Arc<HashMap<String, RunTimes>>;
 
+/// How long a queue's depth mark is reused: a job after it had `limit` jobs ahead
+/// this long ago at most.
+const MARK_TTL: Duration = Duration::from_secs(1);
+
+/// A tenant's queue and a position limit.
+type MarkKey = (String, String, u64);
+
+/// The claim-order place of the due job at rank `limit` (none while fewer are due), and
+/// how many of the tenant's jobs of the queue ran, when the mark was read.
+#[derive(Debug, Clone, Copy)]
+struct DepthMark {
+    place: Option<(i16, OffsetDateTime, uuid::Uuid)>,
+    running: u64,
+}
+
+impl DepthMark {
+    /// The position of `job` when it comes after the mark in claim order (priority
+    /// first, then oldest, then id); none when it must be counted.
+    fn beyond(&self, job: &Job, limit: u64) -> Option<Position> {
+        let (priority, run_at, id) = self.place?;
+        let after = (
+            std::cmp::Reverse(job.priority),
+            job.run_at,
+            job.id.as_uuid(),
+        ) > (std::cmp::Reverse(priority), run_at, id);
+        after.then_some(Position {
+            ahead: limit,
+            running: self.running,
+            limit,
+        })
+    }
+}
+
 /// Wall times observed in this process and not yet merged, and run times read lately.
 #[derive(Debug)]
 pub(crate) struct RunStats {
     observed: Mutex<Observed>,
     /// By tenant and queue; this process's own merges drop their entries.
     read: moka::future::Cache<(String, String), Times>,
+    marks: moka::future::Cache<MarkKey, DepthMark>,
 }
 
 impl Default for RunStats {
@@ -47,6 +87,10 @@ impl Default for RunStats {
             read: moka::future::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(TIMES_TTL)
+                .build(),
+            marks: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(MARK_TTL)
                 .build(),
         }
     }
@@ -227,8 +271,73 @@ impl SeaOrmStore {
     }
 
     /// How many due jobs a claim takes before `job` (up to `limit`), and how many of its
-    /// tenant's jobs of the queue run now.
+    /// tenant's jobs of the queue run now: from the queue's depth mark when the job
+    /// comes after it, else counted.
     async fn queue_position(&self, job: &Job, limit: u64) -> Result<Position, JobError> {
+        let mark = self.depth_mark(&job.tenant, &job.queue, limit).await?;
+        match mark.beyond(job, limit) {
+            Some(position) => Ok(position),
+            None => self.count_position(job, limit).await,
+        }
+    }
+
+    /// The queue's depth mark for `limit`, read at most `MARK_TTL` ago.
+    async fn depth_mark(
+        &self,
+        tenant: &str,
+        queue: &str,
+        limit: u64,
+    ) -> Result<DepthMark, JobError> {
+        let key = (tenant.to_owned(), queue.to_owned(), limit);
+        if let Some(mark) = self.run_stats.marks.get(&key).await {
+            return Ok(mark);
+        }
+        let mark = self.read_depth_mark(tenant, queue, limit).await?;
+        self.run_stats.marks.insert(key, mark).await;
+        Ok(mark)
+    }
+
+    async fn read_depth_mark(
+        &self,
+        tenant: &str,
+        queue: &str,
+        limit: u64,
+    ) -> Result<DepthMark, JobError> {
+        let mut sql = self.sql();
+        let (t, q) = (sql.bind(tenant.to_owned()), sql.bind(queue.to_owned()));
+        // The rank is read from the claim index alone; only the marked row is fetched.
+        sql.push(&format!(
+            "SELECT {columns} FROM jobs WHERE id = (SELECT id FROM jobs \
+               WHERE state = '{pending}' AND queue = {q} AND tenant = {t} \
+                 AND run_at <= {now} \
+               ORDER BY priority DESC, run_at, id LIMIT 1 OFFSET {offset})",
+            columns = super::job_columns(""),
+            pending = State::Pending,
+            now = self.dialect.now(),
+            offset = limit - 1,
+        ));
+        let place = self
+            .fetch_jobs(&self.db, sql)
+            .await?
+            .first()
+            .map(|job| (job.priority, job.run_at, job.id.as_uuid()));
+        let mut sql = self.sql();
+        let (t, q) = (sql.bind(tenant.to_owned()), sql.bind(queue.to_owned()));
+        sql.push(&format!(
+            "SELECT COUNT(*) AS running FROM jobs WHERE state = '{running}' \
+               AND queue = {q} AND tenant = {t}",
+            running = State::Running,
+        ));
+        let rows = self.query(sql).await?;
+        let running = match rows.first() {
+            Some(row) => row.try_get::<i64>("", "running").map_err(db_error)?.max(0) as u64,
+            None => 0,
+        };
+        Ok(DepthMark { place, running })
+    }
+
+    /// Counts the due jobs a claim takes before `job`, up to `limit`.
+    async fn count_position(&self, job: &Job, limit: u64) -> Result<Position, JobError> {
         let d = self.dialect;
         let mut sql = self.sql();
         let pending = State::Pending;

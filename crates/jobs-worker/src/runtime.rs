@@ -104,6 +104,9 @@ pub(crate) struct Running {
     pub(crate) ctx: JobContext,
     pub(crate) lease: Lease,
     reason: Mutex<Option<StopReason>>,
+    /// The attempt ended here and its outcome is on its way to the store: nothing is
+    /// left to stop, and a heartbeat that finds the row ended meanwhile lost nothing.
+    ended: std::sync::atomic::AtomicBool,
 }
 
 impl Running {
@@ -118,7 +121,17 @@ impl Running {
             ctx: JobContext::new(job.clone(), token, store, files),
             lease,
             reason: Mutex::new(None),
+            ended: Default::default(),
         })
+    }
+
+    /// Its outcome was handed to the completer.
+    pub(crate) fn mark_ended(&self) {
+        self.ended.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn has_ended(&self) -> bool {
+        self.ended.load(std::sync::atomic::Ordering::Acquire)
     }
 
     pub(crate) fn reason(&self) -> StopReason {
@@ -161,10 +174,16 @@ impl Attempts {
         self.lock().values().cloned().collect()
     }
 
-    /// Stops those of these attempts still running here; returns how many.
+    /// Stops those of these attempts still running here; returns how many. An attempt
+    /// whose outcome is being written is past stopping: a lease found lost or a cancel
+    /// found requested is then the store's to answer when the outcome arrives.
     pub(crate) fn stop(&self, tokens: &[LeaseToken], reason: StopReason) -> usize {
         let running = self.lock();
-        let found: Vec<&Arc<Running>> = tokens.iter().filter_map(|t| running.get(t)).collect();
+        let found: Vec<&Arc<Running>> = tokens
+            .iter()
+            .filter_map(|t| running.get(t))
+            .filter(|job| !job.has_ended())
+            .collect();
         found.iter().for_each(|job| job.stop(reason));
         found.len()
     }

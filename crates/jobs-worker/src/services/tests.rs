@@ -20,6 +20,7 @@ use crate::runtime::{Attempts, Backend, Running, StopReason};
 
 backend_tests!(
     a_heartbeat_stops_only_the_jobs_whose_lease_was_lost,
+    a_heartbeat_finding_an_attempt_ended_whose_outcome_was_sent_stops_nothing,
     the_rescuer_rescues_expired_leases_only_while_leading,
     one_elector_leads_at_a_time_and_resigning_hands_over,
     schedulers_of_two_processes_enqueue_a_due_slot_once,
@@ -83,6 +84,24 @@ async fn a_heartbeat_stops_only_the_jobs_whose_lease_was_lost(db: TestDb) {
         !kept.ctx.is_cancelled(),
         "a renewed lease keeps its job running"
     );
+}
+
+/// Under load a heartbeat can wait for a batch of outcomes to commit and then find those
+/// rows ended: their attempts ended here, so that is not a lost lease.
+async fn a_heartbeat_finding_an_attempt_ended_whose_outcome_was_sent_stops_nothing(db: TestDb) {
+    let store = backend(&db);
+    let attempts = Arc::new(Attempts::default());
+    let job = claimed(&store, "k", Duration::from_secs(30)).await;
+    let running = hold(&store, &attempts, &job);
+    running.mark_ended();
+    // The completer's batch commits before the heartbeat's statement runs.
+    let lease = Lease::of(&job).unwrap();
+    store.complete(&lease, json!({})).await.unwrap();
+
+    let mut heartbeater = Heartbeater::new(store, attempts, Duration::from_secs(30));
+    let beat = heartbeater.tick().await.unwrap();
+    assert_eq!(beat, Beat::default(), "no lease was lost");
+    assert!(!running.ctx.is_cancelled());
 }
 
 async fn the_rescuer_rescues_expired_leases_only_while_leading(db: TestDb) {

@@ -144,15 +144,20 @@ pub async fn latency(url: &str, args: &LatencyArgs) -> anyhow::Result<()> {
 
     let warmup = 20;
     let bar = progress(args.samples, "latency");
-    let mut samples = Vec::with_capacity(args.samples);
+    // The whole start, and its two parts: the enqueue until it returned (committed),
+    // and from there until the handler started (wake-up, claim, dispatch).
+    let (mut samples, mut enqueues, mut after) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..warmup + args.samples {
         // Idle again: the previous job's outcome is written.
         tokio::time::sleep(Duration::from_millis(3)).await;
         let sent = Instant::now();
         producer.enqueue(setup::job()).await?;
+        let committed = Instant::now();
         let began = starts.recv().await.expect("the handler reports");
         if i >= warmup {
             samples.push(began - sent);
+            enqueues.push(committed - sent);
+            after.push(began.saturating_duration_since(committed));
             bar.inc(1);
         }
     }
@@ -163,6 +168,8 @@ pub async fn latency(url: &str, args: &LatencyArgs) -> anyhow::Result<()> {
     report
         .param("samples", json!(samples.len()))
         .latencies("start", &mut samples)
+        .latencies("enqueue", &mut enqueues)
+        .latencies("after_commit", &mut after)
         .print();
     Ok(())
 }

@@ -312,7 +312,8 @@ pub struct JobView {
     /// before it (priority, then oldest); 0 at the head. Counted up to 1,000 on a read and 100 on a create (see
     /// `position_exact`). Given on create and on `GET /v1/jobs/{id}`, null elsewhere.
     pub position_in_queue: Option<u64>,
-    /// False when the count stopped at its limit: at least that many come first.
+    /// False when the count stopped at its limit: at least that many come first (as of
+    /// at most a second ago, for a job far behind the limit).
     pub position_exact: Option<bool>,
     /// When a pending job will likely start: its `run_at` if scheduled; else after the
     /// jobs ahead of it, at the queue's observed pace. Null without run-time history.

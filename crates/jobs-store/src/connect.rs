@@ -14,6 +14,11 @@ pub fn connect_options(url: &str) -> ConnectOptions {
     options
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(5))
+        // A connection is pinged before use only after a second idle: pinging on every
+        // acquire is a round trip more per statement. A hot connection that broke fails
+        // its statement as transient (retried like any lost connection); after an outage,
+        // every connection has idled past the second and is tested before use.
+        .test_before_acquire_if_idle_for(Duration::from_secs(1))
         .sqlx_logging(false);
     if url.starts_with("sqlite:") {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");

@@ -71,7 +71,8 @@ impl DepthMark {
     }
 }
 
-/// Wall times observed in this process and not yet merged, and run times read lately.
+/// Wall times observed in this process and not yet merged, run times read lately, and
+/// queues' depth marks.
 #[derive(Debug)]
 pub(crate) struct RunStats {
     observed: Mutex<Observed>,
@@ -289,12 +290,12 @@ impl SeaOrmStore {
         limit: u64,
     ) -> Result<DepthMark, JobError> {
         let key = (tenant.to_owned(), queue.to_owned(), limit);
-        if let Some(mark) = self.run_stats.marks.get(&key).await {
-            return Ok(mark);
-        }
-        let mark = self.read_depth_mark(tenant, queue, limit).await?;
-        self.run_stats.marks.insert(key, mark).await;
-        Ok(mark)
+        // Concurrent readers of an expired mark wait for one read of it.
+        self.run_stats
+            .marks
+            .try_get_with(key, self.read_depth_mark(tenant, queue, limit))
+            .await
+            .map_err(|error| (*error).clone())
     }
 
     async fn read_depth_mark(

@@ -42,7 +42,6 @@ pub(crate) async fn execute(
             StopReason::Released => Outcome::Released,
             StopReason::Cancelled => Outcome::Cancelled,
         };
-        running.mark_ended();
         shared.complete(Completion::new(slot, lease, outcome, &job));
         return;
     };
@@ -71,7 +70,6 @@ pub(crate) async fn execute(
         tracing::info!(outcome = outcome_name(&outcome), ms, "attempt ended");
         let mut completion = Completion::new(slot, lease, outcome, &job);
         completion.follow_ups = ctx.take_follow_ups();
-        running.mark_ended();
         shared.complete(completion);
     }
 }

@@ -162,6 +162,12 @@ impl Attempts {
         self.lock().insert(running.lease.token, running);
     }
 
+    fn mark_ended(&self, token: &LeaseToken) {
+        if let Some(running) = self.lock().get(token) {
+            running.mark_ended();
+        }
+    }
+
     fn remove(&self, token: &LeaseToken) {
         self.lock().remove(token);
     }
@@ -253,7 +259,9 @@ impl Shared {
         running
     }
 
+    /// Hands an attempt's outcome to the completer: from here the attempt has ended.
     pub(crate) fn complete(&self, completion: Completion) {
+        self.attempts.mark_ended(&completion.lease.token);
         // The completer outlives every executor, so the channel is open.
         let _ = self.completions.send(completion);
     }

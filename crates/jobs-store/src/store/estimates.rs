@@ -324,11 +324,7 @@ impl SeaOrmStore {
             .map(|job| (job.priority, job.run_at, job.id.as_uuid()));
         let mut sql = self.sql();
         let (t, q) = (sql.bind(tenant.to_owned()), sql.bind(queue.to_owned()));
-        sql.push(&format!(
-            "SELECT COUNT(*) AS running FROM jobs WHERE state = '{running}' \
-               AND queue = {q} AND tenant = {t}",
-            running = State::Running,
-        ));
+        sql.push(&format!("SELECT {} AS running", running_count(&q, &t)));
         let rows = self.query(sql).await?;
         let running = match rows.first() {
             Some(row) => row.try_get::<i64>("", "running").map_err(db_error)?.max(0) as u64,
@@ -342,7 +338,6 @@ impl SeaOrmStore {
         let d = self.dialect;
         let mut sql = self.sql();
         let pending = State::Pending;
-        let running = State::Running;
         let now = d.now();
         let queue = sql.bind(job.queue.clone());
         let tenant = sql.bind(job.tenant.clone());
@@ -365,8 +360,8 @@ impl SeaOrmStore {
                  {order} LIMIT {limit}) a) AS higher, \
                (SELECT COUNT(*) FROM (SELECT 1 AS one {due} AND priority = {priority} \
                  AND (run_at, id) < ({run_at}, {id}) {order} LIMIT {limit}) b) AS older, \
-               (SELECT COUNT(*) FROM jobs WHERE state = '{running}' AND queue = {queue} \
-                 AND tenant = {tenant}) AS running"
+               {running} AS running",
+            running = running_count(&queue, &tenant),
         ));
         let rows = self.query(sql).await?;
         let row = rows
@@ -401,4 +396,12 @@ pub(super) async fn estimate(
         false => None,
     };
     Ok(jobs_core::estimate::estimate(job, now, position, &times))
+}
+
+/// How many of a tenant's jobs of a queue run now (`queue` and `tenant` bound already).
+fn running_count(queue: &str, tenant: &str) -> String {
+    format!(
+        "(SELECT COUNT(*) FROM jobs WHERE state = '{}' AND queue = {queue} AND tenant = {tenant})",
+        State::Running
+    )
 }

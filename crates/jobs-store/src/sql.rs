@@ -160,6 +160,17 @@ impl Dialect {
         }
     }
 
+    /// ` = ANY(ARRAY(SELECT id FROM cte))` (PostgreSQL) or ` IN (SELECT id FROM cte)`, to
+    /// follow the ids a CTE picked. PostgreSQL then reads each row by its primary key;
+    /// with a join (or `IN`) the planner, which cannot count a materialized CTE's rows,
+    /// may hash the CTE and scan the whole table for its matches.
+    pub(crate) fn in_cte_ids(self, cte: &str) -> String {
+        match self {
+            Dialect::Postgres => format!(" = ANY(ARRAY(SELECT id FROM {cte}))"),
+            Dialect::Sqlite => format!(" IN (SELECT id FROM {cte})"),
+        }
+    }
+
     /// Row locking for claim-style subqueries; SQLite has one writer and needs none.
     pub(crate) fn skip_locked(self) -> &'static str {
         match self {

@@ -145,12 +145,13 @@ fn claim_statement(
          UPDATE jobs SET state = '{running}', worker_id = {worker}, attempt = attempt + 1, \
            lease_token = {token}, lease_expires_at = {lease_end}, started_at = {now}, \
            updated_at = {now}, progress = 0, stage = NULL \
-         FROM picked WHERE jobs.id = picked.id AND jobs.state IN ({from}) \
+         WHERE jobs.id{picked} AND jobs.state IN ({from}) \
          RETURNING {returning}",
         ctes = ctes.join(", "),
         from = state_list(&State::sources_of(State::Running)),
         running = State::Running,
         returning = job_columns("jobs."),
+        picked = d.in_cte_ids("picked"),
         token = d.random_uuid(),
         lease_end = d.statement_now_plus_ms(&lease),
     ));

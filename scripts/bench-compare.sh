@@ -41,7 +41,7 @@
 #   OURS_LAT_SAMPLES      start-latency samples of ours                  (1000)
 #   PEER_LAT_SAMPLES      latency samples of each peer                   (200, as in the peers' README)
 #   OURS_DRAIN_C10_ARGS   our drain "like the peers' concurrency 10"     (--concurrency 10 --prefetch 500)
-#   OURS_DRAIN_BEST_ARGS  our best drain settings                        (--concurrency 10 --prefetch 2000)
+#   OURS_DRAIN_BEST_ARGS  our best drain settings                        (--concurrency 10 --prefetch 8000)
 #   REPEAT                rounds of everything; the table shows medians  (1)
 #   APALIS=1              also run apalis; APALIS_BATCH is its fetch batch (100: at its default 10
 #                         it drains under 1k jobs/s at 100k jobs, see the peers' README)
@@ -81,7 +81,7 @@ ENQ_N=${ENQ_N:-100000}
 OURS_LAT_SAMPLES=${OURS_LAT_SAMPLES:-1000}
 PEER_LAT_SAMPLES=${PEER_LAT_SAMPLES:-200}
 OURS_DRAIN_C10_ARGS=${OURS_DRAIN_C10_ARGS:---concurrency 10 --prefetch 500}
-OURS_DRAIN_BEST_ARGS=${OURS_DRAIN_BEST_ARGS:---concurrency 10 --prefetch 2000}
+OURS_DRAIN_BEST_ARGS=${OURS_DRAIN_BEST_ARGS:---concurrency 10 --prefetch 8000}
 REPEAT=${REPEAT:-1}
 APALIS=${APALIS:-0}
 RUST_PEERS=${RUST_PEERS:-1}

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::{Backend, Completion};
 
 /// Most outcomes written in one statement.
-const BATCH: usize = 2_000;
+const BATCH: usize = 4_000;
 
 /// Batches written at once. With one, the next batch waits for the previous one's
 /// commit, and the database sits partly idle between them (a quarter of two cores in a

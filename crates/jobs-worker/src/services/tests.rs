@@ -156,13 +156,19 @@ async fn schedulers_of_two_processes_enqueue_a_due_slot_once(db: TestDb) {
         "* * * * * *",
         jobs_core::JobTemplate::new("beat", json!({})),
     );
+    let mut a = Scheduler::new(store.clone(), "a");
+    let mut b = Scheduler::new(Arc::new(db.connect_again().await), "b");
+    // Created as a second begins, so its first slot (the next second) is most of a
+    // second away when the first tick looks. Created anywhere in a second, the slot
+    // could pass before that tick (it did, whenever the second connection above took
+    // longer than what was left of the second).
+    let into_second = time::OffsetDateTime::now_utc().nanosecond();
+    tokio::time::sleep(Duration::from_nanos(u64::from(1_000_000_000 - into_second))).await;
     let slot = store
         .create_schedule(&every_second)
         .await
         .unwrap()
         .next_run_at;
-    let mut a = Scheduler::new(store.clone(), "a");
-    let mut b = Scheduler::new(Arc::new(db.connect_again().await), "b");
     assert!(a.tick().await.is_empty(), "not due before its slot");
     let wait = slot - time::OffsetDateTime::now_utc();
     tokio::time::sleep(wait.unsigned_abs() + Duration::from_millis(20)).await;

@@ -75,8 +75,8 @@ struct Writer {
 
 impl Writer {
     /// Writes `batch` in one statement (retrying until `give_up`), freeing each slot
-    /// once its outcome is written or given up on. Returns how many were written.
-    async fn write(&self, mut batch: Vec<Completion>) -> usize {
+    /// once its outcome is written or given up on.
+    async fn write(&self, mut batch: Vec<Completion>) {
         let finishes: Vec<Finish> = batch
             .iter()
             .map(|c| Finish::new(c.lease, c.outcome.clone()).with_follow_ups(c.follow_ups.clone()))
@@ -85,13 +85,11 @@ impl Writer {
             for completion in batch.drain(..) {
                 tracing::error!(job = %completion.lease.job_id, attempt = completion.lease.attempt, outcome = ?completion.outcome, "outcome not written before shutdown; the job will run again after its lease expires");
             }
-            return 0;
+            return;
         };
-        let mut written = 0;
         for (completion, result) in batch.drain(..).zip(results) {
             match result {
                 Ok(state) => {
-                    written += 1;
                     let (kind, queue) = (&completion.kind, &completion.queue);
                     crate::metrics::ended(kind, queue, completion.failure, state)
                 }
@@ -100,7 +98,6 @@ impl Writer {
                 }
             }
         }
-        written
     }
 
     /// `None` once `give_up` fires before the outcomes could be written.

@@ -16,6 +16,7 @@ pub struct WorkerConfig {
     /// Jobs of each queue claimed ahead of its free handler slots, so that short jobs do
     /// not wait for a claim round trip each. They wait here, leased, for a slot (and are
     /// released on shutdown without charging an attempt). 0: claim only for free slots.
+    /// One claim takes at most 2,000 jobs.
     pub prefetch: usize,
     /// Fallback when no wake-up arrives (and for scheduled jobs coming due).
     pub poll_interval: Duration,

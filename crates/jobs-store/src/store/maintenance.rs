@@ -93,13 +93,14 @@ impl Sweep {
             "WITH t AS MATERIALIZED (SELECT id FROM jobs \
                WHERE state IN ({from}) AND {pick} LIMIT {limit}{lock}) \
              UPDATE jobs SET {ended}, errors = {errors} \
-             FROM t WHERE jobs.id = t.id AND jobs.state IN ({from}) \
+             WHERE jobs.id{picked} AND jobs.state IN ({from}) \
              RETURNING jobs.id, jobs.state, jobs.queue, jobs.has_dependents",
             from = sources(&[self.ending]),
             pick = self.pick.replace("{now}", d.now()),
             ended = end.set_columns(d),
             errors = self.error.errors(d, &end.next_state()),
             lock = d.skip_locked(),
+            picked = d.in_cte_ids("t"),
         ));
         sql
     }
@@ -111,8 +112,9 @@ pub(super) async fn purge_expired(store: &SeaOrmStore, limit: u32) -> Result<u64
     sql.push(&format!(
         "WITH picked AS MATERIALIZED (SELECT id FROM jobs \
          WHERE expires_at <= {now} AND state IN ({ended}) LIMIT {limit}{lock}) \
-         DELETE FROM jobs WHERE id IN (SELECT id FROM picked) RETURNING id, parents",
+         DELETE FROM jobs WHERE id{picked} RETURNING id, parents",
         now = store.dialect.now(),
+        picked = store.dialect.in_cte_ids("picked"),
         ended = state_list(&State::ENDED),
         lock = store.dialect.skip_locked(),
     ));

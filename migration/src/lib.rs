@@ -24,6 +24,7 @@ pub mod m20261206_000011_webhooks;
 mod m20261207_000012_finished_index;
 mod m20261208_000013_one_listing_index;
 mod m20261209_000014_cancel_pending_index;
+mod m20261210_000015_listing_without_running;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000012_finished_index::Migration),
             Box::new(m20261208_000013_one_listing_index::Migration),
             Box::new(m20261209_000014_cancel_pending_index::Migration),
+            Box::new(m20261210_000015_listing_without_running::Migration),
         ]
     }
 }

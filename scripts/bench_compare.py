@@ -198,6 +198,8 @@ def one_line(r: dict) -> str:
         parts.append(f"enqueue {fmt_rate(m['enqueue'])}/s")
     if m.get("http_enqueue") is not None:
         parts.append(f"http enqueue {fmt_rate(m['http_enqueue'])}/s")
+    if m.get("http_minimal") is not None:
+        parts.append(f"(ids alone {fmt_rate(m['http_minimal'])}/s)")
     if m.get("drain") is not None:
         parts.append(f"drain {fmt_rate(m['drain'])}/s")
     if m.get("p50") is not None:
@@ -235,6 +237,7 @@ def metrics(r: dict) -> dict:
         return {
             "enqueue": r.get("library_jobs_per_s"),
             "http_enqueue": r.get("http_jobs_per_s"),
+            "http_minimal": r.get("http_minimal_jobs_per_s"),
             "n": r.get("n"),
         }
     if sc == "drain":
@@ -437,6 +440,7 @@ def report(path: str) -> int:
     lat = one("ours-pg-latency")
     our_enq = enq.median("enqueue") if enq else None
     http_enq = enq.median("http_enqueue") if enq else None
+    http_min = enq.median("http_minimal") if enq else None
     p50 = lat.median("p50") if lat else None
     p99 = lat.median("p99") if lat else None
     c10_args = settings.get("OURS_DRAIN_C10_ARGS", "c10")
@@ -455,6 +459,8 @@ def report(path: str) -> int:
                    our_enq, best_enq, fmt_rate, at_least=ENQUEUE_PER_BEST_PEER),
         Comparison("enqueue, ours HTTP batches / ours library", http_enq, our_enq, fmt_rate,
                    at_least=HTTP_PER_LIBRARY),
+        Comparison("enqueue, ours HTTP batches with `Prefer: return=minimal` / ours library",
+                   http_min, our_enq, fmt_rate, at_least=HTTP_PER_LIBRARY),
         # The reference is the target itself, so the ratio must stay at or under 1.
         Comparison("start latency p50 ms, ours / target", p50, TARGET_P50_MS, fmt_ms,
                    at_most=1.0, target_text=f"p50 <= {TARGET_P50_MS} ms"),
@@ -619,6 +625,10 @@ def ours_rows(w, by_label: dict, backend: str) -> None:
                 w(
                     f"| ours {name}, enqueue via HTTP `POST /v1/jobs/batch`, batch {batch} | {fmt_n(g)} "
                     f"| {fmt_many(g, 'http_enqueue', fmt_rate)} | | | {fmt_idle(g)} | api process on the same cores |"
+                )
+                w(
+                    f"| ours {name}, the same with `Prefer: return=minimal` (ids alone), batch {batch} | {fmt_n(g)} "
+                    f"| {fmt_many(g, 'http_minimal', fmt_rate)} | | | {fmt_idle(g)} | api process on the same cores |"
                 )
             else:
                 w(

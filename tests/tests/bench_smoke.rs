@@ -59,6 +59,7 @@ async fn every_scenario_runs_and_reports(db: TestDb) {
     let figures: BTreeSet<&str> = [
         "library_jobs_per_s",
         "http_jobs_per_s",
+        "http_minimal_jobs_per_s",
         "jobs_per_s",
         "start_p50_ms",
         "create_per_s",

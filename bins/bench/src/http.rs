@@ -24,21 +24,39 @@ fn job_body() -> Value {
     json!({"kind": setup::KIND, "queue": setup::QUEUE, "args": {}})
 }
 
-/// `POST /v1/jobs/batch` calls of `batch` jobs from one client; returns the time taken.
-pub async fn enqueue_batches(base: &str, n: usize, batch: usize) -> anyhow::Result<Duration> {
+/// `POST /v1/jobs/batch` calls of `batch` jobs from one client, each answer read whole;
+/// with `minimal`, asking for the ids alone (`Prefer: return=minimal`). Returns the time
+/// taken.
+pub async fn enqueue_batches(
+    base: &str,
+    n: usize,
+    batch: usize,
+    minimal: bool,
+) -> anyhow::Result<Duration> {
     let http = client()?;
     let url = format!("{base}/v1/jobs/batch");
+    let prefer = if minimal {
+        "return=minimal"
+    } else {
+        "return=representation"
+    };
     let started = Instant::now();
     let mut sent = 0;
     while sent < n {
         let count = batch.min(n - sent);
         let body = json!({"jobs": vec![job_body(); count]});
-        let response = http.post(&url).json(&body).send().await?;
+        let response = http
+            .post(&url)
+            .header("prefer", prefer)
+            .json(&body)
+            .send()
+            .await?;
+        let status = response.status();
+        let answer = response.bytes().await?;
         anyhow::ensure!(
-            response.status().is_success(),
-            "batch answered {}: {}",
-            response.status(),
-            response.text().await?
+            status.is_success(),
+            "batch answered {status}: {}",
+            String::from_utf8_lossy(&answer)
         );
         sent += count;
     }

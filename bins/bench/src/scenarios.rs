@@ -15,16 +15,19 @@ use crate::{
     setup::{self, KIND, QUEUE},
 };
 
-/// Library batches, then HTTP batches into an api process.
+/// Library batches, then HTTP batches into an api process: answered with every job,
+/// then with their ids alone (`Prefer: return=minimal`).
 pub async fn enqueue(url: &str, args: &EnqueueArgs) -> anyhow::Result<()> {
     let store = setup::fresh(url).await?;
     let started = Instant::now();
     setup::fill(&store, args.n, args.batch).await?;
     let library = started.elapsed();
 
-    setup::fresh(url).await?;
     let (api, base) = Process::api(url)?;
-    let over_http = http::enqueue_batches(&base, args.n, args.batch).await?;
+    setup::fresh(url).await?;
+    let over_http = http::enqueue_batches(&base, args.n, args.batch, false).await?;
+    setup::fresh(url).await?;
+    let ids_only = http::enqueue_batches(&base, args.n, args.batch, true).await?;
     api.stop()?;
 
     let mut report = Report::new("enqueue", setup::backend(&store), "enqueue");
@@ -33,6 +36,7 @@ pub async fn enqueue(url: &str, args: &EnqueueArgs) -> anyhow::Result<()> {
         .param("batch", json!(args.batch))
         .rate("library_jobs_per_s", args.n, library)
         .rate("http_jobs_per_s", args.n, over_http)
+        .rate("http_minimal_jobs_per_s", args.n, ids_only)
         .print();
     Ok(())
 }

@@ -454,6 +454,35 @@ pub struct CreatedBatch {
     pub callback: Option<Created>,
 }
 
+/// A created job's id alone: the answer to `Prefer: return=minimal`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedId {
+    pub id: Uuid,
+    /// As in `Created`.
+    pub duplicate: bool,
+    /// As in `Created`.
+    pub replaced: bool,
+}
+
+/// The ids of a batch's jobs, in the order sent: the answer to `Prefer: return=minimal`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreatedBatchIds {
+    pub jobs: Vec<CreatedId>,
+    /// The batch's callback job, when one was given.
+    pub callback: Option<CreatedId>,
+}
+
+/// A batch's answer: every job as `GET /v1/jobs/{id}` shows it, or with `Prefer:
+/// return=minimal` their ids alone.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum BatchCreated {
+    Jobs(Box<CreatedBatch>),
+    Ids(CreatedBatchIds),
+}
+
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]

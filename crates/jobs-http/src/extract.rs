@@ -360,3 +360,38 @@ impl FromRequest for TraceId {
         std::future::ready(Ok(id))
     }
 }
+
+/// Whether the request asks for a minimal answer with `Prefer: return=minimal` (RFC
+/// 7240). Other preferences, and malformed ones, are ignored, as the RFC says.
+pub struct ReturnMinimal(pub bool);
+
+impl ReturnMinimal {
+    /// The response header that tells the client its preference was applied.
+    pub const APPLIED: (&'static str, &'static str) = ("preference-applied", "return=minimal");
+
+    fn of(req: &HttpRequest) -> bool {
+        req.headers()
+            .get_all("prefer")
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .any(|preference| {
+                // `token [= value] *( ";" parameter )`; the value may be quoted.
+                let preference = preference.split(';').next().unwrap_or_default();
+                let (token, value) = preference.split_once('=').unwrap_or((preference, ""));
+                token.trim().eq_ignore_ascii_case("return")
+                    && value
+                        .trim()
+                        .trim_matches('"')
+                        .eq_ignore_ascii_case("minimal")
+            })
+    }
+}
+
+impl FromRequest for ReturnMinimal {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(Ok(Self(Self::of(req))))
+    }
+}

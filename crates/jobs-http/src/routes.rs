@@ -19,7 +19,7 @@ use crate::{
     ApiState,
     dto::*,
     error::{ApiError, Problem},
-    extract::{Json, MetricsAccess, Query, ResultJson, Tenant, TraceId},
+    extract::{Json, MetricsAccess, Query, ResultJson, ReturnMinimal, Tenant, TraceId},
 };
 
 pub mod queue_control;
@@ -158,8 +158,9 @@ fn with_status(
 
 /// Create up to 1,000 jobs in one request: all or none.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = CreateBatch,
+    params(("Prefer" = Option<String>, Header, description = "`return=minimal`: answer with the jobs' ids alone (`CreatedBatchIds`), and the header `Preference-Applied: return=minimal`; other preferences are ignored")),
     responses(
-        (status = 202, body = CreatedBatch),
+        (status = 202, description = "Accepted: every job as `GET /v1/jobs/{id}` shows it, or with `Prefer: return=minimal` their ids alone", body = BatchCreated),
         (status = 400, description = "Malformed JSON, wrong type, unknown field, or invalid field values (`errors` names each field, by item: `jobs[3].priority`)", body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
@@ -171,6 +172,7 @@ pub async fn create_batch(
     state: Data,
     Tenant(tenant): Tenant,
     trace: TraceId,
+    ReturnMinimal(minimal): ReturnMinimal,
     Json(body): Json<CreateBatch>,
 ) -> Result<HttpResponse, ApiError> {
     if body.jobs.is_empty() || body.jobs.len() > MAX_BATCH {
@@ -205,11 +207,31 @@ pub async fn create_batch(
         "batch accepted"
     );
     let callback = match callback_given {
-        true => done.pop().map(created),
+        true => done.pop(),
         false => None,
     };
-    let jobs = done.into_iter().map(created).collect();
-    Ok(HttpResponse::Accepted().json(CreatedBatch { jobs, callback }))
+    if minimal {
+        let ids = CreatedBatchIds {
+            jobs: done.iter().map(created_id).collect(),
+            callback: callback.as_ref().map(created_id),
+        };
+        return Ok(HttpResponse::Accepted()
+            .insert_header(ReturnMinimal::APPLIED)
+            .json(BatchCreated::Ids(ids)));
+    }
+    let jobs = CreatedBatch {
+        jobs: done.into_iter().map(created).collect(),
+        callback: callback.map(created),
+    };
+    Ok(HttpResponse::Accepted().json(BatchCreated::Jobs(Box::new(jobs))))
+}
+
+fn created_id(enqueued: &Enqueued) -> CreatedId {
+    CreatedId {
+        id: enqueued.job.id.as_uuid(),
+        duplicate: enqueued.duplicate,
+        replaced: enqueued.replaced,
+    }
 }
 
 /// A batch's callback: it waits for every job of the batch to end, however.

@@ -15,6 +15,7 @@ backend_tests!(
     create_get_list_and_queues,
     a_repeated_unique_key_returns_the_first_job,
     batch_is_all_or_nothing_and_names_the_item,
+    a_batch_preferring_return_minimal_answers_with_ids_alone,
     wait_answers_with_the_finished_job_or_202,
     cancel_and_retry_follow_the_state_machine,
     events_stream_each_change_until_the_job_ends,
@@ -174,6 +175,61 @@ async fn batch_is_all_or_nothing_and_names_the_item(db: TestDb) {
         page["items"].as_array().unwrap().is_empty(),
         "failed batches left nothing"
     );
+}
+
+/// `Prefer: return=minimal` (RFC 7240): the batch's ids in the order sent, with its
+/// callback's, and `Preference-Applied`; other or malformed preferences get every job.
+async fn a_batch_preferring_return_minimal_answers_with_ids_alone(db: TestDb) {
+    let api = Api::start(&db.store).await;
+    let batch = json!({"jobs": [{"kind": "a", "args": {"i": 0}}, {"kind": "b", "args": {"i": 1}}], "callback": {"kind": "c"}});
+    let send = |prefer: &'static str| {
+        let request = api
+            .request(Method::POST, "/v1/jobs/batch")
+            .header("prefer", prefer)
+            .json(&batch);
+        async move {
+            let response = request.send().await.unwrap();
+            let applied = response.headers().get("preference-applied").cloned();
+            let status = response.status();
+            (status, applied, response.json::<Value>().await.unwrap())
+        }
+    };
+    for prefer in ["return=minimal", "respond-async, RETURN = \"minimal\"; x=1"] {
+        let (status, applied, body) = send(prefer).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{prefer}: {body}");
+        assert_eq!(applied.unwrap(), "return=minimal", "{prefer}");
+        let jobs = body["jobs"].as_array().unwrap();
+        assert_eq!(jobs.len(), 2, "{body}");
+        for (i, item) in jobs.iter().enumerate() {
+            let keys: Vec<&str> = item
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(keys, ["duplicate", "id", "replaced"], "{item}");
+            let id = item["id"].as_str().unwrap();
+            let (status, job) = api.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!((status, &job["args"]), (StatusCode::OK, &json!({"i": i})));
+        }
+        let callback = body["callback"]["id"].as_str().unwrap();
+        let (_, job) = api.get(&format!("/v1/jobs/{callback}")).await;
+        assert_eq!(
+            (job["kind"].as_str(), job["parents"].as_u64()),
+            (Some("c"), Some(2))
+        );
+    }
+    for prefer in [
+        "return=representation",
+        "return",
+        "minimal",
+        "return=minimalist",
+    ] {
+        let (status, applied, body) = send(prefer).await;
+        assert_eq!((status, applied), (StatusCode::ACCEPTED, None), "{prefer}");
+        assert_eq!(body["jobs"][1]["args"], json!({"i": 1}), "{prefer}: {body}");
+        assert_eq!(body["callback"]["kind"], "c", "{prefer}: {body}");
+    }
 }
 
 async fn wait_answers_with_the_finished_job_or_202(db: TestDb) {

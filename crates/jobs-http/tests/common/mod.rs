@@ -103,7 +103,8 @@ impl Api {
         (status, serde_json::from_str(&body).unwrap_or(Value::Null))
     }
 
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+    /// A request to this server, with its key, for headers the helpers above do not set.
+    pub fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         let request = self.http.request(method, format!("{}{path}", self.base));
         match &self.key {
             Some(key) => request.bearer_auth(key),

@@ -196,10 +196,10 @@ async fn migrations_go_up_down_and_up_again(db: TestDb) {
     // Claims write no entry into the listing index on PostgreSQL, and new jobs take its
     // right end (migration 15).
     let listing = &indexes["jobs_tenant_state_created_idx"];
-    let partial = conn.get_database_backend() == DbBackend::Postgres;
+    let on_postgres = conn.get_database_backend() == DbBackend::Postgres;
     assert_eq!(
         listing.contains("(tenant, state, created_at, id) WHERE (state <> 'running'"),
-        partial,
+        on_postgres,
         "jobs_tenant_state_created_idx: {listing}"
     );
     let unique = &indexes["jobs_unique_key_idx"];
